@@ -1,0 +1,301 @@
+"""Running the book's chapters with papermill and building the book.
+
+A chapter is ``book/<stem>.ipynb``; its ``parameters`` cell holds the ``default`` preset.
+``book/presets.yml`` holds, per chapter, the overrides of the other presets (``smoke`` for
+CI, ``paper`` for the papers' models and data on a GPU). Parameters are checked against the
+parameters cell (name and type) before anything runs.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._validate import ConfigError
+
+PRESETS = ("smoke", "default", "paper")
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter raised while executing; the failed notebook is kept for inspection."""
+
+
+# ----------------------------------------------------------------------------- locating
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``_toc.yml`` and ``book/``: ``$BERTDIMS_ROOT``, or upwards from cwd."""
+    if start is None and os.environ.get("BERTDIMS_ROOT"):
+        start = os.environ["BERTDIMS_ROOT"]
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").exists() and (folder / "book").is_dir():
+            return folder
+    raise ConfigError(f"no bertdims book found at or above {here}: run from the repository root "
+                      "(the folder with _toc.yml and book/) or set BERTDIMS_ROOT")
+
+
+def chapter_stems(root: Path | None = None) -> list[str]:
+    """Chapter stems in table-of-contents order (notebooks only)."""
+    root = root or project_root()
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files: list[str] = []
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                files.append(e["file"])
+            walk(e.get("sections"))
+            for part in e.get("parts", []) if isinstance(e, dict) else []:
+                walk(part.get("chapters"))
+
+    walk(toc.get("chapters"))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return [Path(f).name for f in files if (root / f"{f}.ipynb").exists()
+            or (root / f).with_suffix(".ipynb").exists()]
+
+
+def chapter_path(name: str, root: Path | None = None) -> Path:
+    """Resolve ``name`` (a stem, its number prefix such as ``01``, or a path) to a notebook."""
+    root = root or project_root()
+    stems = chapter_stems(root)
+    cand = Path(name)
+    if cand.suffix == ".ipynb" and cand.exists():
+        return cand.resolve()
+    matches = [s for s in stems if s == name or s.split("_", 1)[0] == name]
+    if len(matches) != 1:
+        raise ConfigError(f"parameter 'chapter' = {name!r} is not a chapter; choose one of: "
+                          + ", ".join(stems))
+    return root / "book" / f"{matches[0]}.ipynb"
+
+
+# --------------------------------------------------------------------------- parameters
+def declared_parameters(path: Path) -> dict[str, Any]:
+    """Names and default values of the chapter's ``parameters`` cell."""
+    import nbformat
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise ConfigError(f"{path.name} has no cell tagged 'parameters'")
+    values: dict[str, Any] = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if isinstance(target, ast.Name):
+                values[target.id] = ast.literal_eval(node.value)
+    return values
+
+
+def load_presets(root: Path | None = None) -> dict:
+    root = root or project_root()
+    path = root / "book" / "presets.yml"
+    return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
+
+
+def _type_ok(default: Any, value: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def resolve_parameters(path: Path, preset: str = "default", overrides: dict | None = None,
+                       root: Path | None = None) -> dict[str, Any]:
+    """The parameters to inject: the preset's overrides, then the user's, all checked
+    against the chapter's parameters cell (unknown names and wrong types are errors)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"parameter 'preset' = {preset!r} is not allowed; choose one of: "
+                          + ", ".join(PRESETS))
+    declared = declared_parameters(path)
+    params: dict[str, Any] = {}
+    if preset != "default":
+        params.update((load_presets(root).get(path.stem) or {}).get(preset) or {})
+    params.update(overrides or {})
+    for name, value in params.items():
+        if name not in declared:
+            raise ConfigError(f"parameter {name!r} is not declared by chapter {path.stem}; "
+                              f"it declares: {', '.join(declared)}")
+        if not _type_ok(declared[name], value):
+            raise ConfigError(f"parameter {name!r} = {value!r} has type {type(value).__name__}; "
+                              f"chapter {path.stem} expects {type(declared[name]).__name__} "
+                              f"(default {declared[name]!r})")
+    return params
+
+
+# ------------------------------------------------------------------------------ running
+def _results_root(root: Path) -> Path:
+    return Path(os.environ.get("BERTDIMS_RESULTS", root / "results")).resolve()
+
+
+def run_chapter(name: str, *, preset: str = "default", params: dict | None = None,
+                out_dir: str | os.PathLike | None = None, root: Path | None = None,
+                progress: bool = True, prepare_only: bool = False) -> Path:
+    """Execute one chapter with papermill into ``out_dir`` and return the output notebook.
+
+    The default output folder is ``_build/executed/<preset>/``, or
+    ``_build/runs/<stem>-<hash>/`` when parameters are overridden. Results go to the store
+    at ``$BERTDIMS_RESULTS`` (default ``<root>/results``).
+    """
+    import papermill
+
+    root = root or project_root()
+    path = chapter_path(name, root)
+    injected = resolve_parameters(path, preset, params, root)
+    if out_dir is None:
+        if params:
+            tag = hashlib.sha256(json.dumps([preset, params], sort_keys=True, default=str)
+                                 .encode()).hexdigest()[:8]
+            out_dir = root / "_build" / "runs" / f"{path.stem}-{preset}-{tag}"
+        else:
+            out_dir = root / "_build" / "executed" / preset
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("BERTDIMS_RESULTS", str(_results_root(root)))
+    final = out_dir / path.name
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".running-") as tmp:
+        scratch = Path(tmp) / path.name
+        try:
+            papermill.execute_notebook(str(path), str(scratch), parameters=injected,
+                                       cwd=str(path.parent), progress_bar=progress,
+                                       prepare_only=prepare_only, kernel_name="python3",
+                                       log_output=False, report_mode=False)
+        except papermill.PapermillExecutionError as err:
+            failed = out_dir / f"{path.stem}.failed.ipynb"
+            shutil.copyfile(scratch, failed)
+            raise ChapterFailed(f"chapter {path.stem} failed in cell {err.exec_count}: "
+                                f"{err.ename}: {err.evalue} (executed notebook: {failed})") from None
+        os.replace(scratch, final)
+    (out_dir / f"{path.stem}.parameters.json").write_text(
+        json.dumps({"preset": preset, "parameters": injected}, indent=2, default=str))
+    return final
+
+
+def build_book(preset: str = "default", *, root: Path | None = None,
+               chapters: list[str] | None = None, execute: bool = True,
+               progress: bool = True) -> Path:
+    """Execute the chapters (reading stored results where configs match) and build the HTML
+    with ``jupyter-book build -W``. Returns ``<root>/_build/html/index.html``."""
+    from .webassets import write_static
+
+    root = root or project_root()
+    stems = chapter_stems(root) if chapters is None else [chapter_path(c, root).stem for c in chapters]
+    executed = root / "_build" / "executed" / preset
+    for i, stem in enumerate(stems, 1):
+        if execute or not (executed / f"{stem}.ipynb").exists():
+            print(f"[{i}/{len(stems)}] executing {stem} (preset {preset})", flush=True)
+            run_chapter(stem, preset=preset, out_dir=executed, root=root, progress=progress)
+    src = root / "_build" / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    (src / "book").mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copyfile(root / name, src / name)
+    if chapters is not None:
+        _write_subset_toc(src / "_toc.yml", stems)
+    for md in (root / "book").glob("*.md"):
+        shutil.copyfile(md, src / "book" / md.name)
+    for stem in stems:
+        shutil.copyfile(executed / f"{stem}.ipynb", src / "book" / f"{stem}.ipynb")
+    write_static(src / "_static")
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(src),
+           "--path-output", str(root), "-W", "--quiet"]
+    if not Path(cmd[0]).exists():
+        cmd[0] = "jupyter-book"
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ChapterFailed("jupyter-book build failed:\n" + proc.stdout[-4000:] + proc.stderr[-4000:])
+    return root / "_build" / "html" / "index.html"
+
+
+def _write_subset_toc(path: Path, stems: list[str]) -> None:
+    toc = yaml.safe_load(path.read_text())
+    toc["chapters"] = [c for c in toc.get("chapters", []) if Path(c["file"]).name in stems]
+    path.write_text(yaml.safe_dump(toc, sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------- CLI
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("run", help="execute one chapter with papermill")
+    p.add_argument("chapter", help="chapter stem (e.g. 01_model_and_tasks) or its number (01)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                   metavar=("NAME", "VALUE"), help="override a parameter (VALUE parsed as YAML)")
+    p.add_argument("--preset", default="default", help="smoke | default | paper")
+    p.add_argument("--out", default=None, help="output folder (default under _build/)")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="inject the parameters without executing (e.g. for nbval)")
+    p.set_defaults(func=_cmd_run)
+
+    b = sub.add_parser("book", help="execute every chapter and build the HTML book")
+    b.add_argument("--preset", default="default", help="smoke | default | paper")
+    b.add_argument("--chapters", default=None, help="comma-separated subset of chapters")
+    b.add_argument("--no-execute", action="store_true",
+                   help="reuse executed notebooks under _build/executed/<preset>/ where present")
+    b.set_defaults(func=_cmd_book)
+
+    q = sub.add_parser("prepare", help="write every chapter with a preset's parameters injected, "
+                       "unexecuted (for nbval)")
+    q.add_argument("--preset", default="smoke", help="smoke | default | paper")
+    q.add_argument("--out", required=True, help="output folder")
+    q.set_defaults(func=_cmd_prepare)
+
+    c = sub.add_parser("chapters", help="list the chapters and their parameters")
+    c.set_defaults(func=_cmd_chapters)
+
+
+def _cmd_run(args) -> int:
+    params = {name: _parse_value(value) for name, value in args.parameter}
+    try:
+        out = run_chapter(args.chapter, preset=args.preset, params=params, out_dir=args.out,
+                          prepare_only=args.prepare_only)
+    except ChapterFailed as err:
+        print(f"bertdims run: {err}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+def _cmd_book(args) -> int:
+    chapters = args.chapters.split(",") if args.chapters else None
+    try:
+        index = build_book(args.preset, chapters=chapters, execute=not args.no_execute)
+    except ChapterFailed as err:
+        print(f"bertdims book: {err}", file=sys.stderr)
+        return 1
+    print(index)
+    return 0
+
+
+def _cmd_prepare(args) -> int:
+    for stem in chapter_stems():
+        print(run_chapter(stem, preset=args.preset, out_dir=args.out, prepare_only=True,
+                          progress=False))
+    return 0
+
+
+def _cmd_chapters(args) -> int:
+    root = project_root()
+    for stem in chapter_stems(root):
+        params = declared_parameters(root / "book" / f"{stem}.ipynb")
+        print(f"{stem}: " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+    return 0

@@ -1,0 +1,37 @@
+"""Device and precision choice: CUDA with bf16 autocast when there is a GPU, CPU otherwise."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ._validate import check_choice
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``."""
+    check_choice("device", device.split(":")[0], DEVICES)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"parameter 'device' = {device!r}: no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+def pick_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on a GPU that supports it, ``fp32`` elsewhere."""
+    check_choice("precision", precision, PRECISIONS)
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """Context manager: bf16 autocast when asked for, a no-op otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

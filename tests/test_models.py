@@ -1,0 +1,70 @@
+import time
+
+import pytest
+import torch
+
+import bertdims as bd
+from bertdims.models import embedded_model_path, model_fingerprint
+
+
+def test_embedded_model_is_a_six_layer_bert():
+    enc = bd.load_encoder("embedded")
+    assert enc.model.config.model_type == "bert"
+    assert (enc.num_layers, enc.hidden_size) == (6, 384)
+    batch = enc.tokenizer(["a short sentence", "another one, a bit longer"], return_tensors="pt",
+                          padding=True)
+    with torch.no_grad():
+        states = bd.models.hidden_states(enc, batch)
+    assert len(states) == enc.num_layers + 1
+    assert all(s.shape == (2, batch["input_ids"].shape[1], 384) for s in states)
+    assert enc.tokenizer.convert_ids_to_tokens(batch["input_ids"][0, :1].tolist()) == ["[CLS]"]
+
+
+def test_aliases_resolve_to_the_embedded_folder():
+    for name in ("embedded", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        assert bd.resolve_model(name) == str(embedded_model_path())
+
+
+def test_local_folder_loads(tiny_bert):
+    enc = bd.load_encoder(tiny_bert)
+    assert (enc.num_layers, enc.hidden_size) == (2, 32)
+
+
+def test_unavailable_hub_model_fails_fast_and_names_the_embedded_one(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.time()
+    with pytest.raises(bd.ModelNotAvailableError) as err:
+        bd.load_encoder("bert-base-uncased")
+    assert time.time() - start < 5
+    assert "bert-base-uncased" in str(err.value) and bd.EMBEDDED_MODEL in str(err.value)
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(bd.ModelNotAvailableError, match="config.json"):
+        bd.resolve_model(str(tmp_path))
+
+
+def test_fingerprint_changes_with_weights(tiny_bert):
+    a = bd.load_encoder(tiny_bert).model
+    b = bd.load_encoder(tiny_bert).model
+    assert model_fingerprint(a) == model_fingerprint(b)
+    with torch.no_grad():
+        next(b.parameters())[0, 0] += 1.0
+    b._bertdims_fingerprint = None
+    assert model_fingerprint(a) != model_fingerprint(b)
+
+
+def test_token_modes_select_the_right_vectors():
+    from bertdims.tokens import select_token
+    hidden = torch.arange(2 * 4 * 3, dtype=torch.float).reshape(2, 4, 3)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    assert torch.equal(select_token(hidden, mask, "cls"), hidden[:, 0])
+    # mean over non-special tokens: positions 1..2 for row 0, position 1 for row 1
+    assert torch.allclose(select_token(hidden, mask, "mean"),
+                          torch.stack([hidden[0, 1:3].mean(0), hidden[1, 1]]))
+    assert torch.equal(select_token(hidden, mask, "token:2"), hidden[:, 2])
+    assert torch.equal(select_token(hidden, mask, "token:9"), torch.stack([hidden[0, 3], hidden[1, 2]]))
+    # maxnorm picks the largest non-special token (later rows are larger here)
+    assert torch.equal(select_token(hidden, mask, "maxnorm"), torch.stack([hidden[0, 2], hidden[1, 1]]))
+    with pytest.raises(bd.ConfigError, match="token"):
+        select_token(hidden, mask, "pooler")
