@@ -32,9 +32,9 @@ browser:
 # Unit tests, then every chapter under nbval (smoke preset, parameters injected by papermill),
 # then the book build and the real-browser check, all in one pytest run.
 test: $(STAMP) browser
-	rm -rf _build/nbval
+	rm -rf _build/nbval _build/test-results
 	BERTDIMS_RESULTS=$(CURDIR)/_build/test-results $(BIN)/bertdims prepare --preset smoke --out _build/nbval
-	BERTDIMS_RESULTS=$(CURDIR)/_build/test-results $(BIN)/python -m pytest tests _build/nbval --nbval-lax -p no:cacheprovider
+	BERTDIMS_REQUIRE_BROWSER=1 BERTDIMS_RESULTS=$(CURDIR)/_build/test-results $(BIN)/python -m pytest tests _build/nbval --nbval-lax -p no:cacheprovider
 
 clean:
 	rm -rf _build results

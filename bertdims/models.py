@@ -7,6 +7,7 @@ same path when it is in the local cache or the hub can be reached.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -118,11 +119,34 @@ def load_encoder(name: str = "embedded", *, device: str | torch.device = "cpu") 
     from transformers import AutoModel, AutoTokenizer
     path = resolve_model(name)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, add_pooling_layer=False) if _is_bert_like(path) \
-        else AutoModel.from_pretrained(path)
+    kwargs = {"add_pooling_layer": False} if _is_bert_like(path) else {}
+    with quiet_transformers():
+        model = AutoModel.from_pretrained(path, **kwargs)
     model.config.output_hidden_states = True
     model.to(device).eval()
     return Encoder(model=model, tokenizer=tokenizer, name=str(name))
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load reports and weight-loading bars (the pooler we drop is expected)."""
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+@lru_cache(maxsize=4)
+def cached_encoder(name: str) -> Encoder:
+    """A process-wide shared encoder for read-only use (inference, fingerprints). Never train it."""
+    return load_encoder(name)
 
 
 def _is_bert_like(path: str) -> bool:
@@ -155,7 +179,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 @lru_cache(maxsize=8)
 def fingerprint_of(name: str) -> str:
     """Fingerprint of a model given by name (loads it once per process)."""
-    return load_encoder(name).fingerprint()
+    return cached_encoder(name).fingerprint()
 
 
 def hidden_states(encoder: Encoder, batch: dict) -> tuple[torch.Tensor, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .models import fingerprint_of, load_encoder
+from .models import cached_encoder, fingerprint_of
 from .store import ResultStore
 from .tasks import get_split, get_task, texts_of
 
@@ -34,7 +34,7 @@ def project_task(model: str, task: str, *, split: str = "validation", max_exampl
         from sklearn.decomposition import PCA
         from .extract import encode
         ds = data.select(range(min(max_examples, len(data))))
-        encoder = load_encoder(model)
+        encoder = cached_encoder(model)
         X = encode(encoder, texts_of(t, ds), layers=(layer,), token=token,
                    max_seq_len=max_seq_len, progress=False)[:, 0]          # (N, H)
         pca = PCA(n_components=2, random_state=0).fit(X)

@@ -159,3 +159,52 @@ def chance_level(task: Task | str, train_labels: Sequence | None = None) -> floa
     if task.metric == "accuracy":
         return 1.0 / task.num_labels
     return 0.0
+
+
+# ---------------------------------------------------------------------------- overview
+def _labels_summary(task: Task, max_chars: int = 36) -> str:
+    """``"3: entailment, neutral, contradiction"``; long lists end in ``...``."""
+    if task.is_regression:
+        return "score (regression)"
+    names, shown = list(task.label_names), []
+    for n in names:
+        if shown and len(", ".join(shown + [n])) > max_chars:
+            break
+        shown.append(n)
+    return f"{len(names)}: " + ", ".join(shown) + (", ..." if len(shown) < len(names) else "")
+
+
+def task_table(load_hub: bool = False):
+    """One row per registered task: name, source, type, labels, metrics and split sizes.
+
+    Embedded tasks are loaded to count their rows (a few seconds in all). A hub task is
+    loaded only when it is already loaded in this process, is in the local Hugging Face cache,
+    or ``load_hub`` is True (which downloads it); otherwise its sizes read ``"unavailable"``
+    (no hub and no cached copy) or ``"not loaded"`` (the hub is reachable).
+    Returns a ``pandas.DataFrame`` with columns name, source, type, labels, metrics, train,
+    validation, test.
+    """
+    import pandas as pd
+
+    from . import _hub
+
+    rows = []
+    for name in task_names():
+        task = get_task(name)
+        row = {"name": name, "source": task.source, "type": task.label_type,
+               "labels": _labels_summary(task), "metrics": ", ".join(task.metrics)}
+        status = "ok"
+        if task.source == "hub" and (name, None) not in _CACHE and not load_hub:
+            status = _hub.hub_status(name)
+            status = "ok" if status == "cached" else ("not loaded" if status == "reachable"
+                                                      else "unavailable")
+        if status == "ok":
+            try:
+                data = load_task(name)
+                row.update({s: len(data[s]) for s in SPLITS})
+            except TaskUnavailableError:
+                status = "unavailable"
+        if status != "ok":
+            row.update({s: status for s in SPLITS})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["name", "source", "type", "labels", "metrics", *SPLITS])
