@@ -5,13 +5,22 @@ One public namespace for the library; chapters do ``import bertdims as bd``.
 from ._version import __version__
 from ._validate import ConfigError
 from .device import pick_device, pick_precision
-from .models import (EMBEDDED_MODEL, Encoder, ModelNotAvailableError, load_encoder,
+from .models import (EMBEDDED_MODEL, Encoder, ModelNotAvailableError, cached_encoder, load_encoder,
                      model_fingerprint, resolve_model)
 from .store import ResultStore
 from .tasks import (Task, TaskUnavailableError, compute_metrics, get_split, get_task, load_task,
+                    task_table,
                     task_names, texts_of)
 
 # Experiment families register their public names below (one import line each).
 from .extract import encode
 from .overview import project_task, project_tasks, projection_chart
 from .chapters import build_book, run_chapter
+from . import charts
+from .dims import (LinearHead, Representations, chosen_dims, evaluate_k, finetune_grid, model_size, probe_baseline, rank_dimensions, retrain_k, run_dims, run_dims_grid, summarize_runs)  # noqa: E501
+from .fewdims_charts import compare_runs_chart, share_chart, trend_chart
+from .distances import (DistanceConfig, LayerStudyConfig, aggregate_distances, comparison_summary, distance_chart, distance_findings, distance_study, kind_chart, layer_distances, layer_findings, layer_study, layer_study_chart, layer_summary, random_init_like, weight_distances)  # noqa: E501
+from .sparse import (SparseConfig, StoredMask, apply_mask, load_mask, load_sparse_task, save_mask, sparse_findings, sparse_finetune, sparse_summary, sparse_vs_full, sparsity_chart, sparsity_sweep, storage_table, verify_stored_task)  # noqa: E501
+from ._embedded import general_corpus
+from .finetune import FinetuneConfig, FinetuneRun, finetune, load_finetuned
+from .crossft import (CrossConfig, MultiTaskModel, MultitaskConfig, load_multitask, multitask_vs_single, sequential, shared_dims, train_multitask, transplant_head)  # noqa: E501

@@ -1,0 +1,673 @@
+"""Cross-fine-tuning (one task after another), shared dimensions, and one model for several tasks.
+
+Fine-tuning applied to one task after another, whether the few dimensions selected for one
+task serve another, and one model answering several tasks at once.
+
+Reproduces the cross-fine-tuning part of *Few Dimensions are Enough: Fine-tuning BERT with
+Selected Dimensions Revealed Its Redundant Nature* (2025): "hidden layers may change
+significantly during fine-tuning", "the selected dimensions generalize across tasks", and
+BERT's redundancy "enabl[es] it to handle multiple tasks simultaneously". Book chapter
+``06_cross_finetuning``.
+
+Three experiments, every run through the results store:
+
+* :func:`sequential` (the A-then-B matrix). For every ordered pair (A, B) of tasks: fine-tune
+  on A, then continue from A's encoder on B with a new head
+  (``FinetuneConfig(task=B, init_from=A.model_dir)``). Afterwards A's **stored head** reads the
+  B-tuned encoder (:func:`transplant_head`): how much of A survives (``retention``); and B is
+  compared with B fine-tuned from the pretrained model (``transfer``: did A first help or hurt).
+  Mode ``"all"``: both heads read every dimension. Mode ``"few"``: A's head reads the
+  ``num_dims`` dimensions selected for A, B's head B's own selected dimensions with A's left
+  out, so that the two heads read disjoint dimensions of one encoder.
+* :func:`shared_dims`: fine-tune B with a head reading the dimensions selected for another
+  task A, B's own selected dimensions, random dimensions, or all of them.
+* :func:`multitask_vs_single`: one encoder, one head per task on its own disjoint dimensions,
+  trained jointly (:mod:`bertdims.multitask`), against each task's single-task model on the
+  same dimensions.
+
+Dimensions are selected on the task's fine-tuned model (all dimensions, same seed) with
+:func:`rank_run`, i.e. :func:`bertdims.dims.rank_dimensions` with method ``selection``
+(``"single"``: a one-dimensional logistic regression per dimension fitted on the train
+representations and scored on validation); the top ``num_dims`` are kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
+from .multitask import (EMBEDDED_CLASSIFICATION_TASKS, SAMPLERS, MultiTaskModel, MultitaskConfig,
+                        check_task_list, load_multitask, train_multitask)
+from .tasks import chance_level, get_task
+from .tokens import check_token
+
+MODES = ("all", "few")
+SELECTIONS = ("single", "ablation")
+PAIR_KIND = "crossft_pair"
+
+__all__ = ["CrossConfig", "sequential", "shared_dims", "multitask_vs_single", "transplant_head",
+           "retention", "rank_run", "disjoint_dims", "random_dims", "pair_matrix", "summarize_shared",
+           "multitask_table", "pair_chart", "shared_chart", "multitask_chart", "joint_demo",
+           "claims_table", "describe_pairs", "describe_claims", "MODES",
+           # the joint model lives in bertdims.multitask; re-exported here
+           "MultiTaskModel", "MultitaskConfig", "load_multitask", "train_multitask"]
+
+
+# ---------------------------------------------------------------------------- config
+@dataclass
+class CrossConfig(ConfigMixin):
+    """Settings shared by the three experiments (the chapter's parameters map onto them).
+
+    Attributes
+    ----------
+    model : base encoder (``"embedded"``, a hub name or a folder).
+    tasks : at least two distinct task names; every ordered pair is run.
+    seeds : fine-tuning seeds (every run is repeated per seed).
+    num_dims : how many selected dimensions a head reads in mode ``"few"`` (the paper: 2-3).
+    selection : ranking method of :func:`bertdims.dims.rank_dimensions` (``single`` | ``ablation``).
+    modes : ``"all"`` (heads read every dimension) and/or ``"few"`` (selected dimensions).
+    layer, token : which layer output and token vector the heads read.
+    epochs, lr, batch_size, max_train_samples, max_eval_samples, max_seq_len, device,
+    precision : as in :class:`bertdims.finetune.FinetuneConfig` (the same values give the same
+        single-task runs as other chapters, read back from the store).
+    split : the split the tables report (``validation`` or ``test``).
+    """
+
+    model: str = "embedded"
+    tasks: list = field(default_factory=lambda: list(EMBEDDED_CLASSIFICATION_TASKS))
+    seeds: list = field(default_factory=lambda: [0])
+    num_dims: int = 3
+    selection: str = "single"
+    modes: list = field(default_factory=lambda: list(MODES))
+    layer: int = -1
+    token: str = "cls"
+    epochs: float = 1.0
+    lr: float = 2e-5
+    batch_size: int = 32
+    max_train_samples: int | None = 1000
+    max_eval_samples: int | None = 500
+    max_seq_len: int = 64
+    split: str = "test"
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self):
+        if not isinstance(self.model, str) or not self.model:
+            raise bad("model", self.model, "expected a model name or folder")
+        self.tasks = check_task_list("tasks", self.tasks, min_len=2)
+        for t in self.tasks:
+            try:
+                get_task(t)
+            except ConfigError as err:
+                raise bad("tasks", self.tasks, f"{t!r} is not a known task; " +
+                          str(err).split("; ", 1)[-1]) from None
+        if isinstance(self.seeds, (int, str)) or not isinstance(self.seeds, Sequence) or not self.seeds:
+            raise bad("seeds", self.seeds, "expected a non-empty list of integers, e.g. [0, 1, 2]")
+        self.seeds = list(self.seeds)
+        for s in self.seeds:
+            check_range("seeds", s, 0, integer=True)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise bad("seeds", self.seeds, "each seed may be listed once")
+        check_range("num_dims", self.num_dims, 1, integer=True)
+        check_choice("selection", self.selection, SELECTIONS)
+        if isinstance(self.modes, str) or not isinstance(self.modes, Sequence) or not self.modes:
+            raise bad("modes", self.modes, "expected a non-empty list drawn from " + ", ".join(MODES))
+        self.modes = list(self.modes)
+        for m in self.modes:
+            check_choice("modes", m, MODES)
+        if len(set(self.modes)) != len(self.modes):
+            raise bad("modes", self.modes, "each mode may be listed once")
+        check_range("layer", self.layer, -1, integer=True)
+        self.token = check_token(self.token)
+        check_choice("split", self.split, ("validation", "test"))
+        # everything else is checked by FinetuneConfig itself, before any run
+        self.finetune_config(self.tasks[0], self.seeds[0])
+
+    def finetune_config(self, task: str, seed: int, dims: list[int] | None = None,
+                        init_from: str | Path | None = None, **changes):
+        """The engine's config of one run of this experiment."""
+        from .finetune import FinetuneConfig
+        return FinetuneConfig(model=self.model, task=task, layer=self.layer, token=self.token,
+                              dims=None if dims is None else [int(d) for d in dims],
+                              epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                              max_train_samples=self.max_train_samples,
+                              max_eval_samples=self.max_eval_samples, max_seq_len=self.max_seq_len,
+                              seed=int(seed), device=self.device, precision=self.precision,
+                              init_from=None if init_from is None else str(init_from), **changes)
+
+    def validate(self, num_layers: int, hidden_size: int) -> None:
+        """Checks that need the model's size, run before the first fine-tuning."""
+        if 2 * self.num_dims > hidden_size:
+            raise bad("num_dims", self.num_dims, f"two tasks must get disjoint sets of num_dims "
+                      f"dimensions, so at most {hidden_size // 2} (the model's hidden size is {hidden_size})")
+        if self.selection == "ablation" and 2 * self.num_dims > _candidates(self):
+            raise bad("num_dims", self.num_dims, "too many for the ablation ranking's candidates")
+        check_range("layer", self.layer, -1, num_layers, integer=True)
+
+    def check_model(self) -> None:
+        """Read the model's size (its config only) and :meth:`validate`."""
+        self.validate(*model_size(self.model))
+
+
+def model_size(model: str) -> tuple[int, int]:
+    """(number of layers, hidden size) of a model, read from its config only."""
+    from transformers import AutoConfig
+
+    from .models import resolve_model
+    cfg = AutoConfig.from_pretrained(resolve_model(model))
+    return int(cfg.num_hidden_layers), int(cfg.hidden_size)
+
+
+def _candidates(config: CrossConfig) -> int:
+    """Candidates of the ablation ranking: the dims chapter's 20, or more for large num_dims."""
+    return max(20, 2 * config.num_dims)
+
+
+# ---------------------------------------------------------------------------- runs
+class _Runs:
+    """Fine-tuning runs, rankings and selected dimensions of one experiment, fetched through
+    the store once per call (the store itself makes them reusable across calls)."""
+
+    def __init__(self, config: CrossConfig, store, progress: bool):
+        config.check_model()
+        self.config, self.store, self.progress = config, store, progress
+        self._runs: dict = {}
+        self._rank: dict = {}
+
+    def run(self, task: str, seed: int, dims: list[int] | None = None, init_from=None, **changes):
+        from .finetune import finetune
+        cfg = self.config.finetune_config(task, seed, dims, init_from, **changes)
+        key = cfg.to_json()
+        if key not in self._runs:
+            self._runs[key] = finetune(cfg, store=self.store, progress=self.progress)
+        return self._runs[key]
+
+    def ranking(self, task: str, seed: int) -> list[int]:
+        """Dimensions of ``task``'s fine-tuned model (all dimensions, ``seed``), best first."""
+        if (task, seed) not in self._rank:
+            run = self.run(task, seed)
+            table = rank_run(run, self.config.selection, store=self.store,
+                             candidates=_candidates(self.config), device=self.config.device,
+                             precision=self.config.precision)
+            self._rank[(task, seed)] = table.sort_values("rank")["dim"].astype(int).tolist()
+        return self._rank[(task, seed)]
+
+    def selected(self, task: str, seed: int, exclude: Sequence[int] = ()) -> list[int]:
+        """The ``num_dims`` best dimensions of ``task`` not in ``exclude`` (sorted)."""
+        left = [d for d in self.ranking(task, seed) if d not in set(exclude)]
+        k = self.config.num_dims
+        if len(left) < k:
+            raise bad("num_dims", k, f"only {len(left)} ranked dimensions of {task!r} remain "
+                      f"after leaving out {sorted(exclude)}")
+        return sorted(left[:k])
+
+    def score(self, run, split: str | None = None) -> float:
+        return float(run.metrics[split or self.config.split][get_task(run.config.task).metric])
+
+
+def rank_run(run, method: str = "single", *, store, candidates: int = 20, fill: str = "mean",
+             max_rank_samples: int | None = 4000, device: str = "auto", precision: str = "auto"
+             ) -> pd.DataFrame:
+    """Rank the dimensions of a fine-tuned run (head on all dimensions) with
+    :func:`bertdims.dims.rank_dimensions`: representations of the run's own training examples
+    (without its early-stopping part; at most ``max_rank_samples``) and validation examples.
+
+    Stored under kind ``dims_rank`` with the same key layout as :func:`bertdims.dims.run_dims`,
+    so the few-dimensions chapter and this one share rankings. Returns the ranking table
+    (``dim``, ``score``, ``rank``, ...).
+    """
+    from .dims import head_function, rank_dimensions, representations_of
+    from .finetune import prepare_splits
+    check_choice("method", method, SELECTIONS)
+    c = run.config
+    if c.dims is not None:
+        raise bad("run", _dims_text(c.dims), "rank the dimensions of a run whose head reads all of them")
+    key_cfg = {"finetune": c.to_dict(), "fill": fill, "max_rank_samples": max_rank_samples,
+               "method": method, "candidates": candidates if method == "ablation" else None}
+
+    def compute() -> dict:
+        clf = run.load()
+        data = prepare_splits(c.task, max_train_samples=c.max_train_samples,
+                              max_eval_samples=c.max_eval_samples,
+                              early_stopping_fraction=c.early_stopping_fraction, data_dir=c.data_dir)
+        reps = representations_of(clf, c.task, data, splits=("train", "validation"),
+                                  max_samples={"train": max_rank_samples}, device=device,
+                                  precision=precision)
+        return {"ranking": rank_dimensions(reps, method, head=head_function(clf),
+                                           candidates=candidates, fill=fill)}
+
+    fingerprint = run.path.name if run.path is not None else None
+    return store.cached("dims_rank", key_cfg, compute, fingerprint=fingerprint).table("ranking")
+
+
+def _dims_text(dims) -> str:
+    return "all" if dims is None else " ".join(str(int(d)) for d in dims)
+
+
+# ---------------------------------------------------------------------------- sequential
+def transplant_head(head_model_dir: str | Path, encoder_model_dir: str | Path, device: str = "cpu"):
+    """A's head on B's encoder: the classifier saved in ``head_model_dir`` (its head, layer,
+    token and dimensions) reading the encoder saved in ``encoder_model_dir``.
+
+    Returns a :class:`bertdims.heads.SelectiveClassifier` in eval mode.
+    """
+    from .heads import SelectiveClassifier, load_finetuned
+    first = load_finetuned(head_model_dir)
+    second = load_finetuned(encoder_model_dir)
+    if second.hidden_size != first.hidden_size:
+        raise bad("encoder_model_dir", str(encoder_model_dir),
+                  f"its hidden size {second.hidden_size} differs from the head's model ({first.hidden_size})")
+    hybrid = SelectiveClassifier(second.encoder, second.tokenizer, first.config, first.task)
+    hybrid.head = first.head
+    return hybrid.to(device).eval()
+
+
+def retention(first_run, second_run, *, store, device: str = "auto", precision: str = "auto") -> dict:
+    """Metrics of the first task after fine-tuning on the second: ``first_run``'s stored head
+    on ``second_run``'s encoder, on the first task's validation and test examples (the same
+    examples as ``first_run.metrics``). Stored under kind ``crossft_pair``.
+
+    Returns ``{"validation": {metric: value}, "test": {...}}``.
+    """
+    from .device import pick_device
+    from .finetune import prepare_splits
+    from .training import evaluate, make_loader
+
+    a, b = first_run.config, second_run.config
+    key_cfg = {"first": a.to_dict(), "second": b.to_dict()}
+
+    def compute() -> dict:
+        dev = pick_device(device)
+        model = transplant_head(first_run.model_dir, second_run.model_dir, device=str(dev))
+        task = get_task(a.task)
+        splits = prepare_splits(task, max_train_samples=a.max_train_samples,
+                                max_eval_samples=a.max_eval_samples,
+                                early_stopping_fraction=a.early_stopping_fraction, data_dir=a.data_dir)
+        out = {}
+        for split in ("validation", "test"):
+            loader = make_loader(task, splits[split], model.tokenizer, batch_size=64,
+                                 max_seq_len=a.max_seq_len, shuffle=False)
+            out[split] = evaluate(model, loader, task, dev, precision)
+        return {"metrics": out}
+
+    fingerprint = second_run.path.name if second_run.path is not None else None
+    return store.cached(PAIR_KIND, key_cfg, compute, fingerprint=fingerprint).json()["metrics"]
+
+
+def sequential(config: CrossConfig, *, store, progress: bool = False) -> pd.DataFrame:
+    """The A-then-B matrix: one row per (mode, seed, first task A, second task B).
+
+    Columns: ``mode``, ``seed``, ``first``, ``second``, ``dims_first``, ``dims_second``
+    (``"all"`` or the dimensions each head reads), ``first_metric``, ``first_before`` (A
+    fine-tuned alone), ``first_after`` (A's head on the encoder after B), ``retention``
+    (share of A's gain over chance that survives: ``(after - chance) / (before - chance)``),
+    ``second_metric``, ``second_alone`` (B from the pretrained model), ``second_after`` (B
+    after A), ``transfer`` (``second_after - second_alone``). Scores are on ``config.split``.
+    """
+    runs = _Runs(config, store, progress)
+    rows = []
+    for seed in config.seeds:
+        for mode in config.modes:
+            for a in config.tasks:
+                dims_a = None if mode == "all" else runs.selected(a, seed)
+                first = runs.run(a, seed, dims_a)
+                for b in config.tasks:
+                    if b == a:
+                        continue
+                    dims_b = None if mode == "all" else runs.selected(b, seed, exclude=dims_a)
+                    alone = runs.run(b, seed, dims_b)
+                    after = runs.run(b, seed, dims_b, init_from=first.model_dir)
+                    kept = retention(first, after, store=store, device=config.device,
+                                     precision=config.precision)
+                    ta, tb = get_task(a), get_task(b)
+                    before_a, after_a = runs.score(first), float(kept[config.split][ta.metric])
+                    chance = chance_level(ta)
+                    rows.append({
+                        "mode": mode, "seed": seed, "first": a, "second": b,
+                        "dims_first": _dims_text(dims_a), "dims_second": _dims_text(dims_b),
+                        "first_metric": ta.metric, "first_before": before_a, "first_after": after_a,
+                        "retention": (after_a - chance) / (before_a - chance) if before_a > chance else np.nan,
+                        "second_metric": tb.metric, "second_alone": runs.score(alone),
+                        "second_after": runs.score(after),
+                        "transfer": runs.score(after) - runs.score(alone)})
+    return pd.DataFrame(rows)
+
+
+def pair_matrix(pairs: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Mean of ``value`` over seeds per (mode, first, second): a tidy table for a heat map."""
+    return pairs.groupby(["mode", "first", "second"], as_index=False, sort=False)[value].mean()
+
+
+# ---------------------------------------------------------------------------- shared dimensions
+def random_dims(hidden_size: int, k: int, seed: int, task: str) -> list[int]:
+    """``k`` distinct random dimensions, fixed by ``seed`` and the task's name."""
+    salt = int.from_bytes(task.encode()[:8].ljust(8, b"\0"), "little") % (2 ** 31)
+    rng = np.random.default_rng([int(seed), salt])
+    return sorted(rng.choice(hidden_size, size=k, replace=False).tolist())
+
+
+def shared_dims(config: CrossConfig, *, store, progress: bool = False) -> pd.DataFrame:
+    """Do the dimensions selected for A serve B? Fine-tune B (the whole encoder, from the
+    pretrained model) with a head reading: A's selected dimensions (``source`` = A, ``kind``
+    ``"other task"``), B's own (``"own"``), ``num_dims`` random ones (``"random"``) or all
+    (``"all"``). One row per (seed, target B, source): ``dims``, ``metric``, ``value``.
+    """
+    runs = _Runs(config, store, progress)
+    hidden = model_size(config.model)[1]
+    rows = []
+    for seed in config.seeds:
+        for b in config.tasks:
+            sources = [("all", "all", None), ("own", "own", runs.selected(b, seed))]
+            sources += [(a, "other task", runs.selected(a, seed)) for a in config.tasks if a != b]
+            sources.append(("random", "random", random_dims(hidden, config.num_dims, seed, b)))
+            for source, kind, dims in sources:
+                run = runs.run(b, seed, dims)
+                rows.append({"seed": seed, "target": b, "source": source, "kind": kind,
+                             "dims": _dims_text(dims), "metric": get_task(b).metric,
+                             "value": runs.score(run)})
+    return pd.DataFrame(rows)
+
+
+def summarize_shared(shared: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread per (target, kind) of :func:`shared_dims` rows, with the share of the
+    all-dimension score (``share_of_all``)."""
+    g = shared.groupby(["target", "kind"], sort=False)["value"]
+    out = g.agg(mean="mean", sd="std", n="count").reset_index()
+    out["sd"] = out["sd"].fillna(0.0)
+    full = out[out.kind == "all"].set_index("target")["mean"]
+    out["share_of_all"] = out["mean"] / out["target"].map(full)
+    return out
+
+
+# ---------------------------------------------------------------------------- multi-task
+def disjoint_dims(rankings: Sequence[Sequence[int]], k: int) -> list[list[int]]:
+    """Greedy disjoint selection: task ``i`` takes its ``k`` best dimensions not already
+    taken by tasks ``0..i-1`` (rankings best first). Returns sorted lists."""
+    check_range("k", k, 1, integer=True)
+    taken: set[int] = set()
+    out = []
+    for i, ranking in enumerate(rankings):
+        mine = [int(d) for d in ranking if int(d) not in taken][:k]
+        if len(mine) < k:
+            raise bad("num_dims", k, f"task {i} has only {len(mine)} ranked dimensions left "
+                      "after the earlier tasks took theirs")
+        taken.update(mine)
+        out.append(sorted(mine))
+    return out
+
+
+def multitask_vs_single(config: CrossConfig, *, store, sampler: str = "proportional",
+                        dims_seed: int | None = None, progress: bool = False) -> pd.DataFrame:
+    """Each task in one jointly trained model against its single-task model.
+
+    The dimensions are selected once, on the fine-tuned models of seed ``dims_seed`` (default:
+    the first seed), and made disjoint with :func:`disjoint_dims` in task order. For every
+    seed, one :class:`~bertdims.multitask.MultiTaskModel` is trained on all tasks
+    (:func:`~bertdims.multitask.train_multitask`, stored under kind ``multitask``), and every
+    task is fine-tuned alone with a head on the same dimensions. The single-task runs keep
+    the engine's early stopping on 10% of the training examples; the joint run trains on the
+    same 90% (so neither sees more data) and keeps its last state.
+
+    Returns one row per (seed, task, setting): ``setting`` is ``"joint"`` or ``"single"``;
+    ``dims``, ``metric``, ``value`` (on ``config.split``) and ``model_dir`` (the joint model's
+    folder, answering every task in one forward pass).
+    """
+    from .multitask import check_disjoint_dims
+    check_choice("sampler", sampler, SAMPLERS)
+    runs = _Runs(config, store, progress)
+    dims_seed = config.seeds[0] if dims_seed is None else dims_seed
+    check_range("dims_seed", dims_seed, 0, integer=True)
+    hidden = model_size(config.model)[1]
+    if len(config.tasks) * config.num_dims > hidden:
+        raise bad("num_dims", config.num_dims, f"{len(config.tasks)} tasks x {config.num_dims} disjoint "
+                  f"dimensions exceed the model's hidden size {hidden}")
+    dims = disjoint_dims([runs.ranking(t, dims_seed) for t in config.tasks], config.num_dims)
+    check_disjoint_dims("dims", dims, config.tasks, hidden)
+    rows = []
+    for seed in config.seeds:
+        mt = MultitaskConfig(model=config.model, tasks=list(config.tasks), dims=dims,
+                             layer=config.layer, token=config.token, sampler=sampler,
+                             epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+                             max_train_samples=config.max_train_samples,
+                             max_eval_samples=config.max_eval_samples, max_seq_len=config.max_seq_len,
+                             train_holdout=0.1, seed=int(seed), device=config.device,
+                             precision=config.precision)
+        joint = train_multitask(mt, store=store, progress=progress)
+        for task, d in zip(config.tasks, dims):
+            metric = get_task(task).metric
+            single = runs.run(task, seed, d)
+            rows.append({"seed": seed, "task": task, "setting": "single", "dims": _dims_text(d),
+                         "metric": metric, "value": runs.score(single), "model_dir": str(single.model_dir)})
+            rows.append({"seed": seed, "task": task, "setting": "joint", "dims": _dims_text(d),
+                         "metric": metric, "value": joint.score(task, config.split),
+                         "model_dir": str(joint.model_dir)})
+    return pd.DataFrame(rows)
+
+
+def multitask_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per task: single-task and joint mean ± sd over seeds, and joint minus single."""
+    g = rows.groupby(["task", "setting"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    g["std"] = g["std"].fillna(0.0)
+    wide = g.pivot(index="task", columns="setting", values=["mean", "std"])
+    order = list(dict.fromkeys(rows["task"]))
+    out = pd.DataFrame({"task": order})
+    out["dims"] = [rows[rows.task == t]["dims"].iloc[0] for t in order]
+    out["metric"] = [rows[rows.task == t]["metric"].iloc[0] for t in order]
+    for s in ("single", "joint"):
+        out[s] = [f"{wide.loc[t, ('mean', s)]:.3f} ± {wide.loc[t, ('std', s)]:.3f}" for t in order]
+    out["joint - single"] = [wide.loc[t, ("mean", "joint")] - wide.loc[t, ("mean", "single")] for t in order]
+    out["seeds"] = [int(rows[(rows.task == t) & (rows.setting == "joint")].shape[0]) for t in order]
+    return out
+
+
+# ---------------------------------------------------------------------------- charts and claims
+def pair_chart(pairs: pd.DataFrame, value: str, *, title: str | None = None, fmt: str = ".2f",
+               scheme: str = "viridis"):
+    """One heat map per mode of ``value`` (mean over seeds): rows the first task A, columns
+    the task B fine-tuned afterwards."""
+    import altair as alt
+
+    from . import charts
+    matrix = pair_matrix(pairs, value).rename(columns={"first": "first task A", "second": "then task B"})
+    panels = [charts.heatmap(matrix[matrix["mode"] == m], x="then task B", y="first task A", value=value,
+                             fmt=fmt, scheme=scheme, title=f"heads on {m} dimensions")
+              for m in dict.fromkeys(matrix["mode"])]
+    chart = alt.hconcat(*panels).resolve_scale(color="shared")
+    return chart.properties(title=title) if title else chart
+
+
+def shared_chart(shared: pd.DataFrame, *, title: str | None = None):
+    """Score of each target task B by the dimensions its head reads (mean and sd over seeds
+    and source tasks)."""
+    from . import charts
+    return charts.bar_with_error(shared.rename(columns={"target": "task B"}), x="task B", y="value",
+                                 color="kind", title=title)
+
+
+def multitask_chart(rows: pd.DataFrame, *, title: str | None = None):
+    """Each task's score in the joint model and alone (mean and sd over seeds)."""
+    from . import charts
+    return charts.bar_with_error(rows, x="task", y="value", color="setting", title=title)
+
+
+def joint_demo(rows: pd.DataFrame, *, per_task: int = 2, split: str = "test") -> pd.DataFrame:
+    """One forward pass of the stored joint model (first seed) over a few examples of every
+    task: each text gets an answer from every task's head. ``same_as_heads`` checks that
+    the joint pass gives what each task's head gives on its own (``single_task``)."""
+    import torch
+
+    from .multitask import tokenize
+    from .tasks import load_task, texts_of
+    model = load_multitask(rows[rows.setting == "joint"]["model_dir"].iloc[0])
+    texts, sources, truths = [], [], []
+    for t in model.tasks:
+        task = get_task(t)
+        ds = load_task(t)[split].select(range(per_task))
+        texts += texts_of(task, ds)
+        sources += [t] * per_task
+        truths += [task.label_names[int(y)] if task.label_names else float(y) for y in ds["label"]]
+    batch = tokenize(model.tokenizer, texts, model.max_seq_len)
+    with torch.no_grad():
+        joint = model(**batch)                                   # one encoder pass, every task
+        alone = {t: model.single_task(t).eval()(**batch) for t in model.tasks}
+    same = all(torch.allclose(joint[t], alone[t], atol=1e-5) for t in model.tasks)
+    out = pd.DataFrame({"from task": sources, "text": [str(x)[:60] for x in texts], "label": truths})
+    for t, n in zip(model.tasks, model.num_labels):
+        names = get_task(t).label_names
+        pred = joint[t].argmax(-1).tolist() if n > 1 else joint[t][:, 0].tolist()
+        out[f"{t} head says"] = [names[p] if n > 1 else round(p, 2) for p in pred]
+    out["same_as_heads"] = same
+    return out
+
+
+def claims_table(pairs: pd.DataFrame | None = None, shared: pd.DataFrame | None = None,
+                 multitask: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's claims beside our numbers, each sentence generated from the results.
+
+    ``verdict`` is ``agrees`` or ``differs`` by fixed rules stated in ``rule``."""
+    rows = []
+
+    def add(claim, ours, ok, rule):
+        verdict = "undecided" if ok is None else "agrees" if ok else "differs"
+        rows.append({"paper": claim, "ours": ours, "verdict": verdict, "rule": rule})
+
+    if shared is not None and len(shared):
+        s = summarize_shared(shared)
+        own = s[s.kind == "own"]
+        share = float(own["share_of_all"].mean())
+        k = len(shared[shared.kind == "own"]["dims"].iloc[0].split())
+        add("2-3 selected dimensions keep over 98% of full-dimension performance",
+            f"a head on {k} selected dimensions keeps {100 * share:.1f}% of the all-dimension score "
+            f"on average (lowest task {100 * own['share_of_all'].min():.1f}%)",
+            share >= 0.98, "mean share >= 98%")
+        other = s[s.kind == "other task"]["share_of_all"].mean()
+        rand = s[s.kind == "random"]["share_of_all"].mean()
+        add("dimensions selected for one task generalise to other tasks",
+            f"fine-tuning B with a head on A's dimensions keeps {100 * other:.1f}% of B's all-dimension "
+            f"score, against {100 * share:.1f}% on B's own and {100 * rand:.1f}% on random dimensions",
+            other >= share - 0.02, "A's dimensions within 2 points of B's own")
+    if pairs is not None and len(pairs):
+        for mode in dict.fromkeys(pairs["mode"]):
+            p = pairs[pairs["mode"] == mode]
+            r = p["retention"].dropna()
+            what = "all dimensions" if mode == "all" else "few disjoint dimensions"
+            claim = ("hidden layers may change significantly during (cross-)fine-tuning" if mode == "all"
+                     else "one encoder can hold several tasks, each in its own few dimensions")
+            rule = ("mean retention below 90% (the layers A's head reads changed)" if mode == "all"
+                    else "mean retention at least 90% (A survives beside B)")
+            if r.empty:
+                add(claim, f"with heads on {what}, A never scored above chance before B: retention "
+                    "is undefined", None, rule)
+                continue
+            add(claim, f"with heads on {what}, A's stored head keeps {100 * r.mean():.0f}% of its gain over "
+                f"chance after fine-tuning on B (range {100 * r.min():.0f}% to {100 * r.max():.0f}%); "
+                f"starting B from A changes B by {p['transfer'].mean():+.3f} on average",
+                bool(r.mean() < 0.9) if mode == "all" else bool(r.mean() >= 0.9), rule)
+    if multitask is not None and len(multitask):
+        t = multitask_table(multitask)
+        diff = t["joint - single"]
+        add("BERT can process several tasks in parallel in one model",
+            f"one jointly trained encoder with {len(t)} heads on disjoint dimensions scores "
+            f"{diff.mean():+.3f} against single-task models on average (from {diff.min():+.3f} "
+            f"to {diff.max():+.3f}), answering all tasks in one forward pass",
+            bool(diff.mean() >= -0.02), "mean joint - single >= -0.02")
+    return pd.DataFrame(rows, columns=["paper", "ours", "verdict", "rule"])
+
+
+def describe_pairs(pairs: pd.DataFrame) -> str:
+    """Sentences on retention and transfer per mode, generated from the numbers."""
+    out = []
+    for mode in dict.fromkeys(pairs["mode"]):
+        p = pairs[pairs["mode"] == mode]
+        heads = "every dimension" if mode == "all" else "a few disjoint dimensions each"
+        known = p[p["retention"].notna()]
+        if known.empty:
+            text = (f"**Heads on {heads}:** retention is undefined: in every pair A scored at or "
+                    "below chance before B, so there was no gain to keep")
+        else:
+            worst = known.loc[known["retention"].idxmin()]
+            text = (f"**Heads on {heads}:** after fine-tuning on B, A's stored head keeps on average "
+                    f"{100 * known['retention'].mean():.0f}% of its gain over chance (least: "
+                    f"{worst['first']} after {worst['second']}, {worst['first_after']:.3f} against "
+                    f"{worst['first_before']:.3f} before")
+            text += f"; {len(p) - len(known)} pairs with A at chance left out)" if len(known) < len(p) else ")"
+        helped = int((p["transfer"] > 0).sum())
+        text += (f". Starting B from A's encoder instead of the pretrained one helped B in {helped} of "
+                 f"{len(p)} pairs (mean change {p['transfer'].mean():+.3f}).")
+        out.append(text)
+    return "\n\n".join(out)
+
+
+def describe_claims(claims: pd.DataFrame) -> str:
+    """One line saying where our results differ from the paper's claims."""
+    differ = claims[claims["verdict"] == "differs"]
+    open_ = claims[claims["verdict"] == "undecided"]
+    text = ("By the rules in the table, every claim we could test holds in our runs." if differ.empty else
+            "Where we differ: " + "; ".join(f"*{p}* ({o})" for p, o in zip(differ["paper"], differ["ours"])) + ".")
+    if len(open_):
+        text += " Undecided here: " + "; ".join(f"*{p}*" for p in open_["paper"]) + \
+            " (the runs are too small for the tasks to be learned)."
+    return text
+
+
+# ---------------------------------------------------------------------------- command line
+EXPERIMENTS = ("sequential", "shared", "multitask")
+
+
+def register_cli(subparsers) -> None:
+    """``bertdims crossft --tasks rotten_tomatoes,bbc_news --experiments sequential,multitask``."""
+    import argparse
+    p = subparsers.add_parser("crossft", help="cross-fine-tuning (A then B), shared dimensions, "
+                              "and one model for several tasks", description=__doc__.splitlines()[0])
+    d = CrossConfig()
+    p.add_argument("--model", default=d.model)
+    p.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated task names")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--num-dims", type=int, default=d.num_dims)
+    p.add_argument("--selection", default=d.selection, help="ranking method: " + ", ".join(SELECTIONS))
+    p.add_argument("--modes", default=",".join(d.modes), help="comma-separated: all, few")
+    p.add_argument("--sampler", default="proportional", help="joint training: " + ", ".join(SAMPLERS))
+    p.add_argument("--experiments", default=",".join(EXPERIMENTS),
+                   help="comma-separated: " + ", ".join(EXPERIMENTS))
+    for name in ("epochs", "lr"):
+        p.add_argument("--" + name, type=float, default=getattr(d, name))
+    for name in ("batch_size", "max_seq_len"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    for name in ("max_train_samples", "max_eval_samples"):
+        p.add_argument("--" + name.replace("_", "-"), default=getattr(d, name),
+                       type=lambda s: None if s.lower() in ("none", "all") else int(s))
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--results", default=None, help="results store (default $BERTDIMS_RESULTS or ./results)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cli_main)
+    del argparse
+
+
+def _cli_main(args) -> int:
+    from ._validate import parse_int_list
+    from .store import ResultStore
+    split = lambda s: [t.strip() for t in s.split(",") if t.strip()]  # noqa: E731
+    experiments = split(args.experiments)
+    for e in experiments:
+        check_choice("experiments", e, EXPERIMENTS)
+    check_choice("sampler", args.sampler, SAMPLERS)
+    config = CrossConfig(model=args.model, tasks=split(args.tasks), seeds=parse_int_list(args.seeds) or [0],
+                         num_dims=args.num_dims, selection=args.selection, modes=split(args.modes),
+                         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                         max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+                         max_seq_len=args.max_seq_len, device=args.device)
+    store, progress = ResultStore(args.results), not args.quiet
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        if "sequential" in experiments:
+            print(sequential(config, store=store, progress=progress).round(3).to_string(index=False))
+        if "shared" in experiments:
+            print(summarize_shared(shared_dims(config, store=store, progress=progress)).round(3)
+                  .to_string(index=False))
+        if "multitask" in experiments:
+            rows = multitask_vs_single(config, store=store, sampler=args.sampler, progress=progress)
+            print(multitask_table(rows).round(3).to_string(index=False))
+    return 0

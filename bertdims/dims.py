@@ -1,0 +1,840 @@
+"""Finding the few dimensions of a fine-tuned representation that carry a task, and
+measuring how much of the full performance they keep.
+
+Reproduces the dimension-selection experiments of *Few Dimensions are Enough: Fine-tuning
+BERT with Selected Dimensions Revealed Its Redundant Nature* (2025): "most tasks require only
+2-3 dimensions" of the final layer's [CLS] vector, reaching over 98% of full performance.
+
+The pipeline, for one fine-tuned model (book chapter ``04_few_dimensions``):
+
+1. :func:`representations_of` reads the token vector the classifier's head reads, for every
+   split of the task: a :class:`Representations` with arrays ``(N, H)``.
+2. :func:`rank_dimensions` orders the ``H`` dimensions by importance:
+
+   * ``"single"``: a one-dimensional model per dimension (logistic regression on that
+     dimension alone, or a one-dimensional linear fit for regression tasks), fitted on the
+     ``train`` split and scored with the task's headline metric on ``validation``;
+   * ``"ablation"``: take the top ``candidates`` dimensions of the ``"single"`` ranking, keep
+     only them (every other dimension is replaced by its train mean) and drop one candidate at
+     a time (set it to its train mean too); a dimension's score is the rise in the validation
+     loss (cross-entropy, or squared error for regression) when it is dropped, the drop in the
+     metric being kept beside it. The model that reads the masked vector is the fine-tuned
+     head when one is given, else a linear model refitted on the candidates.
+
+3. :func:`evaluate_k` keeps the top ``k`` dimensions for ``k`` in 1, 2, 3, 5, 10 and all, and
+   scores them on the ``test`` split (never used for ranking), in up to three ways:
+
+   * ``"masked"``: the fine-tuned head reads the vector with every other dimension replaced
+     by its train mean (no training at all);
+   * ``"refit"``: a linear head (logistic regression / least squares on standardised values)
+     fitted on the train split, reading only the ``k`` dimensions;
+   * ``"retrain"`` (:func:`retrain_k`): the whole model is fine-tuned afresh with a head that
+     reads only the ``k`` dimensions (``FinetuneConfig(dims=...)``).
+
+   Every row carries the share of full performance, ``value / full`` where ``full`` is the
+   same mode's value with all dimensions, and the share of the gain over chance,
+   ``(value - chance) / (full - chance)``.
+
+:func:`run_dims` runs the whole pipeline for one fine-tuning config through the results
+store (kinds ``dims_rank`` and ``dims_k``), so that a chapter reruns from stored results.
+
+The module also holds the small experiment runners of the other chapters of that paper
+(:func:`finetune_grid`, :func:`probe_baseline`).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._validate import ConfigError, bad, check_choice, check_range
+from .tasks import Task, chance_level, compute_metrics, get_task
+
+METHODS = ("single", "ablation")
+MODES = ("masked", "refit")
+FILLS = ("mean", "zero")
+DEFAULT_KS = (1, 2, 3, 5, 10, "all")
+
+HeadFn = Callable[[np.ndarray], np.ndarray]
+"""Maps representations ``(N, H)`` to head outputs ``(N, C)`` (``C = 1`` for regression)."""
+
+
+# ============================================================================ data
+@dataclass
+class Representations:
+    """The token vectors one head reads, for the splits of a task.
+
+    ``x[split]`` is ``(N, H)`` float32, ``y[split]`` is ``(N,)`` (class ids, or floats for
+    regression). ``info`` says where they came from (model, layer, token).
+    """
+
+    task: Task
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.task, str):
+            self.task = get_task(self.task)
+        if not self.x:
+            raise bad("x", self.x, "give at least one split")
+        widths = set()
+        for split, xs in self.x.items():
+            xs = np.asarray(xs, dtype=np.float32)
+            if xs.ndim != 2:
+                raise bad(f"x[{split!r}]", xs.shape, "expected an array of shape (N, H)")
+            if split not in self.y or len(self.y[split]) != len(xs):
+                raise bad(f"y[{split!r}]", None if split not in self.y else len(self.y[split]),
+                          f"expected {len(xs)} labels, one per row of x[{split!r}]")
+            self.x[split] = xs
+            self.y[split] = np.asarray(self.y[split])
+            widths.add(xs.shape[1])
+        if len(widths) != 1:
+            raise bad("x", sorted(widths), "every split must have the same hidden size")
+
+    @property
+    def hidden_size(self) -> int:
+        return next(iter(self.x.values())).shape[1]
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self.x:
+            raise bad("split", name, "choose one of: " + ", ".join(self.x))
+        return self.x[name], self.y[name]
+
+    def fill_values(self, fill: str = "mean", split: str = "train") -> np.ndarray:
+        """Per-dimension value that stands in for a masked dimension: (H,)."""
+        check_choice("fill", fill, FILLS)
+        if fill == "zero":
+            return np.zeros(self.hidden_size, dtype=np.float32)
+        return self.split(split)[0].mean(0)
+
+
+# ============================================================================ checks
+def check_ks(ks: Iterable[int | str], hidden_size: int, available: int | None = None) -> list:
+    """Validate the numbers of dimensions to keep: distinct integers in [1, hidden_size]
+    (and at most ``available`` ranked dimensions), or ``"all"``. Returns them in the given order."""
+    if isinstance(ks, (str, int)):
+        ks = [ks]
+    ks = list(ks)
+    if not ks:
+        raise bad("ks", ks, "give at least one k (an integer >= 1 or 'all')")
+    limit = hidden_size if available is None else min(hidden_size, available)
+    for k in ks:
+        if k == "all":
+            continue
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= hidden_size:
+            raise bad("ks", ks, f"every k must be 'all' or an integer in [1, {hidden_size}] "
+                                f"(the hidden size); {k!r} is not")
+        if k > limit:
+            raise bad("ks", ks, f"k = {k} is more than the {available} ranked dimensions; "
+                                "rank more candidates or choose a smaller k")
+    if len(set(map(str, ks))) != len(ks):
+        raise bad("ks", ks, "every k must appear once")
+    return [k if k == "all" else int(k) for k in ks]
+
+
+def check_order(order: Sequence[int], hidden_size: int, name: str = "dims") -> list[int]:
+    """Validate a list of dimensions (distinct integers in [0, hidden_size))."""
+    from ._validate import check_dims
+    order = [int(d) if isinstance(d, np.integer) else d for d in order]
+    check_dims(name, order, hidden_size)
+    return list(order)
+
+
+# ============================================================================ heads
+def predictions(task: Task, scores: np.ndarray) -> np.ndarray:
+    """Head outputs (N, C) -> predictions: argmax class ids, or the score for regression."""
+    scores = np.asarray(scores)
+    if task.is_regression:
+        return scores.reshape(len(scores), -1)[:, 0].astype(float)
+    return scores.argmax(-1)
+
+
+def headline(task: Task, preds: np.ndarray, labels: np.ndarray) -> float:
+    """The task's headline metric."""
+    return compute_metrics(task, preds, labels)[task.metric]
+
+
+def head_loss(task: Task, scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean loss of head outputs (N, C): cross-entropy of the softmax for classification,
+    squared error of the first output for regression. A smooth companion of the metric, used
+    to break ties and to score ablations whose metric does not move."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if task.is_regression:
+        return float(np.mean((scores.reshape(len(scores), -1)[:, 0] - np.asarray(labels, float)) ** 2))
+    z = np.clip(scores, -1e4, None)
+    z = z - z.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return float(-np.mean(logp[np.arange(len(z)), np.asarray(labels, dtype=int)]))
+
+
+class LinearHead:
+    """A linear head fitted on chosen dimensions of standardised representations
+    (scikit-learn contract): logistic regression for classification, least squares for
+    regression. ``dims=None`` reads every dimension.
+
+    Attributes after ``fit``: ``dims_`` the dimensions read, ``mean_``/``scale_`` (k,),
+    ``model_`` the scikit-learn estimator.
+    """
+
+    def __init__(self, task: Task | str, dims: Sequence[int] | None = None, C: float = 1.0,
+                 max_iter: int = 500):
+        self.task = get_task(task) if isinstance(task, str) else task
+        self.dims = dims
+        self.C = C
+        self.max_iter = max_iter
+
+    def _select(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return x if self.dims_ is None else x[:, self.dims_]
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "LinearHead":
+        from sklearn.linear_model import LinearRegression, LogisticRegression
+        self.dims_ = None if self.dims is None else check_order(self.dims, x.shape[1])
+        xs = self._select(x)
+        self.mean_ = xs.mean(0)
+        self.scale_ = np.where(xs.std(0) > 1e-12, xs.std(0), 1.0)
+        z = (xs - self.mean_) / self.scale_
+        if self.task.is_regression:
+            self.model_ = LinearRegression().fit(z, np.asarray(y, dtype=float))
+        else:
+            self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.model_.fit(z, np.asarray(y))
+        return self
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        """Head outputs (N, C): class scores, or (N, 1) values for regression."""
+        z = (self._select(x) - self.mean_) / self.scale_
+        if self.task.is_regression:
+            return self.model_.predict(z)[:, None]
+        proba = self.model_.predict_proba(z)                          # (N, seen classes)
+        full = np.full((len(z), self.task.num_labels), -np.inf)
+        full[:, self.model_.classes_.astype(int)] = np.log(np.clip(proba, 1e-12, None))
+        return full
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return predictions(self.task, self.decision(x))
+
+    def score(self, x: np.ndarray, y: np.ndarray) -> float:
+        """The task's headline metric on (x, y)."""
+        return headline(self.task, self.predict(x), y)
+
+
+def mask(x: np.ndarray, keep: Sequence[int], fill_values: np.ndarray) -> np.ndarray:
+    """A copy of ``x`` (N, H) where every dimension outside ``keep`` holds its fill value."""
+    out = np.broadcast_to(np.asarray(fill_values, dtype=x.dtype), x.shape).copy()
+    keep = list(keep)
+    out[:, keep] = x[:, keep]
+    return out
+
+
+# ============================================================================ ranking
+def single_dimension_scores(reps: Representations, *, fit_split: str = "train",
+                            score_split: str = "validation",
+                            max_fit_samples: int | None = None) -> pd.DataFrame:
+    """Score every dimension alone: a one-dimensional linear head fitted on ``fit_split`` and
+    scored with the task's headline metric on ``score_split``.
+
+    Returns a DataFrame with columns ``dim``, ``score`` (the metric) and ``loss`` (the
+    validation loss of that one-dimensional head, see :func:`head_loss`): H rows.
+    """
+    x_fit, y_fit = reps.split(fit_split)
+    x_val, y_val = reps.split(score_split)
+    if max_fit_samples is not None and len(x_fit) > max_fit_samples:
+        x_fit, y_fit = x_fit[:max_fit_samples], y_fit[:max_fit_samples]
+    scores, losses = [], []
+    for d in range(reps.hidden_size):
+        out = LinearHead(reps.task, [d]).fit(x_fit, y_fit).decision(x_val)
+        scores.append(headline(reps.task, predictions(reps.task, out), y_val))
+        losses.append(head_loss(reps.task, out, y_val))
+    return pd.DataFrame({"dim": np.arange(reps.hidden_size), "score": scores, "loss": losses})
+
+
+def ablation_scores(reps: Representations, candidates: Sequence[int], *, head: HeadFn | None = None,
+                    fill: str = "mean", by: str = "loss", fit_split: str = "train",
+                    score_split: str = "validation") -> pd.DataFrame:
+    """Drop-one ablation inside a candidate set.
+
+    Every dimension outside ``candidates`` is replaced by its fill value; then each candidate
+    in turn is replaced too, and the head is scored on ``score_split`` without it. ``head``
+    maps (N, H) to outputs (the fine-tuned head); without one, a :class:`LinearHead` is fitted
+    on the candidates (train split) and reads the masked vectors.
+
+    ``by="loss"`` (default): a dimension's score is the rise in the head's loss
+    (:func:`head_loss`) when it is dropped, smooth even where the metric
+    does not move; ``by="metric"``: the drop in the task's headline metric (coarse: on a few
+    hundred examples many drops are exactly 0).
+
+    Returns a DataFrame with columns ``dim``, ``score``, ``metric_drop``, ``loss_rise``,
+    ``kept`` (metric with the candidate set alone) and ``without`` (metric without that dimension).
+    """
+    check_choice("by", by, ("loss", "metric"))
+    candidates = check_order(candidates, reps.hidden_size, "candidates")
+    fills = reps.fill_values(fill, fit_split)
+    x_val, y_val = reps.split(score_split)
+    task = reps.task
+    if head is None:
+        linear = LinearHead(task, candidates).fit(*reps.split(fit_split))
+        head = lambda x: linear.decision(x)  # noqa: E731
+
+    def measure(x):
+        out = head(x)
+        return headline(task, predictions(task, out), y_val), head_loss(task, out, y_val)
+
+    kept, kept_loss = measure(mask(x_val, candidates, fills))
+    rows = []
+    for d in candidates:
+        rest = [c for c in candidates if c != d]
+        x_m = mask(x_val, rest, fills) if rest else np.broadcast_to(fills, x_val.shape).copy()
+        without, loss = measure(x_m)
+        rows.append({"dim": d, "metric_drop": kept - without, "loss_rise": loss - kept_loss,
+                     "kept": kept, "without": without})
+    table = pd.DataFrame(rows)
+    table.insert(1, "score", table["loss_rise"] if by == "loss" else table["metric_drop"])
+    return table
+
+
+def rank_dimensions(reps: Representations, method: str = "single", *, head: HeadFn | None = None,
+                    candidates: int | Sequence[int] = 20, fill: str = "mean", by: str = "loss",
+                    fit_split: str = "train", score_split: str = "validation",
+                    max_fit_samples: int | None = None,
+                    single: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Order the dimensions of ``reps`` by importance (Few Dimensions are Enough, dimension
+    selection).
+
+    Parameters
+    ----------
+    method : ``"single"`` (every dimension alone) or ``"ablation"`` (drop-one inside the top
+        ``candidates`` of the single ranking, or inside an explicit list of dimensions)
+    head : the fine-tuned head, (N, H) -> (N, C), used by ``"ablation"``; None refits a
+        linear head on the candidates
+    by : what an ablation measures, ``"loss"`` (the rise in the head's loss, default) or
+        ``"metric"`` (the drop in the headline metric); see :func:`ablation_scores`
+    single : a precomputed :func:`single_dimension_scores` table to reuse
+
+    Returns
+    -------
+    DataFrame with columns ``dim``, ``score`` (higher = more important), ``rank`` (1 = best),
+    ``single_score`` and ``method``; sorted by rank. ``"single"`` ranks all H dimensions by
+    their metric alone (ties broken by the lower one-dimensional loss); ``"ablation"`` only the
+    candidates (ties broken by the single score).
+    """
+    check_choice("method", method, METHODS)
+    check_choice("fill", fill, FILLS)
+    check_choice("by", by, ("loss", "metric"))
+    if isinstance(candidates, (int, np.integer)) and not isinstance(candidates, bool):
+        check_range("candidates", int(candidates), 1, reps.hidden_size, integer=True)
+    else:
+        candidates = check_order(list(candidates), reps.hidden_size, "candidates")
+    if single is None:
+        single = single_dimension_scores(reps, fit_split=fit_split, score_split=score_split,
+                                         max_fit_samples=max_fit_samples)
+    single = single.sort_values(["score", "loss", "dim"], ascending=[False, True, True])
+    if method == "single":
+        table = single.assign(single_score=single["score"])
+    else:
+        cands = list(single["dim"][:int(candidates)]) if isinstance(candidates, (int, np.integer)) \
+            else list(candidates)
+        table = ablation_scores(reps, cands, head=head, fill=fill, by=by, fit_split=fit_split,
+                                score_split=score_split)
+        single = single.rename(columns={"score": "single_score", "loss": "single_loss"})
+        table = table.merge(single, on="dim")
+        table = table.sort_values(["score", "single_score", "single_loss", "dim"],
+                                  ascending=[False, False, True, True])
+    table = table.reset_index(drop=True)
+    table["rank"] = np.arange(1, len(table) + 1)
+    table["method"] = method
+    cols = ["dim", "score", "rank", "single_score", "method"]
+    return table[cols + [c for c in table.columns if c not in cols]]
+
+
+def top_dims(ranking: pd.DataFrame, k: int | str) -> list[int]:
+    """The ``k`` best dimensions of a ranking (``"all"``: every ranked dimension)."""
+    ordered = ranking.sort_values("rank")["dim"].astype(int).tolist()
+    if k == "all":
+        return ordered
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(ordered):
+        raise bad("k", k, f"expected 'all' or an integer in [1, {len(ordered)}] "
+                          "(the number of ranked dimensions)")
+    return ordered[:int(k)]
+
+
+# ============================================================================ evaluation
+def _shares(df: pd.DataFrame, chance: float) -> pd.DataFrame:
+    def share(v, full):
+        return v / full if full > 0 else np.nan
+
+    def above(v, full):
+        return (v - chance) / (full - chance) if full - chance > 0 else np.nan
+
+    df["share"] = [share(v, f) for v, f in zip(df["value"], df["full"])]
+    df["share_above_chance"] = [above(v, f) for v, f in zip(df["value"], df["full"])]
+    return df
+
+
+def evaluate_k(reps: Representations, order: Sequence[int] | pd.DataFrame,
+               ks: Iterable[int | str] = DEFAULT_KS, *, head: HeadFn | None = None,
+               modes: Sequence[str] | None = None, fill: str = "mean", fit_split: str = "train",
+               split: str = "test") -> pd.DataFrame:
+    """Keep the top ``k`` dimensions of ``order`` and score them on ``split``.
+
+    Parameters
+    ----------
+    order : dimensions, best first (or a :func:`rank_dimensions` table)
+    ks : numbers of dimensions; ``"all"`` keeps every one of the H dimensions
+    head : the fine-tuned head (N, H) -> (N, C); needed for the ``"masked"`` mode
+    modes : ``"masked"`` (the head reads the vector with the other dimensions at their fill
+        value) and/or ``"refit"`` (a :class:`LinearHead` fitted on ``fit_split`` reads the k
+        dimensions); default both when a head is given, else ``"refit"``
+
+    Returns
+    -------
+    Tidy DataFrame, one row per (mode, k): ``mode``, ``k`` (``"all"`` stays a string),
+    ``n_dims``, ``dims`` (space-separated), ``metric``, ``value``, ``full`` (the same mode with
+    all dimensions), ``share`` = value / full, ``share_above_chance`` =
+    (value - chance) / (full - chance). Shares are NaN when the denominator is not positive.
+    """
+    if isinstance(order, pd.DataFrame):
+        order = order.sort_values("rank")["dim"].astype(int).tolist()
+    order = check_order(list(order), reps.hidden_size, "order")
+    ks = check_ks(ks, reps.hidden_size, available=len(order))
+    if modes is None:
+        modes = ("masked", "refit") if head is not None else ("refit",)
+    for m in modes:
+        check_choice("modes", m, MODES)
+    if "masked" in modes and head is None:
+        raise bad("head", None, "the 'masked' mode needs the fine-tuned head; give head= or "
+                                "use modes=('refit',)")
+    check_choice("fill", fill, FILLS)
+    x, y = reps.split(split)
+    x_fit, y_fit = reps.split(fit_split)
+    fills = reps.fill_values(fill, fit_split)
+    task, rows = reps.task, []
+    for mode in modes:
+        values = {}
+        for k in list(ks) + ([] if "all" in ks else ["all"]):
+            dims = list(range(reps.hidden_size)) if k == "all" else order[:k]
+            if mode == "masked":
+                value = headline(task, predictions(task, head(mask(x, dims, fills))), y)
+            else:
+                value = LinearHead(task, dims).fit(x_fit, y_fit).score(x, y)
+            values[k] = (dims, value)
+        for k in ks:
+            dims, value = values[k]
+            rows.append({"mode": mode, "k": k, "n_dims": len(dims),
+                         "dims": "all" if k == "all" else " ".join(map(str, dims)),
+                         "metric": task.metric, "value": value, "full": values["all"][1]})
+    df = pd.DataFrame(rows)
+    return _shares(df, chance_level(task))
+
+
+# ============================================================================ fine-tuned models
+def _engine():
+    import importlib
+    try:  # the module, not the function of the same name that bertdims exports
+        return importlib.import_module("bertdims.finetune")
+    except ImportError as err:
+        raise ImportError(f"bertdims.finetune is needed for fine-tuned models: {err}") from err
+
+
+def head_function(clf) -> HeadFn:
+    """The fine-tuned head of a ``SelectiveClassifier`` as a function of the full token
+    vector: (N, H) numpy -> (N, C) numpy. The head reads ``clf.config.dims`` (all when None)."""
+    import torch
+    dims = getattr(clf.config, "dims", None)
+    head = clf.head
+    param = next(head.parameters())
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        xs = x if dims is None else x[:, list(dims)]
+        was_training = head.training
+        head.eval()
+        with torch.inference_mode():
+            out = head(torch.as_tensor(np.ascontiguousarray(xs), dtype=param.dtype,
+                                       device=param.device))
+        head.train(was_training)
+        return out.float().cpu().numpy().reshape(len(x), -1)
+
+    return apply
+
+
+def representations_of(clf, task: str | Task, data, *, splits: Sequence[str] = ("train", "validation", "test"),
+                       max_samples: dict[str, int | None] | None = None, batch_size: int = 64,
+                       device: str = "auto", precision: str = "auto") -> Representations:
+    """The token vectors the classifier's head reads (its layer and token, before dimension
+    selection), for ``splits`` of ``data`` (a ``DatasetDict``): a :class:`Representations`
+    with (N, H) float32 arrays in dataset order. ``max_samples[split]`` keeps the first n rows.
+    """
+    import torch
+
+    from .device import autocast, pick_device, pick_precision
+    from .training import make_loader
+    task = get_task(task) if isinstance(task, str) else task
+    dev = pick_device(device)
+    prec = pick_precision(precision, dev)
+    clf.to(dev).eval()
+    x, y = {}, {}
+    for split in splits:
+        ds = data[split]
+        n = (max_samples or {}).get(split)
+        if n is not None and n < len(ds):
+            ds = ds.select(range(n))
+        loader = make_loader(task, ds, clf.tokenizer, batch_size=batch_size,
+                             max_seq_len=clf.config.max_seq_len, shuffle=False)
+        out = np.empty((len(ds), clf.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for batch in loader:
+                inputs = {k: v.to(dev) for k, v in batch.items()
+                          if k in ("input_ids", "attention_mask", "token_type_ids")}
+                with autocast(dev, prec):
+                    rep = clf.representation(**inputs)                        # (B, H)
+                out[batch["index"].numpy()] = rep.float().cpu().numpy()
+        x[split], y[split] = out, np.asarray(ds["label"])
+    return Representations(task, x, y, info={"layer": clf.config.layer, "token": clf.config.token})
+
+
+# ============================================================================ the pipeline
+@dataclass
+class DimsResult:
+    """What :func:`run_dims` returns: the rankings (one table, a ``method`` column), the
+    scores of k dimensions (``mode`` in masked / refit / retrain) and the full fine-tuning run."""
+
+    rankings: pd.DataFrame
+    scores: pd.DataFrame
+    finetune_metrics: dict
+
+
+def _check_run_args(methods, ks, candidates, modes, hidden_size: int | None = None):
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    if not methods:
+        raise bad("methods", methods, "choose at least one of: " + ", ".join(METHODS))
+    for m in methods:
+        check_choice("methods", m, METHODS)
+    for m in modes:
+        check_choice("modes", m, MODES)
+    check_range("candidates", candidates, 1, hidden_size, integer=True)
+    ks = check_ks(ks, hidden_size or 10 ** 9)
+    biggest = max([k for k in ks if k != "all"], default=0)
+    if "ablation" in methods and biggest > candidates:
+        raise bad("candidates", candidates, f"the ablation ranking must cover the largest k "
+                                            f"({biggest}); use candidates >= {biggest}")
+    return methods, ks
+
+
+def run_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: int = 20,
+             ks: Iterable[int | str] = DEFAULT_KS, modes: Sequence[str] = MODES, fill: str = "mean",
+             ablation_by: str = "loss", max_rank_samples: int | None = 4000, retrain_ks: Iterable[int] = (),
+             retrain_methods: Sequence[str] = ("single",), progress: bool = False) -> DimsResult:
+    """Fine-tune (or read back) ``config``, rank its dimensions by each method, score the top
+    k by each mode, and optionally fine-tune afresh on the top k (``retrain_ks``).
+
+    ``config`` is a ``FinetuneConfig`` with ``dims=None``. Rankings are stored under kind
+    ``dims_rank``, the k scores under ``dims_k``, fine-tuning runs by the engine; all keyed by
+    the full fine-tuning config, so a rerun reads everything back.
+    """
+    ft = _engine()
+    if getattr(config, "dims", None) is not None:
+        raise bad("dims", config.dims, "run_dims starts from a model whose head reads every "
+                                       "dimension: use dims=None")
+    methods, ks = _check_run_args(methods, ks, candidates, modes)
+    check_choice("ablation_by", ablation_by, ("loss", "metric"))
+    retrain_ks = check_ks(list(retrain_ks), 10 ** 9) if list(retrain_ks) else []
+    for m in retrain_methods:
+        check_choice("retrain_methods", m, METHODS)
+    run = ft.finetune(config, store=store, progress=progress)
+    run_key = run.path.name if run.path is not None else None   # the fine-tuned model's store key
+    base = {"finetune": config.to_dict(), "fill": fill, "max_rank_samples": max_rank_samples}
+    state: dict[str, Any] = {}
+
+    def setup():
+        if "reps" not in state:
+            clf = ft.load_finetuned(run.model_dir)
+            # the very examples the engine used: train (without its early-stopping part),
+            # validation and test subsets fixed independently of the seed
+            data = ft.prepare_splits(config.task, max_train_samples=config.max_train_samples,
+                                     max_eval_samples=config.max_eval_samples,
+                                     early_stopping_fraction=config.early_stopping_fraction,
+                                     data_dir=config.data_dir)
+            state["reps"] = representations_of(clf, config.task, data,
+                                               max_samples={"train": max_rank_samples},
+                                               device=config.device, precision=config.precision)
+            check_range("candidates", candidates, 1, state["reps"].hidden_size, integer=True)
+            state["head"] = head_function(clf)
+        return state["reps"], state["head"]
+
+    rankings, scores = [], []
+    for method in methods:
+        ablation = method == "ablation"
+        rank_cfg = {**base, "method": method, "candidates": candidates if ablation else None,
+                    "by": ablation_by if ablation else None}
+
+        def compute_rank(method=method):
+            reps, head = setup()
+            if "single" not in state:
+                state["single"] = single_dimension_scores(reps)
+            return {"ranking": rank_dimensions(reps, method, head=head, candidates=candidates,
+                                               fill=fill, by=ablation_by, single=state["single"])}
+
+        ranking = store.cached("dims_rank", rank_cfg, compute_rank, fingerprint=run_key).table("ranking")
+        rankings.append(ranking)
+
+        def compute_k(ranking=ranking):
+            reps, head = setup()
+            return {"scores": evaluate_k(reps, ranking, ks, head=head, modes=modes, fill=fill)}
+
+        k_cfg = {**rank_cfg, "ks": [str(k) for k in ks], "modes": list(modes)}
+        table = store.cached("dims_k", k_cfg, compute_k, fingerprint=run_key).table("scores")
+        scores.append(table.assign(method=method))
+    rankings = pd.concat(rankings, ignore_index=True)
+    for method in [m for m in retrain_methods if m in methods] if retrain_ks else []:
+        ranking = rankings[rankings["method"] == method]
+        scores.append(retrain_k(config, ranking, retrain_ks, store=store,
+                                full_metrics=run.metrics, progress=progress).assign(method=method))
+    scores = pd.concat(scores, ignore_index=True)
+    scores["k"] = scores["k"].astype(str)
+    return DimsResult(rankings=rankings, scores=scores, finetune_metrics=run.metrics)
+
+
+def model_size(model: str) -> tuple[int, int]:
+    """(number of layers L, hidden size H) of a model given by name or folder, read from its
+    config only (no weights are loaded)."""
+    from transformers import AutoConfig
+
+    from .models import resolve_model
+    cfg = AutoConfig.from_pretrained(resolve_model(model))
+    return int(cfg.num_hidden_layers), int(cfg.hidden_size)
+
+
+def retrain_k(config, ranking: pd.DataFrame | Sequence[int], ks: Iterable[int], *, store,
+              full_metrics: dict | None = None, split: str = "test",
+              progress: bool = False) -> pd.DataFrame:
+    """Fine-tune afresh with a head that reads only the top ``k`` dimensions, for each k
+    (the "lightweight fine-tuning with selected dimensions" of Few Dimensions are Enough).
+
+    Returns rows like :func:`evaluate_k` with ``mode = "retrain"``; ``full`` is the metric of
+    ``config`` itself (all dimensions, same seed).
+    """
+    ft = _engine()
+    order = ranking.sort_values("rank")["dim"].astype(int).tolist() \
+        if isinstance(ranking, pd.DataFrame) else list(ranking)
+    ks = check_ks(ks, 10 ** 9, available=len(order))
+    task = get_task(config.task)
+    if full_metrics is None:
+        full_metrics = ft.finetune(config.replace(dims=None), store=store, progress=progress).metrics
+    full = full_metrics[split][task.metric]
+    rows = []
+    for k in ks:
+        dims = None if k == "all" else order[:k]
+        metrics = full_metrics if dims is None else \
+            ft.finetune(config.replace(dims=dims), store=store, progress=progress).metrics
+        rows.append({"mode": "retrain", "k": k, "n_dims": model_size(config.model)[1] if k == "all" else k,
+                     "dims": "all" if k == "all" else " ".join(map(str, dims)),
+                     "metric": task.metric, "value": metrics[split][task.metric], "full": full})
+    return _shares(pd.DataFrame(rows), chance_level(task))
+
+
+# ============================================================================ chapter runners
+def finetune_grid(base, *, store, progress: bool = False, **grid: Sequence) -> pd.DataFrame:
+    """Fine-tune ``base`` (a ``FinetuneConfig``) for every combination of the ``grid`` values
+    (e.g. ``task=[...], seed=[0, 1, 2], freeze=[0, 3, 6]``), each run through the store.
+
+    Returns a tidy DataFrame, one row per (run, split, metric): the grid fields, ``split``,
+    ``metric``, ``value`` and ``headline`` (True for the task's headline metric).
+    Every config is validated before the first run starts.
+    """
+    import itertools
+    ft = _engine()
+    if not grid:
+        grid = {"seed": [base.seed]}
+    names = list(grid)
+    for name, values in grid.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not len(values):
+            raise bad(name, values, "give a non-empty list of values to try")
+    configs = [(combo, base.replace(**dict(zip(names, combo))))
+               for combo in itertools.product(*(grid[n] for n in names))]
+    sizes: dict[str, tuple[int, int]] = {}
+    for _, cfg in configs:               # checks that need the model's size, before any run
+        source = cfg.init_from or cfg.model
+        sizes[source] = sizes.get(source) or model_size(source)
+        cfg.validate(*sizes[source])
+    rows = []
+    for combo, cfg in configs:
+        run = ft.finetune(cfg, store=store, progress=progress)
+        task = get_task(cfg.task)
+        for split, metrics in run.metrics.items():
+            if not isinstance(metrics, dict):
+                continue
+            for metric, value in metrics.items():
+                rows.append({**dict(zip(names, combo)), "split": split, "metric": metric,
+                             "value": float(value), "headline": metric == task.metric})
+    return pd.DataFrame(rows)
+
+
+def probe_baseline(model: str, tasks: Sequence[str], *, store, layers: Sequence[int] = (-1,),
+                   token: str = "cls", max_train_samples: int | None = None,
+                   max_eval_samples: int | None = None, max_seq_len: int = 128,
+                   device: str = "auto", data_dir: str | None = None) -> pd.DataFrame:
+    """Linear probes on the frozen pretrained encoder (Matton & de Oliveira, section 2: "a
+    linear classifier is trained on top of the pretrained embedding from the [CLS] token, but
+    the BERT model itself is frozen").
+
+    For each task, the token vector of each of ``layers`` is read once for the examples
+    fine-tuning uses (the engine's fixed subsets of ``max_train_samples`` train and
+    ``max_eval_samples`` validation/test rows, :func:`bertdims.finetune.prepare_splits`), and a
+    :class:`LinearHead` (logistic regression / least squares on standardised values; no
+    randomness) is fitted on train. Stored under kind ``probe``.
+
+    Returns a tidy DataFrame: ``task``, ``layer`` (as given), ``token``, ``split``, ``metric``,
+    ``value``, ``headline``.
+    """
+    from .extract import encode, resolve_layers
+    from .models import fingerprint_of, load_encoder
+    from .tasks import texts_of
+    from .tokens import check_token
+    token = check_token(token)
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    task_objs = [get_task(t) for t in tasks]
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    fingerprint = fingerprint_of(model)
+    encoder = None
+    frames = []
+    for task in task_objs:
+        cfg = {"model": model, "task": task.name, "layers": layers, "token": token,
+               "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples,
+               "max_seq_len": max_seq_len, "data_dir": data_dir}
+
+        def compute(task=task):
+            nonlocal encoder
+            encoder = encoder or load_encoder(model)
+            resolve_layers(layers, encoder.num_layers)
+            # the examples fine-tuning uses (fixed subsets; train includes its early-stopping part)
+            data = _engine().prepare_splits(task, max_train_samples=max_train_samples,
+                                            max_eval_samples=max_eval_samples,
+                                            early_stopping_fraction=0.0, data_dir=data_dir)
+            arrays, labels = {}, {}
+            for split in ("train", "validation", "test"):
+                arrays[split] = encode(encoder, texts_of(task, data[split]), layers=layers, token=token,
+                                       max_seq_len=max_seq_len, device=device, progress=False)
+                labels[split] = np.asarray(data[split]["label"])
+            rows = []
+            for j, layer in enumerate(layers):
+                head = LinearHead(task).fit(arrays["train"][:, j], labels["train"])
+                for split in ("validation", "test"):
+                    preds = head.predict(arrays[split][:, j])
+                    for metric, value in compute_metrics(task, preds, labels[split]).items():
+                        rows.append({"task": task.name, "layer": layer, "token": token, "split": split,
+                                     "metric": metric, "value": value, "headline": metric == task.metric})
+            return {"scores": pd.DataFrame(rows)}
+
+        frames.append(store.cached("probe", cfg, compute, fingerprint=fingerprint).table("scores"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarize_runs(df: pd.DataFrame, by: Sequence[str], value: str = "value") -> pd.DataFrame:
+    """Mean, standard deviation (ddof 1; 0 for one run), min, max and count of ``value`` per
+    group, plus ``mean ± sd`` as text."""
+    by = [by] if isinstance(by, str) else list(by)
+    g = df.groupby(by, sort=False)[value]
+    out = g.agg(mean="mean", sd="std", min="min", max="max", n="count").reset_index()
+    out["sd"] = out["sd"].fillna(0.0)
+    out["mean ± sd"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(out["mean"], out["sd"])]
+    return out
+
+
+def run_dims_grid(base, *, tasks: Sequence[str], seeds: Sequence[int], store,
+                  progress: bool = False, **kwargs) -> DimsResult:
+    """:func:`run_dims` for every (task, seed); the tables gain ``task`` and ``seed`` columns
+    and ``finetune_metrics`` is keyed by ``(task, seed)``. ``kwargs`` go to :func:`run_dims`.
+
+    Every config and argument is checked before the first run starts."""
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    configs = [(t, s, base.replace(task=t, seed=s)) for t in tasks for s in seeds]
+    if not configs:
+        raise bad("seeds", list(seeds), "give at least one task and one seed")
+    _check_run_args(kwargs.get("methods", METHODS), kwargs.get("ks", DEFAULT_KS),
+                    kwargs.get("candidates", 20), kwargs.get("modes", MODES))
+    rankings, scores, metrics = [], [], {}
+    for t, s, cfg in configs:
+        res = run_dims(cfg, store=store, progress=progress, **kwargs)
+        rankings.append(res.rankings.assign(task=t, seed=s))
+        scores.append(res.scores.assign(task=t, seed=s))
+        metrics[(t, s)] = res.finetune_metrics
+    return DimsResult(pd.concat(rankings, ignore_index=True), pd.concat(scores, ignore_index=True),
+                      metrics)
+
+
+def chosen_dims(rankings: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    """Which dimensions each ranking put first: one row per (task, method, seed) with the top
+    ``k`` dimensions in order, and per (task, method) how often each appears across seeds
+    (``agreement``: the share of seeds whose top k holds the most frequent dimension)."""
+    keys = [c for c in ("task", "method", "seed") if c in rankings.columns]
+    rows = []
+    for group, part in rankings.sort_values("rank").groupby(keys, sort=False):
+        group = group if isinstance(group, tuple) else (group,)
+        rows.append({**dict(zip(keys, group)), "top": part["dim"].astype(int).tolist()[:k]})
+    out = pd.DataFrame(rows)
+    out["top dims"] = [" ".join(map(str, t)) for t in out["top"]]
+    by = [c for c in ("task", "method") if c in out.columns]
+    if "seed" in out.columns and by:
+        def common(tops):
+            counts = pd.Series([d for t in tops for d in t]).value_counts()
+            return f"{counts.index[0]} ({counts.iloc[0]}/{len(tops)})" if len(counts) else ""
+        shared = out.groupby(by)["top"].agg(common).rename("most frequent (seeds)")
+        out = out.merge(shared.reset_index(), on=by)
+    return out.drop(columns="top")
+
+
+# ============================================================================ command line
+def _csv(kind):
+    def parse(text: str):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if kind == "ks":
+            return [t if t == "all" else int(t) for t in items]
+        if kind == "int":
+            return [int(t) for t in items]
+        return items
+    return parse
+
+
+def register_cli(subparsers) -> None:
+    """``bertdims dims --task T --seed 0 --methods single,ablation --ks 1,2,3,all ...``:
+    fine-tune (or read back), rank the dimensions and print the share of full performance."""
+    text = ("Fine-tune (or read back from the store), rank the dimensions of the fine-tuned "
+            "[CLS] vector and print the share of full performance kept by the top k.")
+    p = subparsers.add_parser("dims", help="rank the dimensions of a fine-tuned model and score the top k",
+                              description=text)
+    p.add_argument("--model", default="embedded")
+    p.add_argument("--task", default="rotten_tomatoes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-train-samples", type=int, default=1000)
+    p.add_argument("--max-eval-samples", type=int, default=500)
+    p.add_argument("--max-seq-len", type=int, default=64)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--methods", type=_csv("str"), default=list(METHODS))
+    p.add_argument("--modes", type=_csv("str"), default=list(MODES))
+    p.add_argument("--candidates", type=int, default=20)
+    p.add_argument("--ks", type=_csv("ks"), default=list(DEFAULT_KS))
+    p.add_argument("--retrain-ks", type=_csv("int"), default=[])
+    p.add_argument("--results", default=None, help="results store folder (default $BERTDIMS_RESULTS or ./results)")
+    p.set_defaults(func=_cli_main)
+
+
+def _cli_main(args) -> int:
+    from .store import ResultStore
+    ft = _engine()
+    config = ft.FinetuneConfig(model=args.model, task=args.task, seed=args.seed,
+                               max_train_samples=args.max_train_samples,
+                               max_eval_samples=args.max_eval_samples, max_seq_len=args.max_seq_len,
+                               epochs=args.epochs, device=args.device)
+    res = run_dims(config, store=ResultStore(args.results), methods=args.methods, modes=args.modes,
+                   candidates=args.candidates, ks=args.ks, retrain_ks=args.retrain_ks)
+    cols = ["method", "mode", "k", "dims", "metric", "value", "share", "share_above_chance"]
+    with pd.option_context("display.width", 160, "display.max_colwidth", 40):
+        print(res.scores[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0

@@ -1,0 +1,772 @@
+"""Fine-tuning an encoder with a head that reads a chosen layer, token and set of dimensions.
+
+:func:`finetune` reproduces the recipe of Matton & de Oliveira (Emergent Properties of
+Finetuned Language Representation Models, section 2): a new linear layer on the ``[CLS]``
+vector with dropout 0.1, AdamW, a top-layer learning rate of 2e-5 decayed by 0.95 per layer
+below, slanted triangular learning rates with 10 % warm-up down to 0, an effective batch of
+32 through gradient accumulation, and early stopping on a held-out 10 % of the training set.
+The :class:`FinetuneConfig` fields ``layer``, ``token``, ``dims``, ``freeze`` and
+``train_layers`` give the variants of Few Dimensions are Enough (which token vector, which
+layer, which few dimensions the new layer reads, and which pre-trained layers are frozen);
+``init_from`` starts from an already fine-tuned encoder (cross-fine-tuning).
+
+The loop runs under Hugging Face ``accelerate``: one CPU or GPU, or several processes started
+with ``accelerate launch`` (each takes its share of every effective batch; gradients are
+averaged so the update is that of the whole batch). Runs are stored in a
+:class:`~bertdims.store.ResultStore` and read back for the same config and base model, and a
+run killed part-way resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_dims, check_range, parse_int_list
+from .device import DEVICES, PRECISIONS, autocast, pick_device, pick_precision
+from .heads import HEADS, SelectiveClassifier, load_backbone, load_finetuned, save_finetuned
+from .store import ResultStore, write_payload
+from .tasks import Task, compute_metrics, get_task, load_task
+from .tokens import check_token
+from .training import (DEFAULT_HEAD_LR, Collator, EncodedDataset, apply_freezing, build_optimizer,
+                       encode_split, evaluate, layer_lrs, make_loader, predict_loader,
+                       slanted_triangular, trained_layers)
+
+__all__ = ["FinetuneConfig", "FinetuneRun", "finetune", "load_finetuned", "SelectiveClassifier",
+           "make_loader", "evaluate", "build_optimizer", "slanted_triangular", "prepare_splits",
+           "TrainingInterrupted", "DEFAULT_HEAD_LR", "register_cli"]
+
+KIND = "finetune"
+SUBSET_SEED = 0   # fixed: which training/evaluation examples are used does not depend on `seed`
+
+
+@dataclass
+class FinetuneConfig(ConfigMixin):
+    """Everything that defines a fine-tuning run (the store key is built from it).
+
+    Attributes
+    ----------
+    model : base encoder: ``"embedded"`` (all-MiniLM-L6-v2), a hub name or a local folder.
+    task : a registered task name (:func:`bertdims.task_names`).
+    layer : layer whose output the head reads: 0 embeddings, 1..L blocks, -1 the last.
+    token : ``cls`` | ``mean`` | ``maxnorm`` | ``token:i`` (see :mod:`bertdims.tokens`).
+    dims : hidden dimensions the head reads (distinct, in [0, H)); None for all.
+    head : ``linear`` (one fully connected layer) or ``mlp`` (two, with ``head_hidden`` units).
+    freeze : 0 trains everything; n in 1..L freezes the embeddings and blocks 1..n.
+    freeze_embeddings : also freeze the embeddings when ``freeze`` is 0.
+    train_layers : if set, only these blocks (1..L) and the head train.
+    epochs : passes over the training set (fractions allowed).
+    lr : peak learning rate of the top block; block n gets ``lr * layer_lr_decay ** (L - n)``
+        and the embeddings ``lr * layer_lr_decay ** L``.
+    head_lr : peak learning rate of the head; None uses 1e-3 (:data:`DEFAULT_HEAD_LR`): a new
+        layer reading a few dimensions learns too slowly at the encoder's 2e-5.
+    warmup : fraction of steps with rising learning rate (slanted triangular, minimum 0).
+    batch_size : effective batch (examples per update); micro_batch_size : examples per
+        forward pass (gradient accumulation makes up the rest).
+    dropout : dropout on the selected features, before the head.
+    max_train_samples / max_eval_samples : use a fixed random subset of this many examples of
+        the training / each evaluation split (the same subset for every seed).
+    early_stopping_fraction : part of the training examples held out to pick the best
+        checkpoint; 0 disables early stopping. patience : evaluations without improvement
+        before stopping. eval_every : steps between evaluations (None: once per epoch, and at
+        least twice per run).
+    max_grad_norm : gradient clipping (None: off).
+    init_from : a folder saved by :func:`finetune` (``run.model_dir``): start the encoder from it
+        with a new head (cross-fine-tuning); its weights and tokenizer replace ``model``'s.
+    checkpoint_every : steps between resumable checkpoints (None: at each evaluation).
+    """
+
+    model: str = "embedded"
+    task: str = "rotten_tomatoes"
+    layer: int = -1
+    token: str = "cls"
+    dims: list[int] | None = None
+    head: str = "linear"
+    head_hidden: int = 256
+    freeze: int = 0
+    freeze_embeddings: bool = False
+    train_layers: list[int] | None = None
+    epochs: float = 1.0
+    lr: float = 2e-5
+    head_lr: float | None = None
+    layer_lr_decay: float = 0.95
+    warmup: float = 0.1
+    batch_size: int = 32
+    micro_batch_size: int = 16
+    dropout: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_seq_len: int = 128
+    early_stopping_fraction: float = 0.1
+    patience: int = 2
+    eval_every: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    init_from: str | None = None
+    data_dir: str | None = None
+    checkpoint_every: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.dims, str):
+            self.dims = parse_int_list(self.dims)
+        elif self.dims is not None:   # numpy integers (e.g. from a ranking) become ints
+            self.dims = [int(d) if isinstance(d, np.integer) else d for d in self.dims]
+        if isinstance(self.train_layers, str):
+            self.train_layers = _parse_layers(self.train_layers)
+        elif self.train_layers is not None:
+            self.train_layers = [int(n) if isinstance(n, np.integer) else n for n in self.train_layers]
+        if not isinstance(self.model, str) or not self.model:
+            raise bad("model", self.model, "expected a model name or folder")
+        if not isinstance(self.task, str):
+            raise bad("task", self.task, "expected a task name")
+        get_task(self.task)
+        check_range("layer", self.layer, -1, None, integer=True)
+        self.token = check_token(self.token)
+        check_choice("head", self.head, HEADS)
+        check_range("head_hidden", self.head_hidden, 1, None, integer=True)
+        check_range("freeze", self.freeze, 0, None, integer=True)
+        if not isinstance(self.freeze_embeddings, bool):
+            raise bad("freeze_embeddings", self.freeze_embeddings, "expected True or False")
+        if self.train_layers is not None:
+            if not self.train_layers:
+                raise bad("train_layers", self.train_layers, "give at least one layer, or None")
+            if self.freeze or self.freeze_embeddings:
+                raise bad("train_layers", self.train_layers,
+                          "use either train_layers or freeze/freeze_embeddings, not both")
+        check_range("epochs", self.epochs, 0, None, low_open=True)
+        check_range("lr", self.lr, 0, None, low_open=True)
+        if self.head_lr is not None:
+            check_range("head_lr", self.head_lr, 0, None, low_open=True)
+        check_range("layer_lr_decay", self.layer_lr_decay, 0, 1, low_open=True)
+        check_range("warmup", self.warmup, 0, 1, high_open=True)
+        check_range("batch_size", self.batch_size, 1, None, integer=True)
+        check_range("micro_batch_size", self.micro_batch_size, 1, None, integer=True)
+        check_range("dropout", self.dropout, 0, 1, high_open=True)
+        check_range("weight_decay", self.weight_decay, 0, None)
+        if self.max_grad_norm is not None:
+            check_range("max_grad_norm", self.max_grad_norm, 0, None, low_open=True)
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None:
+                check_range(name, getattr(self, name), 1, None, integer=True)
+        check_range("max_seq_len", self.max_seq_len, 2, None, integer=True)
+        check_range("early_stopping_fraction", self.early_stopping_fraction, 0, 1, high_open=True)
+        check_range("patience", self.patience, 1, None, integer=True)
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) is not None:
+                check_range(name, getattr(self, name), 1, None, integer=True)
+        check_range("seed", self.seed, 0, None, integer=True)
+        if not isinstance(self.device, str):
+            raise bad("device", self.device, "choose one of: " + ", ".join(DEVICES))
+        check_choice("device", self.device.split(":")[0], DEVICES)
+        check_choice("precision", self.precision, PRECISIONS)
+
+    def validate(self, num_layers: int, hidden_size: int) -> None:
+        """Checks that need the model's size (L blocks, hidden size H)."""
+        check_range("layer", self.layer, -1, num_layers, integer=True)
+        if self.layer < -1:
+            raise bad("layer", self.layer, f"expected -1 or an integer in [0, {num_layers}]")
+        check_dims("dims", self.dims, hidden_size)
+        if self.freeze > num_layers:
+            raise bad("freeze", self.freeze, f"expected an integer in [0, {num_layers}] "
+                      f"(the model has {num_layers} layers)")
+        read = num_layers if self.layer == -1 else self.layer
+        if self.train_layers is not None:
+            for n in self.train_layers:
+                if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= read:
+                    raise bad("train_layers", self.train_layers,
+                              f"every layer must be an integer in [1, {read}] (the model has "
+                              f"{num_layers} layers and the head reads layer {read}); {n!r} is not")
+            if len(set(self.train_layers)) != len(self.train_layers):
+                raise bad("train_layers", self.train_layers, "layers must be distinct")
+
+    def resolved_layer(self, num_layers: int) -> int:
+        return num_layers if self.layer == -1 else self.layer
+
+
+def _parse_layers(text: str) -> list[int] | None:
+    try:
+        return parse_int_list(text)
+    except ConfigError:
+        raise bad("train_layers", text, "expected comma-separated integers such as '5,6'") from None
+
+
+@dataclass
+class FinetuneRun:
+    """A finished fine-tuning run.
+
+    Attributes
+    ----------
+    config : the :class:`FinetuneConfig`.
+    metrics : ``{"validation": {...}, "test": {...}}`` (:func:`bertdims.compute_metrics`).
+    history : one row per evaluation: step, epoch, lr (top block), train_loss, ``dev_<metric>``.
+    model_dir : folder of the saved model (:func:`load_finetuned`).
+    path : the run folder (store run or ``out_dir``), or None.
+    info : steps trained, best step, train/dev sizes, seconds, whether it stopped early.
+    cached : True when read back from the store without training.
+    model : the trained :class:`SelectiveClassifier` when trained in this call, else None.
+    """
+
+    config: FinetuneConfig
+    metrics: dict
+    history: pd.DataFrame
+    model_dir: Path
+    path: Path | None = None
+    info: dict = field(default_factory=dict)
+    cached: bool = False
+    model: SelectiveClassifier | None = field(default=None, repr=False)
+
+    def load(self, device: str = "cpu") -> SelectiveClassifier:
+        """The fine-tuned model (in memory if trained in this call, else from ``model_dir``)."""
+        if self.model is not None:
+            return self.model.to(device)
+        return load_finetuned(self.model_dir, device=device)
+
+    def score(self, split: str = "test") -> float:
+        """The task's headline metric on ``split``."""
+        return self.metrics[split][get_task(self.config.task).metric]
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by the ``_stop_after_steps`` test hook of :func:`finetune`."""
+
+
+# ---------------------------------------------------------------------------- data
+def _fixed_subset(n: int, k: int | None, seed: int = SUBSET_SEED) -> np.ndarray:
+    order = np.random.default_rng(seed).permutation(n)
+    return order if k is None else order[:k]
+
+
+def prepare_splits(task: Task | str, *, max_train_samples: int | None = None,
+                   max_eval_samples: int | None = None, early_stopping_fraction: float = 0.1,
+                   data_dir: str | None = None) -> dict:
+    """The splits a fine-tuning run uses, as ``datasets.Dataset`` objects.
+
+    ``train`` and ``dev`` come from a fixed random subset of ``max_train_samples`` training
+    examples (``dev`` is its first ``early_stopping_fraction``; absent when 0); ``validation``,
+    ``test`` and any extra evaluation splits are fixed random subsets of ``max_eval_samples``.
+    Subsets do not depend on the run's seed. Classification splits without labels (-1) are left out.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    data = load_task(task.name, data_dir=data_dir)
+    train = data["train"]
+    idx = _fixed_subset(len(train), max_train_samples)
+    n_dev = int(round(early_stopping_fraction * len(idx))) if early_stopping_fraction > 0 else 0
+    if early_stopping_fraction > 0 and len(idx) >= 2:
+        n_dev = min(max(n_dev, 1), len(idx) - 1)
+    out = {"train": train.select(np.sort(idx[n_dev:]).tolist())}
+    if n_dev:
+        out["dev"] = train.select(np.sort(idx[:n_dev]).tolist())
+    for split in dict.fromkeys(("validation", "test") + tuple(task.eval_splits)):
+        if split not in data or split == "train":
+            continue
+        ds = data[split]
+        ds = ds.select(np.sort(_fixed_subset(len(ds), max_eval_samples)).tolist())
+        if not task.is_regression and len(ds) and min(ds["label"]) < 0:
+            continue
+        out[split] = ds
+    return out
+
+
+# ---------------------------------------------------------------------------- main entry
+def _model_size(path: str) -> tuple[int, int]:
+    from transformers import AutoConfig
+    cfg = AutoConfig.from_pretrained(path)
+    return int(cfg.num_hidden_layers), int(cfg.hidden_size)
+
+
+def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
+             out_dir: str | Path | None = None, progress: bool = True, resume: bool = True,
+             _stop_after_steps: int | None = None) -> FinetuneRun:
+    """Fine-tune ``config.model`` on ``config.task`` and evaluate on validation and test.
+
+    With ``store``, the run is kept under kind ``"finetune"`` keyed by the config and the base
+    model's fingerprint (the ``init_from`` model's when set); the model is saved in
+    ``run.path / "model"``, and calling again with the same config reads it back without
+    training. With ``out_dir``, writes ``config.json``, ``metrics.json``, ``history.csv`` and
+    ``model/`` there. Checkpoints (in the store, or ``out_dir/checkpoint``) let a killed run
+    resume where it stopped (``resume=True``) and end with the same result.
+
+    ``_stop_after_steps`` is a test hook: raise :class:`TrainingInterrupted` once that many
+    optimizer steps are done (after any checkpoint due at that step), like a killed job.
+    """
+    from .models import fingerprint_of, resolve_model
+
+    if not isinstance(config, FinetuneConfig):
+        raise bad("config", type(config).__name__, "expected a FinetuneConfig")
+    task = get_task(config.task)
+    base = config.init_from or config.model
+    if config.init_from is not None:
+        if not (Path(config.init_from) / "config.json").exists():
+            raise bad("init_from", config.init_from,
+                      "expected a model folder saved by finetune (run.model_dir)")
+    model_path = resolve_model(base)
+    config.validate(*_model_size(model_path))
+    out_dir = Path(out_dir) if out_dir is not None else None
+
+    cfg = config.to_dict()
+    ckpt_dir = None
+    if store is not None:
+        fingerprint = fingerprint_of(base)
+        key = store.key(KIND, cfg, fingerprint)
+        hit = store.get(KIND, key)
+        if hit is not None:
+            run = _read_run(hit.path, config)
+            if out_dir is not None:
+                _export(run, out_dir)
+            return run
+        ckpt_dir = store.root / KIND / ".checkpoints" / key
+    elif out_dir is not None:
+        ckpt_dir = out_dir / "checkpoint"
+
+    with _quiet_transformers(not progress):
+        model, metrics, history, info, acc = _train(config, task, model_path, ckpt_dir, progress,
+                                                    resume, _stop_after_steps)
+    main = acc.is_main_process
+    run_path, model_dir = None, None
+    if store is not None:
+        if main:
+            with store.writing(KIND, cfg, fingerprint) as tmp, _quiet_transformers(not progress):
+                save_finetuned(model, tmp / "model")
+                write_payload(tmp, {"metrics": metrics, "info": info, "history": history})
+        acc.wait_for_everyone()
+        run_path = store.path(KIND, key)
+        model_dir = run_path / "model"
+    if out_dir is not None:
+        if main:
+            with _quiet_transformers(not progress):
+                _write_out_dir(out_dir, cfg, metrics, history, info, model=model)
+        acc.wait_for_everyone()
+        if model_dir is None:
+            run_path, model_dir = out_dir, out_dir / "model"
+    if model_dir is None:  # neither store nor out_dir: keep the model in a temporary folder
+        model_dir = Path(tempfile.mkdtemp(prefix="bertdims-finetune-")) / "model"
+        with _quiet_transformers(not progress):
+            save_finetuned(model, model_dir)
+    if main and ckpt_dir is not None:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return FinetuneRun(config=config, metrics=metrics, history=history, model_dir=model_dir,
+                       path=run_path, info=info, cached=False, model=model.eval())
+
+
+@contextlib.contextmanager
+def _quiet_transformers(quiet: bool):
+    """Hide transformers' own progress bars (loading and writing weights) when asked."""
+    from transformers.utils import logging as hf_logging
+    was = hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and was:
+            hf_logging.enable_progress_bar()
+
+
+def _read_run(path: Path, config: FinetuneConfig) -> FinetuneRun:
+    result = json.loads((path / "result.json").read_text())
+    return FinetuneRun(config=config, metrics=result["metrics"], history=pd.read_csv(path / "history.csv"),
+                       model_dir=path / "model", path=path, info=result.get("info", {}), cached=True)
+
+
+def _write_out_dir(out_dir: Path, cfg: dict, metrics: dict, history: pd.DataFrame, info: dict,
+                   model: SelectiveClassifier | None = None, model_src: Path | None = None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (out_dir / "info.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+    history.to_csv(out_dir / "history.csv", index=False)
+    if model is not None:
+        save_finetuned(model, out_dir / "model")
+    elif model_src is not None and model_src.resolve() != (out_dir / "model").resolve():
+        shutil.copytree(model_src, out_dir / "model", dirs_exist_ok=True)
+
+
+def _export(run: FinetuneRun, out_dir: Path) -> None:
+    _write_out_dir(out_dir, run.config.to_dict(), run.metrics, run.history, run.info,
+                   model_src=run.model_dir)
+
+
+# ---------------------------------------------------------------------------- the loop
+@dataclass
+class _LoopState:
+    step: int = 0
+    history: list = field(default_factory=list)
+    best_metric: float = -math.inf
+    best_step: int = -1
+    bad_evals: int = 0
+    stopped: bool = False
+    best_state: dict | None = None
+    loss_sum: float = 0.0      # this process, since the last evaluation
+    loss_count: int = 0
+
+
+def _eval_every(config: FinetuneConfig, steps_per_epoch: int, total: int) -> int:
+    if config.eval_every is not None:
+        return config.eval_every
+    if config.epochs >= 2:
+        return steps_per_epoch
+    return max(1, math.ceil(total / 2))
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The training order of one epoch: a function of (seed, epoch) only, so a resumed run
+    and every process see the same order."""
+    return np.random.default_rng([seed, epoch, 1729]).permutation(n)
+
+
+def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path | None,
+           progress: bool, resume: bool, stop_after: int | None):
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    device = pick_device(config.device)
+    precision = pick_precision(config.precision, device)
+    acc = _accelerator(device)
+    world, rank = acc.num_processes, acc.process_index
+
+    set_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = SelectiveClassifier(load_backbone(model_path), tokenizer, config, task)
+    layers = apply_freezing(model, config)
+    splits = prepare_splits(task, max_train_samples=config.max_train_samples,
+                            max_eval_samples=config.max_eval_samples,
+                            early_stopping_fraction=config.early_stopping_fraction,
+                            data_dir=config.data_dir)
+    enc = {name: encode_split(task, ds, tokenizer, config.max_seq_len) for name, ds in splits.items()}
+    train = enc["train"]
+    collate = Collator(tokenizer.pad_token_id or 0, task.is_regression)
+
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = max(1, math.ceil(config.epochs * steps_per_epoch))
+    eval_every = _eval_every(config, steps_per_epoch, total)
+    model = acc.prepare(model)
+    core: SelectiveClassifier = acc.unwrap_model(model)
+    optimizer = build_optimizer(core, config)       # after the move: fused AdamW on the device
+    scheduler = slanted_triangular(optimizer, total, config.warmup)
+    optimizer = acc.prepare(optimizer)
+    top_group = _top_group(optimizer, core.num_layers)
+    if world > 1:
+        torch.manual_seed(config.seed * 7919 + rank)   # different dropout masks per process
+
+    state = _LoopState()
+    cfg = config.to_dict()
+    if ckpt_dir is not None and resume:
+        state = _load_checkpoint(ckpt_dir, cfg, core, optimizer, scheduler, rank, world) or state
+
+    loss_fn = (torch.nn.MSELoss(reduction="sum") if task.is_regression
+               else torch.nn.CrossEntropyLoss(reduction="sum"))
+    eval_bs = max(2 * config.micro_batch_size, 32)
+    bar = tqdm(total=total, initial=state.step, disable=not (progress and acc.is_main_process),
+               desc=f"finetune {task.name}", leave=False)
+    t0, cpu0, steps_here = time.perf_counter(), time.process_time(), 0
+    running = torch.zeros((), dtype=torch.float64, device=acc.device)   # loss sum, no sync per step
+    model.train()
+    while state.step < total and not state.stopped:
+        epoch, pos = divmod(state.step, steps_per_epoch)
+        order = _epoch_order(config.seed, epoch, len(train))
+        batch_idx = order[pos * config.batch_size:(pos + 1) * config.batch_size]
+        g = len(batch_idx)
+        mine = batch_idx[rank::world]
+        scale = 1.0
+        if len(mine) == 0:             # fewer examples than processes: join the sync with 0 loss
+            mine, scale = batch_idx[:1], 0.0
+        micro = [mine[i:i + config.micro_batch_size] for i in range(0, len(mine), config.micro_batch_size)]
+        for j, mb in enumerate(micro):
+            batch = collate([train[int(i)] for i in mb])
+            labels = batch.pop("labels").to(acc.device)
+            inputs = {k: v.to(acc.device) for k, v in batch.items() if k != "index"}
+            sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(model)
+            with sync:
+                with autocast(acc.device, precision):
+                    logits = model(**inputs)
+                out = logits[:, 0].float() if task.is_regression else logits.float()
+                loss_sum = loss_fn(out, labels)
+                acc.backward(loss_sum * (scale * world / g))
+            running += loss_sum.detach() * scale
+        state.loss_count += int(len(mine) * scale)
+        if config.max_grad_norm is not None:
+            acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        steps_here += 1
+        bar.update(1)
+
+        evaluated = False
+        due = (config.checkpoint_every is not None and state.step % config.checkpoint_every == 0)
+        if state.step % eval_every == 0 or state.step == total or due or state.step == stop_after:
+            state.loss_sum += float(running)
+            running.zero_()
+        if state.step % eval_every == 0 or state.step == total:
+            _evaluate_step(state, acc, core, enc.get("dev"), task, collate, eval_bs, precision,
+                           config, steps_per_epoch, top_group, optimizer)
+            evaluated = True
+            model.train()
+        due = (config.checkpoint_every is None and evaluated) or (
+            config.checkpoint_every is not None and state.step % config.checkpoint_every == 0)
+        if ckpt_dir is not None and due and state.step < total and not state.stopped:
+            _save_checkpoint(ckpt_dir, cfg, state, core, optimizer, scheduler, acc)
+        if stop_after is not None and state.step >= stop_after and state.step < total:
+            bar.close()
+            raise TrainingInterrupted(f"stopped after {state.step} steps (test hook)")
+    bar.close()
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
+
+    if state.best_state is not None:
+        with torch.no_grad():
+            params = dict(core.named_parameters())
+            for name, value in state.best_state.items():
+                params[name].copy_(value.to(params[name].device))
+    model.eval()
+    metrics = {split: _evaluate_sharded(acc, core, enc[split], task, collate, eval_bs, precision)
+               for split in enc if split not in ("train", "dev")}
+    if hasattr(core.encoder, "_bertdims_fingerprint"):
+        del core.encoder._bertdims_fingerprint       # the weights changed
+    history = pd.DataFrame(state.history, columns=["step", "epoch", "lr", "train_loss",
+                                                   f"dev_{task.metric}"])
+    info = {"steps": state.step, "total_steps": total, "steps_per_epoch": steps_per_epoch,
+            "best_step": state.best_step, "stopped_early": bool(state.stopped and state.step < total),
+            "n_train": len(train), "n_dev": len(enc["dev"]) if "dev" in enc else 0,
+            "trained_layers": sorted(layers), "num_processes": world, "precision": precision,
+            "train_seconds_this_call": seconds, "train_cpu_seconds_this_call": cpu_seconds,
+            "steps_this_call": steps_here}
+    return core, metrics, history, info, acc
+
+
+def _accelerator(device: torch.device):
+    """An ``Accelerator`` for this run. Mixed precision is applied by our own autocast, not by
+    accelerate, and in a single process (no launcher) accelerate's process-wide state is reset
+    first: both let one Python session run CPU and GPU, fp32 and bf16 runs one after another."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=device.type == "cpu", mixed_precision="no")
+
+
+def _top_group(optimizer, num_layers: int) -> int:
+    groups = optimizer.param_groups
+    enc = [i for i, g in enumerate(groups) if g["layer"] != "head"]
+    if not enc:
+        return 0
+    return max(enc, key=lambda i: groups[i]["layer"])
+
+
+def _evaluate_step(state: _LoopState, acc, core, dev, task, collate, eval_bs, precision, config,
+                   steps_per_epoch, top_group, optimizer) -> None:
+    counts = torch.tensor([state.loss_sum, float(state.loss_count)], dtype=torch.float64,
+                          device=acc.device)
+    if acc.num_processes > 1:
+        counts = acc.reduce(counts, reduction="sum")
+    train_loss = float(counts[0] / counts[1]) if counts[1] > 0 else float("nan")
+    state.loss_sum, state.loss_count = 0.0, 0
+    score = float("nan")
+    if dev is not None:
+        score = _evaluate_sharded(acc, core, dev, task, collate, eval_bs, precision)[task.metric]
+        if score > state.best_metric:
+            state.best_metric, state.best_step, state.bad_evals = score, state.step, 0
+            state.best_state = {n: p.detach().to("cpu", copy=True)
+                                for n, p in core.named_parameters() if p.requires_grad}
+        else:
+            state.bad_evals += 1
+            state.stopped = state.bad_evals >= config.patience
+    lr = optimizer.param_groups[top_group]["lr"]
+    state.history.append([state.step, state.step / steps_per_epoch, lr, train_loss, score])
+
+
+def _evaluate_sharded(acc, core, dataset: EncodedDataset, task, collate, batch_size, precision) -> dict:
+    """Each process predicts its share (every ``world``-th example); the metrics are computed on
+    the gathered predictions in dataset order."""
+    from torch.utils.data import DataLoader
+    from .training import length_batches
+
+    world, rank = acc.num_processes, acc.process_index
+    mine = np.arange(rank, len(dataset), world)
+    part = dataset.subset(mine)
+    loader = DataLoader(part, batch_sampler=length_batches(part.lengths, batch_size), collate_fn=collate)
+    was_training = core.training
+    core.eval()
+    idx, preds, labels = predict_loader(core, loader, acc.device, precision)
+    core.train(was_training)
+    idx = mine[idx.astype(np.int64)] if len(idx) else idx
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, (idx, preds, labels))
+        idx = np.concatenate([g[0] for g in gathered])
+        preds = np.concatenate([g[1] for g in gathered])
+        labels = np.concatenate([g[2] for g in gathered])
+    order = np.argsort(idx, kind="stable")
+    return compute_metrics(task, preds[order], labels[order])
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(ckpt_dir: Path, cfg: dict, state: _LoopState, core, optimizer, scheduler, acc) -> None:
+    """Per-process RNG files first, then the main file (the commit point) naming their step."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    step = state.step
+    _atomic_save({"step": step, "rng": _rng_state(), "loss_sum": state.loss_sum,
+                  "loss_count": state.loss_count}, ckpt_dir / f"rng-{acc.process_index}-{step}.pt")
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        trainable = {n: p.detach().cpu() for n, p in core.named_parameters() if p.requires_grad}
+        keep = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+                if f.name not in ("loss_sum", "loss_count")}
+        _atomic_save({"config": cfg, "world": acc.num_processes, "state": keep, "model": trainable,
+                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                     ckpt_dir / "trainer.pt")
+        for old in ckpt_dir.glob("rng-*.pt"):
+            if not old.name.endswith(f"-{step}.pt"):
+                old.unlink(missing_ok=True)
+    acc.wait_for_everyone()
+
+
+def _load_checkpoint(ckpt_dir: Path, cfg: dict, core, optimizer, scheduler, rank: int, world: int
+                     ) -> _LoopState | None:
+    main_file = ckpt_dir / "trainer.pt"
+    if not main_file.exists():
+        return None
+    saved = torch.load(main_file, map_location="cpu", weights_only=False)
+    if saved["config"] != cfg:
+        return None       # a checkpoint of another config in the same folder: start afresh
+    state = _LoopState(**saved["state"])
+    with torch.no_grad():
+        params = dict(core.named_parameters())
+        for name, value in saved["model"].items():
+            params[name].copy_(value.to(params[name].device))
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    rng_file = ckpt_dir / f"rng-{rank}-{state.step}.pt"
+    if saved["world"] == world and rng_file.exists():
+        rng = torch.load(rng_file, map_location="cpu", weights_only=False)
+        _set_rng_state(rng["rng"])
+        state.loss_sum, state.loss_count = rng["loss_sum"], rng["loss_count"]
+    return state
+
+
+# ---------------------------------------------------------------------------- command line
+_FLAG_TYPES = {"dims": "intlist", "train_layers": "intlist", "head_lr": "optfloat",
+               "max_grad_norm": "optfloat", "max_train_samples": "optint", "max_eval_samples": "optint",
+               "eval_every": "optint", "checkpoint_every": "optint", "init_from": "optstr",
+               "data_dir": "optstr", "freeze_embeddings": "bool"}
+
+
+_HELP = {
+    "model": "base encoder: 'embedded', a hub name or a local folder",
+    "task": "task name (bertdims.task_names())",
+    "layer": "layer the head reads: 0 embeddings, 1..L, -1 the last",
+    "token": "cls | mean | maxnorm | token:i",
+    "dims": "hidden dimensions the head reads: comma-separated, or 'all'",
+    "head": "linear | mlp",
+    "head_hidden": "hidden units of the mlp head",
+    "freeze": "freeze the embeddings and layers 1..n (0: nothing)",
+    "freeze_embeddings": "also freeze the embeddings",
+    "train_layers": "train only these layers (comma-separated), or 'none' to use --freeze",
+    "epochs": "passes over the training set (fractions allowed)",
+    "lr": "peak learning rate of the top layer",
+    "head_lr": f"peak learning rate of the head ('none': {DEFAULT_HEAD_LR})",
+    "layer_lr_decay": "learning-rate factor per layer below the top",
+    "warmup": "fraction of steps with rising learning rate",
+    "batch_size": "effective batch (examples per update)",
+    "micro_batch_size": "examples per forward pass (gradient accumulation)",
+    "dropout": "dropout before the head",
+    "weight_decay": "AdamW weight decay (not on biases and LayerNorm)",
+    "max_grad_norm": "gradient clipping ('none': off)",
+    "max_train_samples": "training examples used ('none': all)",
+    "max_eval_samples": "examples per evaluation split ('none': all)",
+    "max_seq_len": "tokens per input",
+    "early_stopping_fraction": "part of the training examples held out for early stopping (0: off)",
+    "patience": "evaluations without improvement before stopping",
+    "eval_every": "steps between evaluations ('none': each epoch, at least twice)",
+    "seed": "random seed",
+    "device": "auto | cpu | cuda",
+    "precision": "auto | fp32 | bf16",
+    "init_from": "start the encoder from this fine-tuned model folder",
+    "data_dir": "folder of a hub task saved with save_to_disk",
+    "checkpoint_every": "steps between resumable checkpoints ('none': at each evaluation)",
+}
+
+
+def _converter(kind: str):
+    def opt(fn):
+        return lambda s: None if s.strip().lower() in ("none", "") else fn(s)
+    return {"intlist": lambda s: s, "optfloat": opt(float), "optint": opt(int), "optstr": opt(str),
+            "int": int, "float": float, "str": str}[kind]
+
+
+def register_cli(subparsers) -> None:
+    """``bertdims finetune --task T --layer -1 --token cls --dims 3,17 ... --out DIR``."""
+    p = subparsers.add_parser("finetune", help="fine-tune an encoder with a selective head",
+                              description=__doc__.splitlines()[0])
+    for f in dataclasses.fields(FinetuneConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        kind = _FLAG_TYPES.get(f.name) or {int: "int", float: "float", str: "str"}[type(default)]
+        helptext = f"{_HELP.get(f.name, '')} (default {default})"
+        if kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helptext)
+            continue
+        p.add_argument(flag, type=_converter(kind), default=default, metavar=f.name.upper(), help=helptext)
+    p.add_argument("--out", default=None, help="write config.json, metrics.json, history.csv and model/ here")
+    p.add_argument("--results", default=None,
+                   help="results store folder (default $BERTDIMS_RESULTS or ./results); used when "
+                        "--out is not given, or with --store")
+    p.add_argument("--store", action="store_true", help="also keep the run in the results store")
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore checkpoints")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cli_main)
+
+
+def _cli_main(args: argparse.Namespace) -> int:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)}
+    values["dims"] = parse_int_list(values["dims"])
+    values["train_layers"] = _parse_layers(values["train_layers"]) if isinstance(
+        values["train_layers"], str) else values["train_layers"]
+    config = FinetuneConfig(**values)
+    store = None
+    if args.out is None or args.store:
+        store = ResultStore(args.results)
+    run = finetune(config, store=store, out_dir=args.out, progress=not args.quiet, resume=args.resume)
+    print(json.dumps({"metrics": run.metrics, "model_dir": str(run.model_dir),
+                      "cached": run.cached}, indent=2))
+    return 0

@@ -1,0 +1,55 @@
+"""Small in-memory tasks for the fine-tuning tests (a classification and a regression one),
+registered in the task registry under names starting with ``_test_``."""
+from __future__ import annotations
+
+import numpy as np
+
+POS = "good great fine superb lovely nice".split()
+NEG = "bad awful poor boring dull ugly".split()
+FILL = "the a movie film story plot was is and it this".split()
+SIZES = (("train", 96, 0), ("validation", 40, 1), ("test", 40, 2))
+
+
+def _sentences(n: int, seed: int):
+    """Sentences of 8 words; ``label`` 1 when they hold positive words, ``score`` the share of
+    positive words among the sentiment words (0..1)."""
+    rng = np.random.default_rng(seed)
+    texts, labels, scores = [], [], []
+    for _ in range(n):
+        n_pos = int(rng.integers(0, 4))
+        words = list(rng.choice(FILL, 5)) + list(rng.choice(POS, n_pos)) + list(rng.choice(NEG, 3 - n_pos))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(int(n_pos >= 2))
+        scores.append(n_pos / 3)
+    return texts, labels, scores
+
+
+def _loader(regression: bool):
+    def load(data_dir=None):
+        import datasets
+        out = {}
+        for split, n, seed in SIZES:
+            texts, labels, scores = _sentences(n, seed)
+            out[split] = datasets.Dataset.from_dict(
+                {"text": texts, "label": [float(s) for s in scores] if regression else labels})
+        return datasets.DatasetDict(out)
+    return load
+
+
+def register_test_tasks() -> tuple[str, str]:
+    """Register ``_test_cls`` (2 classes, accuracy) and ``_test_reg`` (scores, pearson/spearman)."""
+    from bertdims import tasks
+    from bertdims.tasks import Task, _REGISTRY, register
+    try:
+        tasks._ensure_registered()   # the real tasks first, so registering ours does not hide them
+    except ImportError:
+        pass
+    if "_test_cls" not in _REGISTRY:
+        register(Task(name="_test_cls", source="embedded", text_fields=("text",),
+                      label_type="classification", label_names=("neg", "pos"),
+                      metrics=("accuracy",), loader=_loader(False)))
+        register(Task(name="_test_reg", source="embedded", text_fields=("text",),
+                      label_type="regression", label_names=(), metrics=("pearson", "spearman"),
+                      loader=_loader(True)))
+    return "_test_cls", "_test_reg"
