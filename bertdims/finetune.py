@@ -26,12 +26,10 @@ import math
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +41,7 @@ from .heads import HEADS, SelectiveClassifier, load_backbone, load_finetuned, sa
 from .store import ResultStore, write_payload
 from .tasks import Task, compute_metrics, get_task, load_task
 from .tokens import check_token
-from .training import (DEFAULT_HEAD_LR, Collator, EncodedDataset, apply_freezing, build_optimizer,
+from .training import (DEFAULT_HEAD_LR, Collator, EncodedDataset, apply_freezing, build_optimizer,  # noqa: F401
                        encode_split, evaluate, layer_lrs, make_loader, predict_loader,
                        slanted_triangular, trained_layers)
 

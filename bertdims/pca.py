@@ -255,13 +255,21 @@ def pca_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes",), 
         curves = run.table("curves")
         row = {"task": c.task, "seed": c.seed, "classes": res["num_classes"],
                "first_below_one": res["first_below_one"]}
+        few = _few_n(curves)
+        row["few_n"] = few
         for state in ("pretrained", "finetuned"):
-            five = curves[(curves.model == state) & (curves.basis == "general") & (curves.n == min(5, curves.n.max()))]
+            five = curves[(curves.model == state) & (curves.basis == "general") & (curves.n == few)]
             row[f"{state}_all"] = res["all_dims"][state]
             row[f"{state}_5_general"] = float(five.accuracy.iloc[0])
         out["summary"].append(row)
     return {k: pd.concat(v, ignore_index=True) if v and isinstance(v[0], pd.DataFrame)
             else pd.DataFrame(v) for k, v in out.items()}
+
+
+def _few_n(curves: pd.DataFrame, target: int = 5) -> int:
+    """The paper's "5 components", or the largest n of the grid below it."""
+    ns = sorted(curves.n.unique())
+    return int(max([n for n in ns if n <= target] or ns[:1]))
 
 
 def pca_chart(curves: pd.DataFrame, task: str | None = None):
@@ -309,7 +317,7 @@ def components_findings(study: dict) -> str:
     c = study["curves"]
     lines = []
     for task, df in c.groupby("task"):
-        n5 = min(5, int(df.n.max()))
+        n5 = _few_n(df)
         m = df[df.n == n5].groupby(["model", "basis"]).accuracy.mean()
         s = study["summary"][study["summary"].task == task]
         gap = 100 * (s.finetuned_all - s.finetuned_5_general).mean()

@@ -110,7 +110,7 @@ def test_bad_input_fails_before_training(synth_tasks, tiny_bert, store, monkeypa
     import bertdims.multitask as mt
     monkeypatch.setattr(mt, "_train", lambda *a, **k: pytest.fail("training started"))
     config = MultitaskConfig(model=tiny_bert, tasks=[SENTIMENT, TOPIC], dims=[[0], [40]], device="cpu")
-    with pytest.raises(bd.ConfigError, match="dims"):
+    with pytest.raises(bd.ConfigError, match="'dims'.*hidden size is 32.*has 40"):
         train_multitask(config, store=store, progress=False)
 
 
@@ -378,3 +378,9 @@ def test_claims_and_sentences_follow_the_numbers():
     at_chance = pairs.assign(retention=np.nan)
     assert "undefined" in describe_pairs(at_chance)
     assert (claims_table(at_chance)["verdict"] == "undecided").all()
+
+
+def test_cli_rejects_a_task_listed_twice(synth_tasks, capsys):
+    from bertdims.cli import main
+    assert main(["crossft", "--tasks", f"{SENTIMENT},{TOPIC},{SENTIMENT}"]) == 2
+    assert "listed more than once" in capsys.readouterr().err

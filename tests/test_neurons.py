@@ -128,3 +128,19 @@ def test_class_smaller_than_folds_is_named():
     y = np.r_[np.zeros(27), np.ones(3)].astype(int)
     with pytest.raises(bd.ConfigError, match="fewer"):
         NeuronSelector(1, cv=5).fit(X, y)
+
+
+def test_run_neurons_end_to_end_on_tiny_bert(tiny_bert, store):
+    from bertdims.neurons import NeuronsConfig, run_neurons, table3
+    cfg = NeuronsConfig(model=tiny_bert, task="rotten_tomatoes", finetuned=False, max_train_samples=60,
+                        max_eval_samples=40, max_seq_len=16, n_neurons=3, folds=3)
+    run = run_neurons(cfg, store=store)
+    acc = run.table("accuracy")
+    assert acc.dims.tolist() == ["all", "1", "3", "natural"] and acc.accuracy.between(0, 1).all()
+    sel = run.table("selection")
+    assert len(sel) == 3 and sel.dim.nunique() == 3
+    assert len(run.table("single")) == 32 and len(run.table("activation")) == 40
+    again = run_neurons(cfg, store=store)
+    assert again.path == run.path                      # read back, not recomputed
+    t3 = table3(acc.assign(task="rotten_tomatoes", model="pretrained", seed=0))
+    assert t3.loc[0, "random"] == 0.5 and "pretrained_1" in t3.columns

@@ -77,3 +77,18 @@ def test_config_validation():
         PCAConfig(task="stsb")
     with pytest.raises(bd.ConfigError, match="sizes"):
         PCAConfig(sizes=[1])
+
+
+def test_run_pca_end_to_end_on_tiny_bert(tiny_bert, store):
+    from bertdims.pca import pca_study
+    out = pca_study(tiny_bert, ["rotten_tomatoes"], [0], store=store, max_train_samples=40,
+                    max_eval_samples=30, max_seq_len=16, general_samples=40, sizes=[10, 40],
+                    components=[1, 4, 32])
+    curves = out["curves"]
+    assert set(curves.model) == {"pretrained", "finetuned"}
+    assert set(curves.basis) == {"general", "in-domain", "random"} and curves.accuracy.between(0, 1).all()
+    s = out["summary"].iloc[0]
+    assert s.classes == 2 and (s.first_below_one is None or 1 <= s.first_below_one <= 32)
+    assert (out["ratios"].ratio > 0).all() and len(out["ratios"]) <= 39
+    assert sorted(out["sizes"].sentences.unique()) == [10, 40]
+    assert store.runs("pca").shape[0] == 1 and store.runs("representations").shape[0] == 6
