@@ -17,7 +17,7 @@ from .extract import encode
 from .overview import project_task, project_tasks, projection_chart
 from .chapters import build_book, run_chapter
 from . import charts
-from .dims import (LinearHead, Representations, chosen_dims, evaluate_k, finetune_grid, model_size, probe_baseline, rank_dimensions, retrain_k, run_dims, run_dims_grid, summarize_runs)  # noqa: E501
+from .dims import (LinearHead, Representations, chosen_dims, constant_baseline, evaluate_k, finetune_grid, model_size, probe_baseline, rank_dimensions, retrain_k, run_dims, run_dims_grid, summarize_runs)  # noqa: E501
 from .fewdims_charts import compare_runs_chart, share_chart, trend_chart
 from .distances import (DistanceConfig, LayerStudyConfig, aggregate_distances, comparison_summary, distance_chart, distance_findings, distance_study, kind_chart, layer_distances, layer_findings, layer_study, layer_study_chart, layer_summary, random_init_like, weight_distances)  # noqa: E501
 from .sparse import (SparseConfig, StoredMask, apply_mask, load_mask, load_sparse_task, save_mask, sparse_findings, sparse_finetune, sparse_summary, sparse_vs_full, sparsity_chart, sparsity_sweep, storage_table, verify_stored_task)  # noqa: E501

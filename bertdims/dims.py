@@ -33,7 +33,8 @@ The pipeline, for one fine-tuned model (book chapter ``04_few_dimensions``):
 
    Every row carries the share of full performance, ``value / full`` where ``full`` is the
    same mode's value with all dimensions, and the share of the gain over chance,
-   ``(value - chance) / (full - chance)``.
+   ``(value - chance) / (full - chance)``, where chance is the score of always predicting the
+   most frequent training class (:func:`constant_score`).
 
 :func:`run_dims` runs the whole pipeline for one fine-tuning config through the results
 store (kinds ``dims_rank`` and ``dims_k``), so that a chapter reruns from stored results.
@@ -51,12 +52,14 @@ import numpy as np
 import pandas as pd
 
 from ._validate import ConfigError, bad, check_choice, check_range
-from .tasks import Task, chance_level, compute_metrics, get_task
+from .tasks import Task, compute_metrics, get_task
 
 METHODS = ("single", "ablation")
 MODES = ("masked", "refit")
 FILLS = ("mean", "zero")
 DEFAULT_KS = (1, 2, 3, 5, 10, "all")
+
+RESULTS_VERSION = 2   # part of every dims_rank / dims_k key: bump when their computation changes
 
 HeadFn = Callable[[np.ndarray], np.ndarray]
 """Maps representations ``(N, H)`` to head outputs ``(N, C)`` (``C = 1`` for regression)."""
@@ -365,6 +368,19 @@ def top_dims(ranking: pd.DataFrame, k: int | str) -> list[int]:
 
 
 # ============================================================================ evaluation
+def constant_score(task: Task, train_labels: np.ndarray, eval_labels: np.ndarray) -> float:
+    """The headline metric of a constant guess: the most frequent training class for
+    classification (on an unbalanced split this beats 1 / num_labels), the training mean for
+    regression (a correlation of 0)."""
+    train_labels, eval_labels = np.asarray(train_labels), np.asarray(eval_labels)
+    if task.is_regression:
+        guess = np.full(len(eval_labels), float(np.mean(train_labels)))
+    else:
+        values, counts = np.unique(train_labels, return_counts=True)
+        guess = np.full(len(eval_labels), values[np.argmax(counts)])
+    return headline(task, guess, eval_labels)
+
+
 def _shares(df: pd.DataFrame, chance: float) -> pd.DataFrame:
     def share(v, full):
         return v / full if full > 0 else np.nan
@@ -372,6 +388,7 @@ def _shares(df: pd.DataFrame, chance: float) -> pd.DataFrame:
     def above(v, full):
         return (v - chance) / (full - chance) if full - chance > 0 else np.nan
 
+    df["chance"] = chance
     df["share"] = [share(v, f) for v, f in zip(df["value"], df["full"])]
     df["share_above_chance"] = [above(v, f) for v, f in zip(df["value"], df["full"])]
     return df
@@ -396,8 +413,9 @@ def evaluate_k(reps: Representations, order: Sequence[int] | pd.DataFrame,
     -------
     Tidy DataFrame, one row per (mode, k): ``mode``, ``k`` (``"all"`` stays a string),
     ``n_dims``, ``dims`` (space-separated), ``metric``, ``value``, ``full`` (the same mode with
-    all dimensions), ``share`` = value / full, ``share_above_chance`` =
-    (value - chance) / (full - chance). Shares are NaN when the denominator is not positive.
+    all dimensions), ``chance`` (:func:`constant_score`: always the most frequent training
+    class), ``share`` = value / full, ``share_above_chance`` = (value - chance) / (full - chance).
+    Shares are NaN when the denominator is not positive.
     """
     if isinstance(order, pd.DataFrame):
         order = order.sort_values("rank")["dim"].astype(int).tolist()
@@ -430,7 +448,7 @@ def evaluate_k(reps: Representations, order: Sequence[int] | pd.DataFrame,
                          "dims": "all" if k == "all" else " ".join(map(str, dims)),
                          "metric": task.metric, "value": value, "full": values["all"][1]})
     df = pd.DataFrame(rows)
-    return _shares(df, chance_level(task))
+    return _shares(df, constant_score(task, y_fit, y))
 
 
 # ============================================================================ fine-tuned models
@@ -548,7 +566,8 @@ def run_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: int
         check_choice("retrain_methods", m, METHODS)
     run = ft.finetune(config, store=store, progress=progress)
     run_key = run.path.name if run.path is not None else None   # the fine-tuned model's store key
-    base = {"finetune": config.to_dict(), "fill": fill, "max_rank_samples": max_rank_samples}
+    base = {"finetune": config.to_dict(), "fill": fill, "max_rank_samples": max_rank_samples,
+            "results_version": RESULTS_VERSION}
     state: dict[str, Any] = {}
 
     def setup():
@@ -635,7 +654,12 @@ def retrain_k(config, ranking: pd.DataFrame | Sequence[int], ks: Iterable[int], 
         rows.append({"mode": "retrain", "k": k, "n_dims": model_size(config.model)[1] if k == "all" else k,
                      "dims": "all" if k == "all" else " ".join(map(str, dims)),
                      "metric": task.metric, "value": metrics[split][task.metric], "full": full})
-    return _shares(pd.DataFrame(rows), chance_level(task))
+    data = ft.prepare_splits(task, max_train_samples=config.max_train_samples,
+                             max_eval_samples=config.max_eval_samples,
+                             early_stopping_fraction=config.early_stopping_fraction,
+                             data_dir=config.data_dir)
+    chance = constant_score(task, data["train"]["label"], data[split]["label"])
+    return _shares(pd.DataFrame(rows), chance)
 
 
 # ============================================================================ chapter runners
@@ -732,6 +756,43 @@ def probe_baseline(model: str, tasks: Sequence[str], *, store, layers: Sequence[
             return {"scores": pd.DataFrame(rows)}
 
         frames.append(store.cached("probe", cfg, compute, fingerprint=fingerprint).table("scores"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def constant_baseline(tasks: Sequence[str], *, store, max_train_samples: int | None = None,
+                      max_eval_samples: int | None = None, data_dir: str | None = None) -> pd.DataFrame:
+    """The score of a constant guess (:func:`constant_score`: the most frequent training class,
+    or the training mean for regression) on the examples fine-tuning uses, per task: the floor
+    any trained model must clear. Stored under kind ``constant``.
+
+    Returns a tidy DataFrame: ``task``, ``split``, ``metric``, ``value``, ``headline``.
+    """
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    task_objs = [get_task(t) for t in tasks]
+    frames = []
+    for task in task_objs:
+        cfg = {"task": task.name, "max_train_samples": max_train_samples,
+               "max_eval_samples": max_eval_samples, "data_dir": data_dir}
+
+        def compute(task=task):
+            data = _engine().prepare_splits(task, max_train_samples=max_train_samples,
+                                            max_eval_samples=max_eval_samples,
+                                            early_stopping_fraction=0.0, data_dir=data_dir)
+            y_train = np.asarray(data["train"]["label"])
+            if task.is_regression:
+                guess_value = float(y_train.mean())
+            else:
+                values, counts = np.unique(y_train, return_counts=True)
+                guess_value = values[np.argmax(counts)]
+            rows = []
+            for split in ("validation", "test"):
+                y = np.asarray(data[split]["label"])
+                metrics = compute_metrics(task, np.full(len(y), guess_value), y)
+                rows += [{"task": task.name, "split": split, "metric": m, "value": v,
+                          "headline": m == task.metric} for m, v in metrics.items()]
+            return {"scores": pd.DataFrame(rows)}
+
+        frames.append(store.cached("constant", cfg, compute).table("scores"))
     return pd.concat(frames, ignore_index=True)
 
 

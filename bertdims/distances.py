@@ -332,7 +332,7 @@ class DistanceConfig(ConfigMixin):
     max_eval_samples: int | None = 500
     max_seq_len: int = 64
     epochs: float = 1.0
-    lr: float = 2e-5
+    lr: float = 1e-4
     random_seed: int = 0
 
     def __post_init__(self):
@@ -485,7 +485,7 @@ class LayerStudyConfig(ConfigMixin):
     max_eval_samples: int | None = 500
     max_seq_len: int = 64
     epochs: float = 1.0
-    lr: float = 2e-5
+    lr: float = 1e-4
 
     def __post_init__(self):
         _check_seeds(self.seeds)

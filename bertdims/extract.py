@@ -465,11 +465,21 @@ def analysis_encoder(model: str = "embedded", task: str | None = None, *, finetu
     from .models import cached_encoder
     if not finetuned:
         return cached_encoder(model)
+    run = standard_finetune(model, task, seed=seed, max_train_samples=max_train_samples,
+                            max_eval_samples=max_eval_samples, max_seq_len=max_seq_len, epochs=epochs,
+                            store=store, progress=progress)
+    return as_encoder(run.load(), name=f"{model}+{task}(seed {seed})")
+
+
+def standard_finetune(model: str, task: str, *, seed: int = 0, max_train_samples: int | None = 1000,
+                      max_eval_samples: int | None = 500, max_seq_len: int = 64, epochs: float = 1.0,
+                      store=None, progress: bool = False):
+    """The standard fine-tuning run (:class:`bertdims.FinetuneConfig` defaults otherwise) used by
+    the analyses: trained once through the store, then read back. Returns the ``FinetuneRun``."""
     from .finetune import FinetuneConfig, finetune
     config = FinetuneConfig(model=model, task=task, seed=seed, max_train_samples=max_train_samples,
                             max_eval_samples=max_eval_samples, max_seq_len=max_seq_len, epochs=epochs)
-    run = finetune(config, store=store, progress=progress)
-    return as_encoder(run.load(), name=f"{model}+{task}(seed {seed})")
+    return finetune(config, store=store, progress=progress)
 
 
 def task_arrays(encoder, task: str, *, max_train_samples: int | None, max_eval_samples: int | None,

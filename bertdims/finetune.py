@@ -53,6 +53,12 @@ KIND = "finetune"
 SUBSET_SEED = 0   # fixed: which training/evaluation examples are used does not depend on `seed`
 
 
+#: The fine-tuning hyper-parameters of Matton and de Oliveira (2020), section 2, for bert-base
+#: on full-size data sets; the ``paper`` presets pass them.
+PAPER_RECIPE = {"lr": 2e-5, "batch_size": 32, "epochs": 4.0, "layer_lr_decay": 0.95,
+                "warmup": 0.1, "dropout": 0.1}
+
+
 @dataclass
 class FinetuneConfig(ConfigMixin):
     """Everything that defines a fine-tuning run (the store key is built from it).
@@ -71,6 +77,13 @@ class FinetuneConfig(ConfigMixin):
     epochs : passes over the training set (fractions allowed).
     lr : peak learning rate of the top block; block n gets ``lr * layer_lr_decay ** (L - n)``
         and the embeddings ``lr * layer_lr_decay ** L``.
+
+        Defaults: ``lr=1e-4``, ``batch_size=16``, one epoch suit the embedded model on about
+        1,000 training examples (about 60 updates). The Emergent-Properties recipe for
+        bert-base on full data sets is ``lr=2e-5``, ``batch_size=32`` and 3-4 epochs
+        (:data:`PAPER_RECIPE`); with it, 1,000 examples and one epoch give 29 updates and
+        the embedded model barely leaves chance on rotten_tomatoes (measured: 0.56 test
+        accuracy, against 0.72 with the defaults).
     head_lr : peak learning rate of the head; None uses 1e-3 (:data:`DEFAULT_HEAD_LR`): a new
         layer reading a few dimensions learns too slowly at the encoder's 2e-5.
     warmup : fraction of steps with rising learning rate (slanted triangular, minimum 0).
@@ -100,11 +113,11 @@ class FinetuneConfig(ConfigMixin):
     freeze_embeddings: bool = False
     train_layers: list[int] | None = None
     epochs: float = 1.0
-    lr: float = 2e-5
+    lr: float = 1e-4
     head_lr: float | None = None
     layer_lr_decay: float = 0.95
     warmup: float = 0.1
-    batch_size: int = 32
+    batch_size: int = 16
     micro_batch_size: int = 16
     dropout: float = 0.1
     weight_decay: float = 0.01

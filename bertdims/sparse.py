@@ -519,7 +519,7 @@ def sparsity_sweep(base: SparseConfig, sparsities: Sequence[float], seeds: Seque
     return pd.DataFrame(rows)
 
 
-def full_finetuning(base: SparseConfig, seeds: Sequence[int], store=None, lr: float = 2e-5) -> pd.DataFrame:
+def full_finetuning(base: SparseConfig, seeds: Sequence[int], store=None, lr: float = 1e-4) -> pd.DataFrame:
     """The reference: standard full fine-tuning (the engine, :func:`bertdims.finetune.finetune`)
     with the same model, task, data sizes and epochs. Same columns as :func:`sparsity_sweep`
     with ``setting="full fine-tuning"`` and ``sparsity=0``."""

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from bertdims import ConfigError
-from bertdims.dims import (LinearHead, Representations, check_ks, evaluate_k, mask,
-                           rank_dimensions, single_dimension_scores, top_dims)
+from bertdims.dims import (LinearHead, Representations, check_ks, constant_score, evaluate_k,
+                           mask, rank_dimensions, single_dimension_scores, top_dims)
 from bertdims.tasks import Task
 
 BINARY = Task(name="synthetic_binary", source="embedded", text_fields=("text",),
@@ -112,7 +112,10 @@ def test_evaluate_k_shapes_and_shares():
         full = part.loc[part["k"] == "all", "value"].item()
         assert np.allclose(part["full"], full)
         assert np.allclose(part["share"], part["value"] / full)
-        assert np.allclose(part["share_above_chance"], (part["value"] - 0.5) / (full - 0.5))
+        y_train, y_test = reps.y["train"], reps.y["test"]
+        chance = np.mean(y_test == np.bincount(y_train).argmax())   # always the majority class
+        assert np.allclose(part["chance"], chance)
+        assert np.allclose(part["share_above_chance"], (part["value"] - chance) / (full - chance))
         assert part.loc[part["k"] == "all", "share"].item() == pytest.approx(1.0)
     refit = df[df["mode"] == "refit"].set_index("k")
     assert refit.loc[3, "dims"] == " ".join(map(str, order["dim"][:3]))
@@ -130,6 +133,13 @@ def test_evaluate_k_regression_and_without_head():
     assert list(df["mode"]) == ["refit", "refit"] and list(df["metric"]) == ["pearson"] * 2
     assert df["full"].iloc[0] > 0.9
     assert df["value"].iloc[1] > df["value"].iloc[0]
+
+
+def test_constant_score_is_the_majority_class_not_one_over_classes():
+    train, test = np.array([1, 1, 1, 0]), np.array([1, 1, 1, 0, 0])
+    assert constant_score(BINARY, train, test) == pytest.approx(0.6)
+    assert constant_score(BINARY, 1 - train, test) == pytest.approx(0.4)
+    assert constant_score(REGRESSION, np.array([0.5, 2.0]), np.array([1.0, 3.0])) == 0.0
 
 
 def test_mask_keeps_only_chosen_dims():
