@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import math
+
 import altair as alt
 import pandas as pd
 
@@ -136,6 +138,8 @@ def heatmap(df: pd.DataFrame, x: str, y: str, value: str, fmt: str = ".2f", *,
     ordinal = {"x": f"{_bare(fx)}:O", "y": f"{_bare(fy)}:O"}
     base = alt.Chart(df).encode(**ordinal)
     mid = float(pd.to_numeric(df[_bare(fv)]).median()) if len(df) else 0.0
+    if not math.isfinite(mid):      # every cell missing (NaN): Vega cannot compare with "nan"
+        mid = 0.0
     cells = base.mark_rect().encode(color=alt.Color(fv, scale=alt.Scale(scheme=scheme)),
                                     tooltip=[fx, fy, alt.Tooltip(fv, format=fmt)])
     text = base.mark_text(fontSize=11).encode(

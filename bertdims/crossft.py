@@ -73,7 +73,8 @@ class CrossConfig(ConfigMixin):
     layer, token : which layer output and token vector the heads read.
     epochs, lr, batch_size, max_train_samples, max_eval_samples, max_seq_len, device,
     precision : as in :class:`bertdims.finetune.FinetuneConfig` (the same values give the same
-        single-task runs as other chapters, read back from the store).
+        single-task runs as other chapters, read back from the store); ``lr`` and
+        ``batch_size`` None take the engine's defaults.
     split : the split the tables report (``validation`` or ``test``).
     """
 
@@ -86,8 +87,8 @@ class CrossConfig(ConfigMixin):
     layer: int = -1
     token: str = "cls"
     epochs: float = 1.0
-    lr: float = 2e-5
-    batch_size: int = 32
+    lr: float | None = None
+    batch_size: int | None = None
     max_train_samples: int | None = 1000
     max_eval_samples: int | None = 500
     max_seq_len: int = 64
@@ -131,9 +132,10 @@ class CrossConfig(ConfigMixin):
                         init_from: str | Path | None = None, **changes):
         """The engine's config of one run of this experiment."""
         from .finetune import FinetuneConfig
+        optional = {k: v for k, v in (("lr", self.lr), ("batch_size", self.batch_size)) if v is not None}
         return FinetuneConfig(model=self.model, task=task, layer=self.layer, token=self.token,
                               dims=None if dims is None else [int(d) for d in dims],
-                              epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                              epochs=self.epochs, **optional,
                               max_train_samples=self.max_train_samples,
                               max_eval_samples=self.max_eval_samples, max_seq_len=self.max_seq_len,
                               seed=int(seed), device=self.device, precision=self.precision,
@@ -429,9 +431,10 @@ def multitask_vs_single(config: CrossConfig, *, store, sampler: str = "proportio
     check_disjoint_dims("dims", dims, config.tasks, hidden)
     rows = []
     for seed in config.seeds:
+        recipe = config.finetune_config(config.tasks[0], seed)      # lr, batch size as the engine's
         mt = MultitaskConfig(model=config.model, tasks=list(config.tasks), dims=dims,
                              layer=config.layer, token=config.token, sampler=sampler,
-                             epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+                             epochs=config.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
                              max_train_samples=config.max_train_samples,
                              max_eval_samples=config.max_eval_samples, max_seq_len=config.max_seq_len,
                              train_holdout=0.1, seed=int(seed), device=config.device,
@@ -633,10 +636,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--sampler", default="proportional", help="joint training: " + ", ".join(SAMPLERS))
     p.add_argument("--experiments", default=",".join(EXPERIMENTS),
                    help="comma-separated: " + ", ".join(EXPERIMENTS))
-    for name in ("epochs", "lr"):
-        p.add_argument("--" + name, type=float, default=getattr(d, name))
-    for name in ("batch_size", "max_seq_len"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    p.add_argument("--epochs", type=float, default=d.epochs)
+    p.add_argument("--lr", type=float, default=None, help="default: the engine's")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the engine's")
+    p.add_argument("--max-seq-len", type=int, default=d.max_seq_len)
     for name in ("max_train_samples", "max_eval_samples"):
         p.add_argument("--" + name.replace("_", "-"), default=getattr(d, name),
                        type=lambda s: None if s.lower() in ("none", "all") else int(s))

@@ -23,7 +23,6 @@ Chapter: ``book/09_weight_distances.ipynb``.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import re
@@ -293,20 +292,8 @@ def layer_study_chart(df: pd.DataFrame, metric: str):
 
 
 # ------------------------------------------------------------------------------ studies
-@contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' progress bars and load reports (e.g. the unused pooler weights
-    of a checkpoint) while loading and saving models inside a study."""
-    from transformers.utils import logging as hf_logging
-    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
+# Silences transformers' load reports and bars inside studies (shared with sparse.py).
+from .models import quiet_transformers  # noqa: E402
 
 
 def _finetune_module():

@@ -377,18 +377,10 @@ def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
                        path=run_path, info=info, cached=False, model=model.eval())
 
 
-@contextlib.contextmanager
 def _quiet_transformers(quiet: bool):
-    """Hide transformers' own progress bars (loading and writing weights) when asked."""
-    from transformers.utils import logging as hf_logging
-    was = hf_logging.is_progress_bar_enabled()
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if quiet and was:
-            hf_logging.enable_progress_bar()
+    """Hide transformers' load reports and weight bars when asked (a no-op otherwise)."""
+    from .models import quiet_transformers
+    return quiet_transformers() if quiet else contextlib.nullcontext()
 
 
 def _read_run(path: Path, config: FinetuneConfig) -> FinetuneRun:

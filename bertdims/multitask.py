@@ -33,7 +33,12 @@ from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
 from .device import autocast, pick_device, pick_precision
 from .tokens import check_token, select_token
 
+from .finetune import FinetuneConfig
+
 SAMPLERS = ("proportional", "round_robin")
+_ENGINE = {f: FinetuneConfig.__dataclass_fields__[f].default for f in
+           ("epochs", "lr", "layer_lr_decay", "warmup", "batch_size", "dropout", "weight_decay",
+            "max_grad_norm", "max_seq_len")}   # the engine's defaults, so both recipes stay alike
 EMBEDDED_CLASSIFICATION_TASKS = ["rotten_tomatoes", "bbc_news", "reuters_r8", "20newsgroups"]
 KIND = "multitask"
 
@@ -299,19 +304,19 @@ class MultitaskConfig(ConfigMixin):
     layer: int = -1
     token: str = "cls"
     sampler: str = "proportional"
-    epochs: float = 1.0
-    lr: float = 2e-5
+    epochs: float = _ENGINE["epochs"]
+    lr: float = _ENGINE["lr"]
     head_lr: float | None = None
-    layer_lr_decay: float = 0.95
-    warmup: float = 0.1
-    batch_size: int = 32
-    dropout: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float | None = 1.0
+    layer_lr_decay: float = _ENGINE["layer_lr_decay"]
+    warmup: float = _ENGINE["warmup"]
+    batch_size: int = _ENGINE["batch_size"]
+    dropout: float = _ENGINE["dropout"]
+    weight_decay: float = _ENGINE["weight_decay"]
+    max_grad_norm: float | None = _ENGINE["max_grad_norm"]
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     train_holdout: float = 0.0
-    max_seq_len: int = 128
+    max_seq_len: int = _ENGINE["max_seq_len"]
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"

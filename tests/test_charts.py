@@ -85,3 +85,17 @@ def test_enable_offline_sets_default_renderer_and_theme(raw):
     bundle = charts.scatter(big, "x", "y")._repr_mimebundle_()
     html = (bundle[0] if isinstance(bundle, tuple) else bundle)["text/html"]
     assert "MaxRowsError" not in html and "vegaEmbed" in html
+
+
+def test_heatmap_of_missing_values_has_a_valid_label_rule():
+    """A matrix whose cells are all NaN (e.g. retention undefined) must still give a valid
+    Vega expression: 'nan' in an expression breaks the chart in the browser."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from bertdims import charts
+    df = pd.DataFrame({"a": ["x", "y"], "b": ["u", "v"], "v": [np.nan, np.nan]})
+    spec = json.dumps(charts.heatmap(df, "a", "b", "v").to_dict())
+    assert "< nan" not in spec.lower()
