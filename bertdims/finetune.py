@@ -2,9 +2,10 @@
 
 :func:`finetune` reproduces the recipe of Matton & de Oliveira (Emergent Properties of
 Finetuned Language Representation Models, section 2): a new linear layer on the ``[CLS]``
-vector with dropout 0.1, AdamW, a top-layer learning rate of 2e-5 decayed by 0.95 per layer
-below, slanted triangular learning rates with 10 % warm-up down to 0, an effective batch of
-32 through gradient accumulation, and early stopping on a held-out 10 % of the training set.
+vector with dropout 0.1, AdamW, a top-layer learning rate decayed by 0.95 per layer below,
+slanted triangular learning rates with 10 % warm-up down to 0, an effective batch through
+gradient accumulation (the paper: lr 2e-5, batch 32; our defaults: 1e-4 and 16, see
+:class:`FinetuneConfig`), and early stopping on a held-out 10 % of the training set.
 The :class:`FinetuneConfig` fields ``layer``, ``token``, ``dims``, ``freeze`` and
 ``train_layers`` give the variants of Few Dimensions are Enough (which token vector, which
 layer, which few dimensions the new layer reads, and which pre-trained layers are frozen);

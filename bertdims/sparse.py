@@ -519,15 +519,18 @@ def sparsity_sweep(base: SparseConfig, sparsities: Sequence[float], seeds: Seque
     return pd.DataFrame(rows)
 
 
-def full_finetuning(base: SparseConfig, seeds: Sequence[int], store=None, lr: float = 1e-4) -> pd.DataFrame:
+def full_finetuning(base: SparseConfig, seeds: Sequence[int], store=None,
+                    lr: float | None = None) -> pd.DataFrame:
     """The reference: standard full fine-tuning (the engine, :func:`bertdims.finetune.finetune`)
-    with the same model, task, data sizes and epochs. Same columns as :func:`sparsity_sweep`
-    with ``setting="full fine-tuning"`` and ``sparsity=0``."""
+    with the same model, task, data sizes and epochs, and the engine's learning rate unless
+    ``lr`` is given (so the runs are the ones other chapters store). Same columns as
+    :func:`sparsity_sweep` with ``setting="full fine-tuning"`` and ``sparsity=0``."""
     from .distances import _finetune_module
     ft = _finetune_module()
     rows = []
     for seed in seeds:
-        cfg = ft.FinetuneConfig(model=base.model, task=base.task, epochs=base.epochs, lr=lr,
+        extra = {} if lr is None else {"lr": lr}
+        cfg = ft.FinetuneConfig(model=base.model, task=base.task, epochs=base.epochs, **extra,
                                 max_train_samples=base.max_train_samples,
                                 max_eval_samples=base.max_eval_samples,
                                 max_seq_len=base.max_seq_len, seed=int(seed))
@@ -541,7 +544,7 @@ def full_finetuning(base: SparseConfig, seeds: Sequence[int], store=None, lr: fl
 
 
 def sparse_vs_full(base: SparseConfig, sparsities: Sequence[float], seeds: Sequence[int],
-                   store=None, lr: float = 2e-5) -> pd.DataFrame:
+                   store=None, lr: float | None = None) -> pd.DataFrame:
     """:func:`sparsity_sweep` and :func:`full_finetuning` in one table."""
     return pd.concat([sparsity_sweep(base, sparsities, seeds, store),
                       full_finetuning(base, seeds, store, lr=lr)], ignore_index=True)

@@ -3,7 +3,7 @@ with layer-wise learning rates, and the slanted triangular schedule.
 
 They follow the recipe of Matton & de Oliveira (Emergent Properties of Finetuned Language
 Representation Models, section 2, after Sun et al. 2019): AdamW (beta 0.9/0.999), a maximum
-learning rate of 2e-5 for the top layer decayed by 0.95 per layer below
+learning rate (1e-4 by default, the paper 2e-5) for the top layer decayed by 0.95 per layer below
 (``LR_n = 0.95 * LR_{n+1}``), a slanted triangular schedule with 10 % warm-up and a minimum of 0,
 batch size 32 through gradient accumulation, dropout 0.1 after the token vector.
 :func:`bertdims.finetune.finetune` puts them together; the cross-fine-tuning, sparse and PCA
