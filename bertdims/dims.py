@@ -452,12 +452,7 @@ def evaluate_k(reps: Representations, order: Sequence[int] | pd.DataFrame,
 
 
 # ============================================================================ fine-tuned models
-def _engine():
-    import importlib
-    try:  # the module, not the function of the same name that bertdims exports
-        return importlib.import_module("bertdims.finetune")
-    except ImportError as err:
-        raise ImportError(f"bertdims.finetune is needed for fine-tuned models: {err}") from err
+from .training import finetune_module as _engine  # noqa: E402
 
 
 def head_function(clf) -> HeadFn:

@@ -296,10 +296,7 @@ def layer_study_chart(df: pd.DataFrame, metric: str):
 from .models import quiet_transformers  # noqa: E402
 
 
-def _finetune_module():
-    # the module, not the function ``bertdims.finetune`` that the package namespace exports
-    import importlib
-    return importlib.import_module("bertdims.finetune")
+from .training import finetune_module as _finetune_module  # noqa: E402
 
 
 @dataclass

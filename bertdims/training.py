@@ -281,3 +281,11 @@ def slanted_triangular(optimizer: torch.optim.Optimizer, total_steps: int, warmu
         return max(0.0, (total - step) / max(total - warm, 1))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def finetune_module():
+    """The module :mod:`bertdims.finetune` (the package namespace exports the function of the
+    same name, so ``bertdims.finetune`` is not the module); imported lazily by the experiment
+    families that launch fine-tuning runs."""
+    import importlib
+    return importlib.import_module("bertdims.finetune")
