@@ -24,3 +24,10 @@ from .sparse import (SparseConfig, StoredMask, apply_mask, load_mask, load_spars
 from ._embedded import general_corpus
 from .finetune import FinetuneConfig, FinetuneRun, finetune, load_finetuned
 from .crossft import (CrossConfig, MultiTaskModel, MultitaskConfig, load_multitask, multitask_vs_single, sequential, shared_dims, train_multitask, transplant_head)  # noqa: E501
+from . import claims, scorecard, stats
+from .stats import Effect, metric_scores, paired_effect, seed_effect, verdict_of
+from .claims import CLAIMS, Claim, claim_by_id, claims_table
+from .scorecard import (chapter_params, forest_chart, preset_params, record_verdict, scorecard_html,
+                        scorecard_table, verdict_counts)
+from .neurons import NeuronSelector, single_neuron_accuracy
+from .pca import TorchPCA

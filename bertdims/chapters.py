@@ -2,12 +2,14 @@
 
 A chapter is ``book/<stem>.ipynb``; its ``parameters`` cell holds the ``default`` preset.
 ``book/presets.yml`` holds, per chapter, the overrides of the other presets (``smoke`` for
-CI, ``paper`` for the papers' models and data on a GPU). Parameters are checked against the
-parameters cell (name and type) before anything runs.
+CI, ``paper`` for the papers' models and data on a GPU). Parameters are checked before any
+kernel starts: names and types against the parameters cell, values against the chapter's
+entry in ``book/parameters.yml`` (ranges, allowed names, bounds from the model's config).
 """
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
 import os
@@ -20,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ._validate import ConfigError
+from ._validate import ConfigError, check_declared
 
 PRESETS = ("smoke", "default", "paper")
 
@@ -137,7 +139,79 @@ def resolve_parameters(path: Path, preset: str = "default", overrides: dict | No
     return params
 
 
+def load_declarations(root: Path | None = None) -> dict:
+    """``book/parameters.yml``: per chapter stem, the constraint of each parameter."""
+    root = root or project_root()
+    path = root / "book" / "parameters.yml"
+    return (yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}) if path.exists() else {}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (plain YAML keeps the
+    last one silently: a second entry for a chapter would hide the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"book/parameters.yml: {key!r} is given twice "
+                                  f"(line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_parameters(path: Path, params: dict | None = None, root: Path | None = None,
+                     *, sizes: dict | None = None) -> dict[str, Any]:
+    """Check every parameter of a chapter (its defaults with ``params`` over them) against its
+    declaration in ``book/parameters.yml``; returns the full set of values.
+
+    Reads the model's ``config.json`` (through ``transformers.AutoConfig``) when a bound depends
+    on the model's size, never its weights or any data. ``sizes`` gives such sizes directly.
+    Raises :class:`ConfigError` naming the chapter, the parameter, the value and what is
+    allowed; a parameter with no declaration is an error too.
+    """
+    declared = declared_parameters(path)
+    values = {**declared, **(params or {})}
+    rules = load_declarations(root).get(path.stem)
+    if rules is None:
+        raise ConfigError(f"chapter {path.stem} has no entry in book/parameters.yml")
+    missing = sorted(set(declared) - set(rules))
+    if missing:
+        raise ConfigError(f"chapter {path.stem}: parameter(s) {missing} have no constraint in "
+                          "book/parameters.yml")
+    check_declared(rules, values, where=f"chapter {path.stem}", sizes=sizes)
+    return values
+
+
 # ------------------------------------------------------------------------------ running
+#: Environment of a chapter's kernel: no library progress bars, no warning text, quiet
+#: transformers/datasets logging. The build's own progress (papermill's bar over the cells,
+#: a line per chapter) goes to the terminal that runs it. A variable the user set wins.
+KERNEL_ENV = {
+    "TQDM_DISABLE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "DATASETS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONWARNINGS": "ignore",
+}
+
+
+@contextlib.contextmanager
+def kernel_env(extra: dict | None = None):
+    """Set :data:`KERNEL_ENV` (where unset) while a kernel starts; restore afterwards."""
+    wanted = {k: v for k, v in {**KERNEL_ENV, **(extra or {})}.items() if k not in os.environ}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for k in wanted:
+            os.environ.pop(k, None)
+
+
 def _results_root(root: Path) -> Path:
     return Path(os.environ.get("BERTDIMS_RESULTS", root / "results")).resolve()
 
@@ -156,6 +230,7 @@ def run_chapter(name: str, *, preset: str = "default", params: dict | None = Non
     root = root or project_root()
     path = chapter_path(name, root)
     injected = resolve_parameters(path, preset, params, root)
+    check_parameters(path, injected, root)
     if out_dir is None:
         if params:
             tag = hashlib.sha256(json.dumps([preset, params], sort_keys=True, default=str)
@@ -170,10 +245,11 @@ def run_chapter(name: str, *, preset: str = "default", params: dict | None = Non
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".running-") as tmp:
         scratch = Path(tmp) / path.name
         try:
-            papermill.execute_notebook(str(path), str(scratch), parameters=injected,
-                                       cwd=str(path.parent), progress_bar=progress,
-                                       prepare_only=prepare_only, kernel_name="python3",
-                                       log_output=False, report_mode=False)
+            with kernel_env():
+                papermill.execute_notebook(str(path), str(scratch), parameters=injected,
+                                           cwd=str(path.parent), progress_bar=progress,
+                                           prepare_only=prepare_only, kernel_name="python3",
+                                           log_output=False, report_mode=False)
         except papermill.PapermillExecutionError as err:
             failed = out_dir / f"{path.stem}.failed.ipynb"
             shutil.copyfile(scratch, failed)
@@ -195,6 +271,9 @@ def build_book(preset: str = "default", *, root: Path | None = None,
     root = root or project_root()
     stems = chapter_stems(root) if chapters is None else [chapter_path(c, root).stem for c in chapters]
     executed = root / "_build" / "executed" / preset
+    for stem in stems:   # every chapter's parameters, before the first kernel starts
+        path = root / "book" / f"{stem}.ipynb"
+        check_parameters(path, resolve_parameters(path, preset, None, root), root)
     for i, stem in enumerate(stems, 1):
         if execute or not (executed / f"{stem}.ipynb").exists():
             print(f"[{i}/{len(stems)}] executing {stem} (preset {preset})", flush=True)
@@ -287,6 +366,10 @@ def _cmd_book(args) -> int:
 
 
 def _cmd_prepare(args) -> int:
+    root = project_root()
+    for stem in chapter_stems(root):   # all checked before any notebook is written
+        path = root / "book" / f"{stem}.ipynb"
+        check_parameters(path, resolve_parameters(path, args.preset, None, root), root)
     for stem in chapter_stems():
         print(run_chapter(stem, preset=args.preset, out_dir=args.out, prepare_only=True,
                           progress=False))

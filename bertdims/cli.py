@@ -1,5 +1,9 @@
 """The ``bertdims`` command. Experiment families add their own sub-commands through a
-``register_cli(subparsers)`` function in their module (listed in ``FAMILY_MODULES``)."""
+``register_cli(subparsers)`` function in their module (listed in ``FAMILY_MODULES``).
+
+Bad input never ends in a traceback: the library's errors for it (:data:`USER_ERRORS`) and
+argparse's own are printed as one line on stderr, with exit status 2.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,11 +14,32 @@ import sys
 FAMILY_MODULES = ("finetune", "dims", "crossft", "extract", "pca", "neurons", "distances", "sparse")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``bertdims <cmd>: error: ...``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean bad input (reported in one line, exit status 2)."""
+    from ._validate import ConfigError
+    from .models import ModelNotAvailableError
+    from .tasks import TaskUnavailableError
+    errors: list = [ConfigError, ModelNotAvailableError, TaskUnavailableError]
+    try:
+        from sklearn.utils._param_validation import InvalidParameterError
+        errors.append(InvalidParameterError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
-    parser = argparse.ArgumentParser(prog="bertdims", description="bertdims: how redundant are BERT's hidden representations?")
+    parser = OneLineParser(prog="bertdims", description="bertdims: how redundant are BERT's hidden representations?")
     parser.add_argument("--version", action="version", version=f"bertdims {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     tasks = sub.add_parser("tasks", help="list the task registry with split sizes")
     tasks.add_argument("--source", choices=("embedded", "hub"), default=None)
     tasks.set_defaults(func=_cmd_tasks)
@@ -44,13 +69,10 @@ def _cmd_tasks(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ._validate import ConfigError
-    from .models import ModelNotAvailableError
-    from .tasks import TaskUnavailableError
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ModelNotAvailableError, TaskUnavailableError) as err:
-        print(f"bertdims {args.command}: error: {err}", file=sys.stderr)
+    except user_errors() as err:
+        print(f"bertdims {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
 
 

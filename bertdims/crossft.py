@@ -18,7 +18,11 @@ Three experiments, every run through the results store:
   compared with B fine-tuned from the pretrained model (``transfer``: did A first help or hurt).
   Mode ``"all"``: both heads read every dimension. Mode ``"few"``: A's head reads the
   ``num_dims`` dimensions selected for A, B's head B's own selected dimensions with A's left
-  out, so that the two heads read disjoint dimensions of one encoder.
+  out, so that the two heads read disjoint dimensions of one encoder. The **control** takes
+  the same path with A in B's place: A's encoder is fine-tuned further on A, with a new head
+  on A's dimensions, for as many steps as B gets, and A's stored head reads the result
+  (``first_control``); retention after B is judged against it (:func:`cross_effects`), so
+  that what the extra training alone costs A is not counted against B.
 * :func:`shared_dims`: fine-tune B with a head reading the dimensions selected for another
   task A, B's own selected dimensions, random dimensions, or all of them.
 * :func:`multitask_vs_single`: one encoder, one head per task on its own disjoint dimensions,
@@ -42,17 +46,20 @@ import pandas as pd
 from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
 from .multitask import (EMBEDDED_CLASSIFICATION_TASKS, SAMPLERS, MultiTaskModel, MultitaskConfig,
                         check_task_list, load_multitask, train_multitask)
-from .tasks import chance_level, get_task
+from .dims import (RESULTS_VERSION, effect_or_note, chance_score, effects_frame, random_dims,
+                   with_effect_fields)
+from .tasks import get_task
 from .tokens import check_token
 
 MODES = ("all", "few")
 SELECTIONS = ("single", "ablation")
 PAIR_KIND = "crossft_pair"
 
-__all__ = ["CrossConfig", "sequential", "shared_dims", "multitask_vs_single", "transplant_head",
-           "retention", "rank_run", "disjoint_dims", "random_dims", "pair_matrix", "summarize_shared",
-           "multitask_table", "pair_chart", "shared_chart", "multitask_chart", "joint_demo",
-           "claims_table", "describe_pairs", "describe_claims", "MODES",
+__all__ = ["CrossConfig", "Sequential", "sequential", "shared_dims", "multitask_vs_single",
+           "transplant_head", "retention", "retention_predictions", "rank_run", "disjoint_dims",
+           "random_dims", "matched_epochs", "pair_matrix", "summarize_shared", "multitask_table",
+           "pair_chart", "shared_chart", "multitask_chart", "joint_demo", "cross_effects",
+           "effects_frame", "MODES",
            # the joint model lives in bertdims.multitask; re-exported here
            "MultiTaskModel", "MultitaskConfig", "load_multitask", "train_multitask"]
 
@@ -132,14 +139,15 @@ class CrossConfig(ConfigMixin):
                         init_from: str | Path | None = None, **changes):
         """The engine's config of one run of this experiment."""
         from .finetune import FinetuneConfig
-        optional = {k: v for k, v in (("lr", self.lr), ("batch_size", self.batch_size)) if v is not None}
-        return FinetuneConfig(model=self.model, task=task, layer=self.layer, token=self.token,
-                              dims=None if dims is None else [int(d) for d in dims],
-                              epochs=self.epochs, **optional,
-                              max_train_samples=self.max_train_samples,
-                              max_eval_samples=self.max_eval_samples, max_seq_len=self.max_seq_len,
-                              seed=int(seed), device=self.device, precision=self.precision,
-                              init_from=None if init_from is None else str(init_from), **changes)
+        fields = {k: v for k, v in (("lr", self.lr), ("batch_size", self.batch_size)) if v is not None}
+        fields.update(model=self.model, task=task, layer=self.layer, token=self.token,
+                      dims=None if dims is None else [int(d) for d in dims], epochs=self.epochs,
+                      max_train_samples=self.max_train_samples,
+                      max_eval_samples=self.max_eval_samples, max_seq_len=self.max_seq_len,
+                      seed=int(seed), device=self.device, precision=self.precision,
+                      init_from=None if init_from is None else str(init_from))
+        fields.update(changes)
+        return FinetuneConfig(**fields)
 
     def validate(self, num_layers: int, hidden_size: int) -> None:
         """Checks that need the model's size, run before the first fine-tuning."""
@@ -228,8 +236,10 @@ def rank_run(run, method: str = "single", *, store, candidates: int = 20, fill: 
     c = run.config
     if c.dims is not None:
         raise bad("run", _dims_text(c.dims), "rank the dimensions of a run whose head reads all of them")
+    ablation = method == "ablation"
     key_cfg = {"finetune": c.to_dict(), "fill": fill, "max_rank_samples": max_rank_samples,
-               "method": method, "candidates": candidates if method == "ablation" else None}
+               "results_version": RESULTS_VERSION, "method": method,
+               "candidates": candidates if ablation else None, "by": "loss" if ablation else None}
 
     def compute() -> dict:
         clf = run.load()
@@ -268,19 +278,20 @@ def transplant_head(head_model_dir: str | Path, encoder_model_dir: str | Path, d
     return hybrid.to(device).eval()
 
 
-def retention(first_run, second_run, *, store, device: str = "auto", precision: str = "auto") -> dict:
-    """Metrics of the first task after fine-tuning on the second: ``first_run``'s stored head
-    on ``second_run``'s encoder, on the first task's validation and test examples (the same
-    examples as ``first_run.metrics``). Stored under kind ``crossft_pair``.
+PAIR_VERSION = 2   # part of every crossft_pair key: 2 stores per-example predictions
 
-    Returns ``{"validation": {metric: value}, "test": {...}}``.
-    """
+
+def _retention_record(first_run, second_run, *, store, device: str = "auto",
+                      precision: str = "auto"):
+    """The stored evaluation of ``first_run``'s head on ``second_run``'s encoder (kind
+    ``crossft_pair``): metrics, and predictions and labels per split in dataset order."""
     from .device import pick_device
     from .finetune import prepare_splits
-    from .training import evaluate, make_loader
+    from .tasks import compute_metrics
+    from .training import make_loader, predict_loader
 
     a, b = first_run.config, second_run.config
-    key_cfg = {"first": a.to_dict(), "second": b.to_dict()}
+    key_cfg = {"first": a.to_dict(), "second": b.to_dict(), "version": PAIR_VERSION}
 
     def compute() -> dict:
         dev = pick_device(device)
@@ -289,54 +300,193 @@ def retention(first_run, second_run, *, store, device: str = "auto", precision: 
         splits = prepare_splits(task, max_train_samples=a.max_train_samples,
                                 max_eval_samples=a.max_eval_samples,
                                 early_stopping_fraction=a.early_stopping_fraction, data_dir=a.data_dir)
-        out = {}
+        out, arrays = {}, {}
         for split in ("validation", "test"):
             loader = make_loader(task, splits[split], model.tokenizer, batch_size=64,
                                  max_seq_len=a.max_seq_len, shuffle=False)
-            out[split] = evaluate(model, loader, task, dev, precision)
-        return {"metrics": out}
+            idx, preds, _ = predict_loader(model, loader, dev, precision)
+            order = np.empty_like(preds)
+            order[idx] = preds                                   # back to dataset order
+            labels = np.asarray(splits[split]["label"])
+            out[split] = compute_metrics(task, order, labels)
+            arrays[f"pred_{split}"], arrays[f"label_{split}"] = order, labels
+        return {"metrics": out, **arrays}
 
     fingerprint = second_run.path.name if second_run.path is not None else None
-    return store.cached(PAIR_KIND, key_cfg, compute, fingerprint=fingerprint).json()["metrics"]
+    return store.cached(PAIR_KIND, key_cfg, compute, fingerprint=fingerprint)
 
 
-def sequential(config: CrossConfig, *, store, progress: bool = False) -> pd.DataFrame:
-    """The A-then-B matrix: one row per (mode, seed, first task A, second task B).
+def retention(first_run, second_run, *, store, device: str = "auto", precision: str = "auto") -> dict:
+    """Metrics of the first task after fine-tuning on the second: ``first_run``'s stored head
+    on ``second_run``'s encoder, on the first task's validation and test examples (the same
+    examples as ``first_run.metrics``). Stored under kind ``crossft_pair``.
 
-    Columns: ``mode``, ``seed``, ``first``, ``second``, ``dims_first``, ``dims_second``
-    (``"all"`` or the dimensions each head reads), ``first_metric``, ``first_before`` (A
-    fine-tuned alone), ``first_after`` (A's head on the encoder after B), ``retention``
-    (share of A's gain over chance that survives: ``(after - chance) / (before - chance)``),
+    Returns ``{"validation": {metric: value}, "test": {...}}``.
+    """
+    return _retention_record(first_run, second_run, store=store, device=device,
+                             precision=precision).json()["metrics"]
+
+
+def retention_predictions(first_run, second_run, *, store, split: str = "test",
+                          device: str = "auto", precision: str = "auto"
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example predictions (N,) and labels (N,) of ``first_run``'s head on
+    ``second_run``'s encoder, in the order of ``first_run.predictions(split)``."""
+    check_choice("split", split, ("validation", "test"))
+    rec = _retention_record(first_run, second_run, store=store, device=device, precision=precision)
+    return rec.array(f"pred_{split}"), rec.array(f"label_{split}")
+
+
+def matched_epochs(epochs: float, n_first: int, n_second: int) -> float:
+    """Epochs over A's training set that give as many examples (so as many steps of the same
+    batch size) as ``epochs`` over B's: ``epochs * n_second / n_first``. The control of
+    :func:`sequential` trains A this long."""
+    check_range("epochs", epochs, 0, None, low_open=True)
+    check_range("n_first", n_first, 1, None, integer=True)
+    check_range("n_second", n_second, 1, None, integer=True)
+    return float(epochs) * n_second / n_first
+
+
+def _train_size(config: CrossConfig, task: str) -> int:
+    from .finetune import prepare_splits
+    return len(prepare_splits(task, max_train_samples=config.max_train_samples,
+                              max_eval_samples=config.max_eval_samples)["train"])
+
+
+@dataclass
+class Sequential:
+    """What :func:`sequential` returns.
+
+    ``pairs``: one row per (mode, seed, first task A, second task B), see :func:`sequential`.
+    ``predictions[(mode, A, B, what)]``: (S, N) test predictions, one row per seed (config
+    order), ``what`` in ``first_before``, ``first_after``, ``first_control`` (on A's test
+    examples), ``second_alone``, ``second_after`` (on B's); ``labels[task]``: (N,).
+    ``runs[(mode, A, B, stage, seed)]``: the second-stage :class:`~bertdims.finetune.FinetuneRun`
+    objects, ``stage`` ``"B after A"`` or ``"control"`` (for their training curves,
+    :func:`bertdims.fewdims_charts.history_frame`).
+    """
+
+    pairs: pd.DataFrame
+    predictions: dict
+    labels: dict
+    runs: dict
+
+
+def sequential(config: CrossConfig, *, store, progress: bool = False) -> Sequential:
+    """The A-then-B matrix, with its control (see the module docstring).
+
+    ``pairs`` columns: ``mode``, ``seed``, ``first``, ``second``, ``dims_first``,
+    ``dims_second`` (``"all"`` or the dimensions each head reads), ``first_metric``,
+    ``first_before`` (A fine-tuned alone), ``first_after`` (A's head on the encoder after B),
+    ``first_control`` (A's head on the encoder after as many further steps on A),
+    ``chance`` (:func:`bertdims.dims.chance_score` of A), ``retention`` and
+    ``retention_control`` (share of A's gain over chance that survives B, or the control:
+    ``(score - chance) / (before - chance)``, NaN when A was not above chance),
     ``second_metric``, ``second_alone`` (B from the pretrained model), ``second_after`` (B
-    after A), ``transfer`` (``second_after - second_alone``). Scores are on ``config.split``.
+    after A), ``transfer`` (``second_after - second_alone``), ``second_steps`` and
+    ``control_steps`` (optimizer steps of the two second-stage runs). Scores are on
+    ``config.split``.
     """
     runs = _Runs(config, store, progress)
-    rows = []
+    sizes = {t: _train_size(config, t) for t in config.tasks}
+    rows, preds, labels, stages = [], {}, {}, {}
     for seed in config.seeds:
         for mode in config.modes:
             for a in config.tasks:
                 dims_a = None if mode == "all" else runs.selected(a, seed)
                 first = runs.run(a, seed, dims_a)
+                ta = get_task(a)
+                chance = chance_score(ta, split=config.split,
+                                      max_train_samples=config.max_train_samples,
+                                      max_eval_samples=config.max_eval_samples)
                 for b in config.tasks:
                     if b == a:
                         continue
+                    tb = get_task(b)
                     dims_b = None if mode == "all" else runs.selected(b, seed, exclude=dims_a)
                     alone = runs.run(b, seed, dims_b)
                     after = runs.run(b, seed, dims_b, init_from=first.model_dir)
+                    control = runs.run(a, seed, dims_a, init_from=first.model_dir,
+                                       epochs=matched_epochs(config.epochs, sizes[a], sizes[b]))
                     kept = retention(first, after, store=store, device=config.device,
                                      precision=config.precision)
-                    ta, tb = get_task(a), get_task(b)
-                    before_a, after_a = runs.score(first), float(kept[config.split][ta.metric])
-                    chance = chance_level(ta)
+                    ctrl = retention(first, control, store=store, device=config.device,
+                                     precision=config.precision)
+                    before_a = runs.score(first)
+                    after_a = float(kept[config.split][ta.metric])
+                    ctrl_a = float(ctrl[config.split][ta.metric])
+                    gain = before_a - chance
                     rows.append({
                         "mode": mode, "seed": seed, "first": a, "second": b,
                         "dims_first": _dims_text(dims_a), "dims_second": _dims_text(dims_b),
                         "first_metric": ta.metric, "first_before": before_a, "first_after": after_a,
-                        "retention": (after_a - chance) / (before_a - chance) if before_a > chance else np.nan,
+                        "first_control": ctrl_a, "chance": chance,
+                        "retention": (after_a - chance) / gain if gain > 0 else np.nan,
+                        "retention_control": (ctrl_a - chance) / gain if gain > 0 else np.nan,
                         "second_metric": tb.metric, "second_alone": runs.score(alone),
                         "second_after": runs.score(after),
-                        "transfer": runs.score(after) - runs.score(alone)})
-    return pd.DataFrame(rows)
+                        "transfer": runs.score(after) - runs.score(alone),
+                        "second_steps": after.info.get("steps"),
+                        "control_steps": control.info.get("steps")})
+                    split = config.split
+                    got = {"first_before": (first.predictions(split), first.labels(split)),
+                           "first_after": retention_predictions(first, after, store=store,
+                                                                split=split, device=config.device,
+                                                                precision=config.precision),
+                           "first_control": retention_predictions(first, control, store=store,
+                                                                  split=split, device=config.device,
+                                                                  precision=config.precision),
+                           "second_alone": (alone.predictions(split), alone.labels(split)),
+                           "second_after": (after.predictions(split), after.labels(split))}
+                    for what, (p, y) in got.items():
+                        task = a if what.startswith("first") else b
+                        if task in labels and not np.array_equal(labels[task], y):
+                            raise bad("config", config, f"the runs of {task!r} were scored on "
+                                      "different test examples")
+                        labels[task] = y
+                        preds.setdefault((mode, a, b, what), []).append(np.asarray(p))
+                    stages[(mode, a, b, "B after A", seed)] = after
+                    stages[(mode, a, b, "control", seed)] = control
+    preds = {k: np.stack(v) for k, v in preds.items()}
+    return Sequential(pairs=pd.DataFrame(rows), predictions=preds, labels=labels,
+                      runs=stages)
+
+
+def cross_effects(result: Sequential, *, retention_margin: float, few_margin: float,
+                  n_boot: int = 2000) -> pd.DataFrame:
+    """The effects of chapter ``06_cross_finetuning`` for every ordered pair, through
+    :func:`bertdims.stats.paired_effect` on test predictions paired by seed and example:
+
+    * ``p1-cross-retention`` (per mode): A's stored head on the encoder after B against the
+      same head after as many further steps on A (the control), ``noninferior`` on the ratio
+      scale with ``retention_margin``;
+    * ``p1-cross-few-dims`` (needs both modes): B fine-tuned after A with a head on a few
+      selected dimensions against B after A with a head on every dimension, ``noninferior``
+      on the ratio scale with ``few_margin``.
+
+    Returns one row per effect: ``claim_id``, ``mode`` (``"few"``, ``"all"``, or
+    ``"few vs all"``), ``first``, ``second``, ``effect`` and its fields (:func:`effects_frame`).
+    """
+    p, rows = result.predictions, []
+    keys = list(dict.fromkeys((m, a, b) for m, a, b, _ in p))
+    for mode, a, b in keys:
+        metric = get_task(a).metric
+        rows.append({"claim_id": "p1-cross-retention", "mode": mode, "first": a, "second": b,
+                     **effect_or_note(
+                         p[(mode, a, b, "first_after")], p[(mode, a, b, "first_control")],
+                         result.labels[a], metric=metric, claim="noninferior",
+                         margin=retention_margin, scale="ratio", n_boot=n_boot,
+                         label=f"{a} after {b} / {a} after more {a} - 1 ({mode} dims)")})
+    for a, b in dict.fromkeys((a, b) for _, a, b in keys):
+        if ("few", a, b, "second_after") not in p or ("all", a, b, "second_after") not in p:
+            continue
+        rows.append({"claim_id": "p1-cross-few-dims", "mode": "few vs all", "first": a,
+                     "second": b, **effect_or_note(
+                         p[("few", a, b, "second_after")], p[("all", a, b, "second_after")],
+                         result.labels[b], metric=get_task(b).metric, claim="noninferior",
+                         margin=few_margin, scale="ratio", n_boot=n_boot,
+                         label=f"{b} after {a}: few dims / all dims - 1")})
+    return with_effect_fields(pd.DataFrame(rows))
 
 
 def pair_matrix(pairs: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -345,13 +495,6 @@ def pair_matrix(pairs: pd.DataFrame, value: str) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- shared dimensions
-def random_dims(hidden_size: int, k: int, seed: int, task: str) -> list[int]:
-    """``k`` distinct random dimensions, fixed by ``seed`` and the task's name."""
-    salt = int.from_bytes(task.encode()[:8].ljust(8, b"\0"), "little") % (2 ** 31)
-    rng = np.random.default_rng([int(seed), salt])
-    return sorted(rng.choice(hidden_size, size=k, replace=False).tolist())
-
-
 def shared_dims(config: CrossConfig, *, store, progress: bool = False) -> pd.DataFrame:
     """Do the dimensions selected for A serve B? Fine-tune B (the whole encoder, from the
     pretrained model) with a head reading: A's selected dimensions (``source`` = A, ``kind``
@@ -410,9 +553,9 @@ def multitask_vs_single(config: CrossConfig, *, store, sampler: str = "proportio
     the first seed), and made disjoint with :func:`disjoint_dims` in task order. For every
     seed, one :class:`~bertdims.multitask.MultiTaskModel` is trained on all tasks
     (:func:`~bertdims.multitask.train_multitask`, stored under kind ``multitask``), and every
-    task is fine-tuned alone with a head on the same dimensions. The single-task runs keep
-    the engine's early stopping on 10% of the training examples; the joint run trains on the
-    same 90% (so neither sees more data) and keeps its last state.
+    task is fine-tuned alone with a head on the same dimensions. Both train on the same
+    examples: the joint run leaves out what the engine's checkpoint rule holds out
+    (``early_stopping_fraction``, 0 by default: nothing) and keeps its last state.
 
     Returns one row per (seed, task, setting): ``setting`` is ``"joint"`` or ``"single"``;
     ``dims``, ``metric``, ``value`` (on ``config.split``) and ``model_dir`` (the joint model's
@@ -437,7 +580,8 @@ def multitask_vs_single(config: CrossConfig, *, store, sampler: str = "proportio
                              epochs=config.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
                              max_train_samples=config.max_train_samples,
                              max_eval_samples=config.max_eval_samples, max_seq_len=config.max_seq_len,
-                             train_holdout=0.1, seed=int(seed), device=config.device,
+                             train_holdout=recipe.early_stopping_fraction, seed=int(seed),
+                             device=config.device,
                              precision=config.precision)
         joint = train_multitask(mt, store=store, progress=progress)
         for task, d in zip(config.tasks, dims):
@@ -527,96 +671,6 @@ def joint_demo(rows: pd.DataFrame, *, per_task: int = 2, split: str = "test") ->
     return out
 
 
-def claims_table(pairs: pd.DataFrame | None = None, shared: pd.DataFrame | None = None,
-                 multitask: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The paper's claims beside our numbers, each sentence generated from the results.
-
-    ``verdict`` is ``agrees`` or ``differs`` by fixed rules stated in ``rule``."""
-    rows = []
-
-    def add(claim, ours, ok, rule):
-        verdict = "undecided" if ok is None else "agrees" if ok else "differs"
-        rows.append({"paper": claim, "ours": ours, "verdict": verdict, "rule": rule})
-
-    if shared is not None and len(shared):
-        s = summarize_shared(shared)
-        own = s[s.kind == "own"]
-        share = float(own["share_of_all"].mean())
-        k = len(shared[shared.kind == "own"]["dims"].iloc[0].split())
-        add("2-3 selected dimensions keep over 98% of full-dimension performance",
-            f"a head on {k} selected dimensions keeps {100 * share:.1f}% of the all-dimension score "
-            f"on average (lowest task {100 * own['share_of_all'].min():.1f}%)",
-            share >= 0.98, "mean share >= 98%")
-        other = s[s.kind == "other task"]["share_of_all"].mean()
-        rand = s[s.kind == "random"]["share_of_all"].mean()
-        add("dimensions selected for one task generalise to other tasks",
-            f"fine-tuning B with a head on A's dimensions keeps {100 * other:.1f}% of B's all-dimension "
-            f"score, against {100 * share:.1f}% on B's own and {100 * rand:.1f}% on random dimensions",
-            other >= share - 0.02, "A's dimensions within 2 points of B's own")
-    if pairs is not None and len(pairs):
-        for mode in dict.fromkeys(pairs["mode"]):
-            p = pairs[pairs["mode"] == mode]
-            r = p["retention"].dropna()
-            what = "all dimensions" if mode == "all" else "few disjoint dimensions"
-            claim = ("hidden layers may change significantly during (cross-)fine-tuning" if mode == "all"
-                     else "one encoder can hold several tasks, each in its own few dimensions")
-            rule = ("mean retention below 90% (the layers A's head reads changed)" if mode == "all"
-                    else "mean retention at least 90% (A survives beside B)")
-            if r.empty:
-                add(claim, f"with heads on {what}, A never scored above chance before B: retention "
-                    "is undefined", None, rule)
-                continue
-            add(claim, f"with heads on {what}, A's stored head keeps {100 * r.mean():.0f}% of its gain over "
-                f"chance after fine-tuning on B (range {100 * r.min():.0f}% to {100 * r.max():.0f}%); "
-                f"starting B from A changes B by {p['transfer'].mean():+.3f} on average",
-                bool(r.mean() < 0.9) if mode == "all" else bool(r.mean() >= 0.9), rule)
-    if multitask is not None and len(multitask):
-        t = multitask_table(multitask)
-        diff = t["joint - single"]
-        add("BERT can process several tasks in parallel in one model",
-            f"one jointly trained encoder with {len(t)} heads on disjoint dimensions scores "
-            f"{diff.mean():+.3f} against single-task models on average (from {diff.min():+.3f} "
-            f"to {diff.max():+.3f}), answering all tasks in one forward pass",
-            bool(diff.mean() >= -0.02), "mean joint - single >= -0.02")
-    return pd.DataFrame(rows, columns=["paper", "ours", "verdict", "rule"])
-
-
-def describe_pairs(pairs: pd.DataFrame) -> str:
-    """Sentences on retention and transfer per mode, generated from the numbers."""
-    out = []
-    for mode in dict.fromkeys(pairs["mode"]):
-        p = pairs[pairs["mode"] == mode]
-        heads = "every dimension" if mode == "all" else "a few disjoint dimensions each"
-        known = p[p["retention"].notna()]
-        if known.empty:
-            text = (f"**Heads on {heads}:** retention is undefined: in every pair A scored at or "
-                    "below chance before B, so there was no gain to keep")
-        else:
-            worst = known.loc[known["retention"].idxmin()]
-            text = (f"**Heads on {heads}:** after fine-tuning on B, A's stored head keeps on average "
-                    f"{100 * known['retention'].mean():.0f}% of its gain over chance (least: "
-                    f"{worst['first']} after {worst['second']}, {worst['first_after']:.3f} against "
-                    f"{worst['first_before']:.3f} before")
-            text += f"; {len(p) - len(known)} pairs with A at chance left out)" if len(known) < len(p) else ")"
-        helped = int((p["transfer"] > 0).sum())
-        text += (f". Starting B from A's encoder instead of the pretrained one helped B in {helped} of "
-                 f"{len(p)} pairs (mean change {p['transfer'].mean():+.3f}).")
-        out.append(text)
-    return "\n\n".join(out)
-
-
-def describe_claims(claims: pd.DataFrame) -> str:
-    """One line saying where our results differ from the paper's claims."""
-    differ = claims[claims["verdict"] == "differs"]
-    open_ = claims[claims["verdict"] == "undecided"]
-    text = ("By the rules in the table, every claim we could test holds in our runs." if differ.empty else
-            "Where we differ: " + "; ".join(f"*{p}* ({o})" for p, o in zip(differ["paper"], differ["ours"])) + ".")
-    if len(open_):
-        text += " Undecided here: " + "; ".join(f"*{p}*" for p in open_["paper"]) + \
-            " (the runs are too small for the tasks to be learned)."
-    return text
-
-
 # ---------------------------------------------------------------------------- command line
 EXPERIMENTS = ("sequential", "shared", "multitask")
 
@@ -666,7 +720,8 @@ def _cli_main(args) -> int:
     store, progress = ResultStore(args.results), not args.quiet
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         if "sequential" in experiments:
-            print(sequential(config, store=store, progress=progress).round(3).to_string(index=False))
+            print(sequential(config, store=store, progress=progress).pairs.round(3)
+                  .to_string(index=False))
         if "shared" in experiments:
             print(summarize_shared(shared_dims(config, store=store, progress=progress)).round(3)
                   .to_string(index=False))

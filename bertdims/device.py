@@ -5,20 +5,26 @@ import contextlib
 
 import torch
 
-from ._validate import check_choice
+from ._validate import ConfigError, bad, check_choice
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``."""
+    """``auto`` -> ``cuda`` when available, else ``cpu``. Raises :class:`ConfigError` for an
+    unknown device or a CUDA device this machine does not have."""
+    if not isinstance(device, str):
+        raise bad("device", device, "choose one of: " + ", ".join(DEVICES))
     check_choice("device", device.split(":")[0], DEVICES)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"parameter 'device' = {device!r}: no CUDA device is available; use 'cpu' or 'auto'")
-    return torch.device(device)
+        raise bad("device", device, "no CUDA device is available here; use 'cpu' or 'auto'")
+    try:
+        return torch.device(device)
+    except RuntimeError:   # e.g. "cuda:x"
+        raise bad("device", device, "expected cpu, cuda, cuda:<index> or auto") from None
 
 
 def pick_precision(precision: str, device: torch.device) -> str:

@@ -32,15 +32,20 @@ The pipeline, for one fine-tuned model (book chapter ``04_few_dimensions``):
      reads only the ``k`` dimensions (``FinetuneConfig(dims=...)``).
 
    Every row carries the share of full performance, ``value / full`` where ``full`` is the
-   same mode's value with all dimensions, and the share of the gain over chance,
+   score of the same fine-tuned model (all dimensions, no masking, its own head) for every
+   mode, so that no mode divides by a weaker reference of its own, and the share of the gain
+   over chance,
    ``(value - chance) / (full - chance)``, where chance is the score of always predicting the
-   most frequent training class (:func:`constant_score`).
+   most frequent training class (:func:`chance_score`).
 
 :func:`run_dims` runs the whole pipeline for one fine-tuning config through the results
 store (kinds ``dims_rank`` and ``dims_k``), so that a chapter reruns from stored results.
 
 The module also holds the small experiment runners of the other chapters of that paper
-(:func:`finetune_grid`, :func:`probe_baseline`).
+(:func:`finetune_grid`, :func:`probe_baseline`), the references every chapter compares with
+(:func:`chance_score`, the one definition of chance; :func:`constant_baseline`), and the readers
+of per-example predictions the statistics layer pairs by seed and by example
+(:func:`grid_predictions`, :func:`probe_predictions`, :func:`constant_predictions`).
 """
 from __future__ import annotations
 
@@ -59,7 +64,8 @@ MODES = ("masked", "refit")
 FILLS = ("mean", "zero")
 DEFAULT_KS = (1, 2, 3, 5, 10, "all")
 
-RESULTS_VERSION = 2   # part of every dims_rank / dims_k key: bump when their computation changes
+RESULTS_VERSION = 3   # part of every dims_rank / dims_k key: bump when their computation changes
+#                       3: every share of full divides by the fine-tuned model's own score
 
 HeadFn = Callable[[np.ndarray], np.ndarray]
 """Maps representations ``(N, H)`` to head outputs ``(N, C)`` (``C = 1`` for regression)."""
@@ -368,17 +374,35 @@ def top_dims(ranking: pd.DataFrame, k: int | str) -> list[int]:
 
 
 # ============================================================================ evaluation
-def constant_score(task: Task, train_labels: np.ndarray, eval_labels: np.ndarray) -> float:
-    """The headline metric of a constant guess: the most frequent training class for
-    classification (on an unbalanced split this beats 1 / num_labels), the training mean for
-    regression (a correlation of 0)."""
+def chance_score(task: Task | str, train_labels: np.ndarray | None = None,
+                 eval_labels: np.ndarray | None = None, *, split: str = "test",
+                 max_train_samples: int | None = None, max_eval_samples: int | None = None,
+                 data_dir: str | None = None) -> float:
+    """Chance, the one definition used everywhere: the headline metric of always predicting the
+    most frequent class of the training split (on an unbalanced split this beats
+    1 / num_labels), or the training mean for regression (a correlation of 0).
+
+    Give the labels (``train_labels`` and ``eval_labels``), or let them be read from the
+    examples fine-tuning uses (:func:`bertdims.finetune.prepare_splits` with the sample limits:
+    the whole training subset, and ``split``).
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    if train_labels is None or eval_labels is None:
+        data = _engine().prepare_splits(task, max_train_samples=max_train_samples,
+                                        max_eval_samples=max_eval_samples,
+                                        early_stopping_fraction=0.0, data_dir=data_dir)
+        train_labels = data["train"]["label"] if train_labels is None else train_labels
+        eval_labels = data[split]["label"] if eval_labels is None else eval_labels
     train_labels, eval_labels = np.asarray(train_labels), np.asarray(eval_labels)
+    return headline(task, _constant_guess(task, train_labels, len(eval_labels)), eval_labels)
+
+
+def _constant_guess(task: Task, train_labels: np.ndarray, n: int) -> np.ndarray:
+    """(n,) copies of the majority training class, or of the training mean (regression)."""
     if task.is_regression:
-        guess = np.full(len(eval_labels), float(np.mean(train_labels)))
-    else:
-        values, counts = np.unique(train_labels, return_counts=True)
-        guess = np.full(len(eval_labels), values[np.argmax(counts)])
-    return headline(task, guess, eval_labels)
+        return np.full(n, float(np.mean(train_labels)))
+    values, counts = np.unique(train_labels, return_counts=True)
+    return np.full(n, values[np.argmax(counts)])
 
 
 def _shares(df: pd.DataFrame, chance: float) -> pd.DataFrame:
@@ -412,8 +436,10 @@ def evaluate_k(reps: Representations, order: Sequence[int] | pd.DataFrame,
     Returns
     -------
     Tidy DataFrame, one row per (mode, k): ``mode``, ``k`` (``"all"`` stays a string),
-    ``n_dims``, ``dims`` (space-separated), ``metric``, ``value``, ``full`` (the same mode with
-    all dimensions), ``chance`` (:func:`constant_score`: always the most frequent training
+    ``n_dims``, ``dims`` (space-separated), ``metric``, ``value``, ``full`` (the fine-tuned
+    head on every dimension, i.e. the fine-tuned model itself, for every mode; without a
+    ``head``, the refit head on every dimension), ``mode_full`` (the same mode with every
+    dimension: for refit, a linear head on all H dimensions), ``chance`` (:func:`chance_score`: always the most frequent training
     class), ``share`` = value / full, ``share_above_chance`` = (value - chance) / (full - chance).
     Shares are NaN when the denominator is not positive.
     """
@@ -433,6 +459,7 @@ def evaluate_k(reps: Representations, order: Sequence[int] | pd.DataFrame,
     x_fit, y_fit = reps.split(fit_split)
     fills = reps.fill_values(fill, fit_split)
     task, rows = reps.task, []
+    reference = None if head is None else headline(task, predictions(task, head(x)), y)
     for mode in modes:
         values = {}
         for k in list(ks) + ([] if "all" in ks else ["all"]):
@@ -446,9 +473,11 @@ def evaluate_k(reps: Representations, order: Sequence[int] | pd.DataFrame,
             dims, value = values[k]
             rows.append({"mode": mode, "k": k, "n_dims": len(dims),
                          "dims": "all" if k == "all" else " ".join(map(str, dims)),
-                         "metric": task.metric, "value": value, "full": values["all"][1]})
+                         "metric": task.metric, "value": value,
+                         "full": values["all"][1] if reference is None else reference,
+                         "mode_full": values["all"][1]})
     df = pd.DataFrame(rows)
-    return _shares(df, constant_score(task, y_fit, y))
+    return _shares(df, chance_score(task, y_fit, y))
 
 
 # ============================================================================ fine-tuned models
@@ -653,11 +682,253 @@ def retrain_k(config, ranking: pd.DataFrame | Sequence[int], ks: Iterable[int], 
                              max_eval_samples=config.max_eval_samples,
                              early_stopping_fraction=config.early_stopping_fraction,
                              data_dir=config.data_dir)
-    chance = constant_score(task, data["train"]["label"], data[split]["label"])
+    chance = chance_score(task, data["train"]["label"], data[split]["label"])
     return _shares(pd.DataFrame(rows), chance)
 
 
+# ============================================================================ retraining study
+def random_dims(hidden_size: int, k: int, seed: int, task: str) -> list[int]:
+    """``k`` distinct random dimensions of ``[0, hidden_size)``, sorted: the first ``k`` of a
+    random ordering fixed by ``seed`` and the task's name, so the random sets are nested
+    (the random 2 hold the random 1) like the top-k sets of a ranking."""
+    check_range("hidden_size", hidden_size, 1, None, integer=True)
+    check_range("k", k, 1, hidden_size, integer=True)
+    salt = int.from_bytes(str(task).encode()[:8].ljust(8, b"\0"), "little") % (2 ** 31)
+    order = np.random.default_rng([int(seed), salt]).permutation(hidden_size)
+    return sorted(int(d) for d in order[:k])
+
+
+def selected_dims(ranking: pd.DataFrame, k: int) -> list[int]:
+    """The top ``k`` dimensions of a ranking, sorted (the order a head reads them in, so that
+    the same set gives the same fine-tuning config in every chapter)."""
+    return sorted(top_dims(ranking, k))
+
+
+@dataclass
+class RetrainStudy:
+    """What :func:`retrain_study` returns.
+
+    ``scores``: one row per (task, seed, dims, k), ``dims`` in ``full`` (every dimension),
+    ``selected`` (top k of the ranking of the same seed's full model) and ``random``
+    (:func:`random_dims`); columns ``task``, ``seed``, ``dims``, ``k``, ``chosen``
+    (space-separated), ``metric``, ``value`` (test), ``full`` (the same seed's full model),
+    ``chance`` (:func:`chance_score`), ``share`` = value / full, ``share_above_chance``.
+    ``predictions[(task, dims, k)]``: (S, N) test predictions, one row per seed in ``seeds``
+    order (``k = "all"`` for ``full``); ``labels[task]``: (N,).
+    ``runs[(task, setting, seed)]``: the :class:`~bertdims.finetune.FinetuneRun` objects,
+    ``setting`` ``"full"``, ``"selected k"`` or ``"random k"`` (for their training curves,
+    :func:`bertdims.fewdims_charts.history_frame`).
+    """
+
+    scores: pd.DataFrame
+    predictions: dict
+    labels: dict
+    runs: dict
+    seeds: list
+
+
+def retrain_study(base, rankings: pd.DataFrame, *, ks: Sequence[int], store,
+                  method: str = "single", tasks: Sequence[str] | None = None,
+                  seeds: Sequence[int] | None = None, progress: bool = False) -> RetrainStudy:
+    """Fine-tune afresh with a head on the top ``k`` selected dimensions and on ``k`` random
+    ones, for every task, seed and k (Few Dimensions are Enough: "fine-tuning BERT with
+    selected dimensions"; chapter ``04_few_dimensions``, the primary measure).
+
+    ``base`` is the full fine-tuning config (``dims=None``); ``rankings`` the rankings table of
+    :func:`run_dims_grid` (columns ``task``, ``seed``, ``method``, ``dim``, ``rank``), made on
+    the train and validation splits only. Every run goes through the store: the full runs are
+    those of the baselines chapter.
+    """
+    ft = _engine()
+    if getattr(base, "dims", None) is not None:
+        raise bad("dims", base.dims, "the study starts from a full model: use dims=None")
+    check_choice("method", method, METHODS)
+    need = {"task", "seed", "method", "dim", "rank"}
+    if not need <= set(rankings.columns):
+        raise bad("rankings", sorted(rankings.columns), f"expected the columns {sorted(need)} "
+                  "(the rankings of run_dims_grid)")
+    part = rankings[rankings["method"] == method]
+    tasks = list(dict.fromkeys(part["task"])) if tasks is None else list(tasks)
+    seeds = list(dict.fromkeys(part["seed"])) if seeds is None else list(seeds)
+    ks = [int(k) for k in check_ks([k for k in ks], 10 ** 9) if k != "all"]
+    if not ks:
+        raise bad("ks", ks, "give at least one number of dimensions")
+    for t in tasks:
+        for s in seeds:
+            if part[(part["task"] == t) & (part["seed"] == s)].empty:
+                raise bad("rankings", f"{t}, seed {s}", f"no {method!r} ranking for this task "
+                          "and seed: rank it first (run_dims_grid)")
+    hidden = model_size(base.model)[1]
+    rows, preds, labels, done = [], {}, {}, {}
+    for t in tasks:
+        task = get_task(t)
+        plan = [("full", "all", None)]
+        for k in ks:
+            plan += [("selected", k, "selected"), ("random", k, "random")]
+        for kind, k, how in plan:
+            runs = []
+            for s in seeds:
+                if how is None:
+                    dims = None
+                elif how == "selected":
+                    r = part[(part["task"] == t) & (part["seed"] == s)]
+                    dims = selected_dims(r, k)
+                else:
+                    dims = random_dims(hidden, k, s, t)
+                run = ft.finetune(base.replace(task=t, seed=int(s), dims=dims), store=store,
+                                  progress=progress)
+                runs.append(run)
+                done[(t, "full" if how is None else f"{kind} {k}", int(s))] = run
+                rows.append({"task": t, "seed": s, "dims": kind, "k": str(k),
+                             "chosen": "all" if dims is None else " ".join(map(str, dims)),
+                             "metric": task.metric, "value": run.score("test")})
+            y = runs[0].labels("test")
+            for run in runs[1:]:
+                if not np.array_equal(run.labels("test"), y):
+                    raise bad("base", base, "runs of one task must be scored on the same test "
+                              "examples (same max_eval_samples)")
+            labels[t] = y
+            preds[(t, kind, k)] = np.stack([run.predictions("test") for run in runs])
+    scores = pd.DataFrame(rows)
+    full = scores[scores["dims"] == "full"].set_index(["task", "seed"])["value"]
+    scores["full"] = [full[(t, s)] for t, s in zip(scores["task"], scores["seed"])]
+    frames = []
+    for t, part_t in scores.groupby("task", sort=False):
+        chance = chance_score(get_task(t), max_train_samples=base.max_train_samples,
+                              max_eval_samples=base.max_eval_samples, data_dir=base.data_dir)
+        frames.append(_shares(part_t.copy(), chance))
+    return RetrainStudy(scores=pd.concat(frames, ignore_index=True), predictions=preds,
+                        labels=labels, runs=done, seeds=[int(s) for s in seeds])
+
+
+def retrain_effects(study: RetrainStudy, *, margin: float, random_margin: float = 0.0,
+                    n_boot: int = 2000) -> pd.DataFrame:
+    """The two effects of chapter ``04_few_dimensions`` for every task and k, through
+    :func:`bertdims.stats.paired_effect` on the test predictions, paired by seed and example:
+
+    * ``p1-few-dims-enough``: selected k against the full model, ``noninferior`` on the ratio
+      scale (selected / full - 1) with ``margin`` (0.02: at least 98% of full);
+    * ``p1-selected-beat-random``: selected k against k random dimensions, ``better`` on the
+      difference scale with ``random_margin``.
+
+    Returns one row per (task, k, claim): ``task``, ``k`` (int), ``claim_id``, ``effect``
+    (the :class:`~bertdims.stats.Effect`) and its fields (:func:`effects_frame`). An effect
+    that cannot be computed (a ratio to a full model scoring 0 or less) is None, its verdict
+    ``"not computed"`` and ``note`` says why.
+    """
+    rows = []
+    for (t, kind, k), a in study.predictions.items():
+        if kind != "selected":
+            continue
+        y, metric = study.labels[t], get_task(t).metric
+        full = study.predictions[(t, "full", "all")]
+        rand = study.predictions[(t, "random", k)]
+        rows.append({"task": t, "k": int(k), "claim_id": "p1-few-dims-enough",
+                     **effect_or_note(a, full, y, metric=metric, claim="noninferior",
+                                       margin=margin, scale="ratio", n_boot=n_boot,
+                                       label=f"{t}: top {k} selected / full - 1")})
+        rows.append({"task": t, "k": int(k), "claim_id": "p1-selected-beat-random",
+                     **effect_or_note(a, rand, y, metric=metric, claim="better",
+                                       margin=random_margin, scale="difference", n_boot=n_boot,
+                                       label=f"{t}: top {k} selected - {k} random")})
+    return with_effect_fields(pd.DataFrame(rows))
+
+
+def effect_or_note(a, b, labels, **kwargs) -> dict:
+    """``{"effect": paired_effect(...), "note": ""}``, or the effect None and the reason when
+    the statistics layer refuses the data (e.g. a ratio to a score of 0 or less)."""
+    from .stats import paired_effect
+    try:
+        return {"effect": paired_effect(a, b, labels, **kwargs), "note": ""}
+    except ConfigError as err:
+        return {"effect": None, "note": str(err)}
+
+
+def with_effect_fields(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (with an ``effect`` column of Effects or None) and the fields of each effect
+    (:func:`effects_frame`, without ``label``) as columns beside it."""
+    fields = effects_frame(table["effect"]).drop(columns="label")
+    return pd.concat([table.reset_index(drop=True), fields], axis=1)
+
+
+def effects_frame(effects) -> pd.DataFrame:
+    """A small table of :class:`~bertdims.stats.Effect` objects, one row each: ``label``,
+    ``metric``, ``scale``, ``estimate``, ``low``, ``high``, ``claim``, ``margin``,
+    ``verdict``, ``p_value``, ``n_seeds``, ``n_examples``, ``score_a``, ``score_b``."""
+    cols = ["label", "metric", "scale", "estimate", "low", "high", "claim", "margin", "verdict",
+            "p_value", "n_seeds", "n_examples", "score_a", "score_b"]
+    rows = [{c: getattr(e, c) for c in cols} if e is not None else {"verdict": "not computed"}
+            for e in effects]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def pick_effect(effects: pd.DataFrame, claim_id: str, **where) -> Any:
+    """The one :class:`~bertdims.stats.Effect` of ``effects`` (a :func:`retrain_effects`-like
+    table) for ``claim_id`` and the pre-registered ``where`` values (e.g. ``task=..., k=3``);
+    ConfigError unless exactly one row matches."""
+    rows = effects[effects["claim_id"] == claim_id]
+    for col, value in where.items():
+        rows = rows[rows[col] == value]
+    if len(rows) != 1:
+        raise bad("where", where, f"expected exactly one {claim_id!r} effect, found {len(rows)}: "
+                  "is the pre-registered setting among those run?")
+    if rows["effect"].iloc[0] is None:
+        raise bad("where", where, f"the {claim_id!r} effect could not be computed: "
+                  + str(rows["note"].iloc[0] if "note" in rows else ""))
+    return rows["effect"].iloc[0]
+
+
+def selection_stability(rankings: pd.DataFrame, ks: Sequence[int], hidden_size: int,
+                        method: str | None = None) -> pd.DataFrame:
+    """How often the seeds choose the same top ``k`` dimensions, against random choice.
+
+    For each (task, method, k) with two or more seeds: ``overlap`` is the mean, over pairs of
+    seeds, of the share of the k dimensions the two top-k sets have in common; ``random`` is
+    what two independent random k-sets of ``hidden_size`` dimensions give on average (k / H);
+    ``identical`` is the share of seed pairs that chose exactly the same set; ``most_common``
+    the dimension found in the most seeds' top k, with ``in_seeds`` (how many).
+    """
+    import itertools
+    check_range("hidden_size", hidden_size, 1, None, integer=True)
+    part = rankings if method is None else rankings[rankings["method"] == method]
+    rows = []
+    for (t, m), r in part.groupby(["task", "method"], sort=False):
+        seeds = list(dict.fromkeys(r["seed"]))
+        for k in ks:
+            sets = {s: set(top_dims(r[r["seed"] == s], k)) for s in seeds}
+            pairs = list(itertools.combinations(seeds, 2))
+            overlap = [len(sets[a] & sets[b]) / k for a, b in pairs]
+            counts = pd.Series([d for s in seeds for d in sorted(sets[s])]).value_counts()
+            rows.append({"task": t, "method": m, "k": int(k), "seeds": len(seeds),
+                         "overlap": float(np.mean(overlap)) if pairs else np.nan,
+                         "random": k / hidden_size,
+                         "identical": float(np.mean([sets[a] == sets[b] for a, b in pairs]))
+                         if pairs else np.nan,
+                         "most_common": int(counts.index[0]), "in_seeds": int(counts.iloc[0])})
+    return pd.DataFrame(rows)
+
+
 # ============================================================================ chapter runners
+def _grid_configs(base, grid: dict) -> list:
+    """(combination, config) for every combination of the ``grid`` values, in grid order;
+    every config is validated (also against the model's size) before any run starts."""
+    import itertools
+    if not grid:
+        grid = {"seed": [base.seed]}
+    names = list(grid)
+    for name, values in grid.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not len(values):
+            raise bad(name, values, "give a non-empty list of values to try")
+    configs = [(dict(zip(names, combo)), base.replace(**dict(zip(names, combo))))
+               for combo in itertools.product(*(grid[n] for n in names))]
+    sizes: dict[str, tuple[int, int]] = {}
+    for _, cfg in configs:               # checks that need the model's size, before any run
+        source = cfg.init_from or cfg.model
+        sizes[source] = sizes.get(source) or model_size(source)
+        cfg.validate(*sizes[source])
+    return configs
+
+
 def finetune_grid(base, *, store, progress: bool = False, **grid: Sequence) -> pd.DataFrame:
     """Fine-tune ``base`` (a ``FinetuneConfig``) for every combination of the ``grid`` values
     (e.g. ``task=[...], seed=[0, 1, 2], freeze=[0, 3, 6]``), each run through the store.
@@ -666,32 +937,83 @@ def finetune_grid(base, *, store, progress: bool = False, **grid: Sequence) -> p
     ``metric``, ``value`` and ``headline`` (True for the task's headline metric).
     Every config is validated before the first run starts.
     """
-    import itertools
     ft = _engine()
-    if not grid:
-        grid = {"seed": [base.seed]}
-    names = list(grid)
-    for name, values in grid.items():
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not len(values):
-            raise bad(name, values, "give a non-empty list of values to try")
-    configs = [(combo, base.replace(**dict(zip(names, combo))))
-               for combo in itertools.product(*(grid[n] for n in names))]
-    sizes: dict[str, tuple[int, int]] = {}
-    for _, cfg in configs:               # checks that need the model's size, before any run
-        source = cfg.init_from or cfg.model
-        sizes[source] = sizes.get(source) or model_size(source)
-        cfg.validate(*sizes[source])
     rows = []
-    for combo, cfg in configs:
+    for combo, cfg in _grid_configs(base, grid):
         run = ft.finetune(cfg, store=store, progress=progress)
         task = get_task(cfg.task)
         for split, metrics in run.metrics.items():
             if not isinstance(metrics, dict):
                 continue
             for metric, value in metrics.items():
-                rows.append({**dict(zip(names, combo)), "split": split, "metric": metric,
+                rows.append({**combo, "split": split, "metric": metric,
                              "value": float(value), "headline": metric == task.metric})
     return pd.DataFrame(rows)
+
+
+def grid_predictions(base, *, store, split: str = "test", progress: bool = False,
+                     **grid: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`finetune_grid` (runs or reads every combination), but returns the
+    per-example predictions: ``(P, labels)`` with ``P`` (number of combinations, N), rows in
+    grid order (e.g. ``seed=[0, 1, 2]`` gives one row per seed), and ``labels`` (N,), for the
+    statistics layer. Every combination must evaluate the same examples (same task and
+    ``max_eval_samples``)."""
+    ft = _engine()
+    rows, labels = [], None
+    for combo, cfg in _grid_configs(base, grid):
+        run = ft.finetune(cfg, store=store, progress=progress)
+        y = run.labels(split)
+        if labels is not None and (len(y) != len(labels) or not np.array_equal(y, labels)):
+            raise bad("grid", combo, "every combination must be evaluated on the same examples "
+                                     "(same task and max_eval_samples)")
+        labels = y
+        rows.append(run.predictions(split))
+    return np.stack(rows), labels
+
+
+PROBE_VERSION = 2   # part of every probe key: 2 stores per-example predictions, one layer per run
+
+
+def _probe_runs(model: str, task: Task, layers: Sequence[int], *, store, token: str,
+                max_train_samples, max_eval_samples, max_seq_len, device, data_dir) -> list:
+    """One stored probe run (kind ``probe``) per layer, computing the missing ones from a
+    single pass of the encoder."""
+    from .extract import encode, resolve_layers
+    from .models import fingerprint_of, load_encoder
+    from .tasks import texts_of
+    num_layers = model_size(model)[0]
+    resolved = resolve_layers(list(layers), num_layers)
+    fingerprint = fingerprint_of(model)
+    cfgs = [{"model": model, "task": task.name, "layer": layer, "token": token,
+             "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples,
+             "max_seq_len": max_seq_len, "data_dir": data_dir, "probe_version": PROBE_VERSION}
+            for layer in resolved]
+    hits = [store.get("probe", store.key("probe", c, fingerprint)) for c in cfgs]
+    missing = [j for j, h in enumerate(hits) if h is None]
+    if missing:
+        encoder = load_encoder(model)
+        # the examples fine-tuning uses (fixed subsets; train includes any development part)
+        data = _engine().prepare_splits(task, max_train_samples=max_train_samples,
+                                        max_eval_samples=max_eval_samples,
+                                        early_stopping_fraction=0.0, data_dir=data_dir)
+        todo = [resolved[j] for j in missing]
+        arrays, labels = {}, {}
+        for split in ("train", "validation", "test"):
+            arrays[split] = encode(encoder, texts_of(task, data[split]), layers=todo, token=token,
+                                   max_seq_len=max_seq_len, device=device, progress=False)
+            labels[split] = np.asarray(data[split]["label"])
+        for i, j in enumerate(missing):
+            head = LinearHead(task).fit(arrays["train"][:, i], labels["train"])
+            rows, payload = [], {}
+            for split in ("validation", "test"):
+                preds = head.predict(arrays[split][:, i])
+                payload[f"pred_{split}"], payload[f"label_{split}"] = preds, labels[split]
+                for metric, value in compute_metrics(task, preds, labels[split]).items():
+                    rows.append({"task": task.name, "token": token, "split": split,
+                                 "metric": metric, "value": value, "headline": metric == task.metric})
+            hits[j] = store.put("probe", cfgs[j], {"scores": pd.DataFrame(rows), **payload},
+                                fingerprint=fingerprint)
+    return hits
 
 
 def probe_baseline(model: str, tasks: Sequence[str], *, store, layers: Sequence[int] = (-1,),
@@ -705,58 +1027,66 @@ def probe_baseline(model: str, tasks: Sequence[str], *, store, layers: Sequence[
     For each task, the token vector of each of ``layers`` is read once for the examples
     fine-tuning uses (the engine's fixed subsets of ``max_train_samples`` train and
     ``max_eval_samples`` validation/test rows, :func:`bertdims.finetune.prepare_splits`), and a
-    :class:`LinearHead` (logistic regression / least squares on standardised values; no
-    randomness) is fitted on train. Stored under kind ``probe``.
+    :class:`LinearHead` (logistic regression / least squares on standardised values, fitted
+    to convergence; no randomness) is fitted on train. Stored under kind ``probe``, one run per
+    (task, layer), with its per-example predictions (:func:`probe_predictions`).
 
     Returns a tidy DataFrame: ``task``, ``layer`` (as given), ``token``, ``split``, ``metric``,
     ``value``, ``headline``.
     """
-    from .extract import encode, resolve_layers
-    from .models import fingerprint_of, load_encoder
-    from .tasks import texts_of
     from .tokens import check_token
     token = check_token(token)
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     task_objs = [get_task(t) for t in tasks]
-    layers = [layers] if isinstance(layers, int) else list(layers)
-    fingerprint = fingerprint_of(model)
-    encoder = None
+    layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
     frames = []
     for task in task_objs:
-        cfg = {"model": model, "task": task.name, "layers": layers, "token": token,
-               "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples,
-               "max_seq_len": max_seq_len, "data_dir": data_dir}
-
-        def compute(task=task):
-            nonlocal encoder
-            encoder = encoder or load_encoder(model)
-            resolve_layers(layers, encoder.num_layers)
-            # the examples fine-tuning uses (fixed subsets; train includes its early-stopping part)
-            data = _engine().prepare_splits(task, max_train_samples=max_train_samples,
-                                            max_eval_samples=max_eval_samples,
-                                            early_stopping_fraction=0.0, data_dir=data_dir)
-            arrays, labels = {}, {}
-            for split in ("train", "validation", "test"):
-                arrays[split] = encode(encoder, texts_of(task, data[split]), layers=layers, token=token,
-                                       max_seq_len=max_seq_len, device=device, progress=False)
-                labels[split] = np.asarray(data[split]["label"])
-            rows = []
-            for j, layer in enumerate(layers):
-                head = LinearHead(task).fit(arrays["train"][:, j], labels["train"])
-                for split in ("validation", "test"):
-                    preds = head.predict(arrays[split][:, j])
-                    for metric, value in compute_metrics(task, preds, labels[split]).items():
-                        rows.append({"task": task.name, "layer": layer, "token": token, "split": split,
-                                     "metric": metric, "value": value, "headline": metric == task.metric})
-            return {"scores": pd.DataFrame(rows)}
-
-        frames.append(store.cached("probe", cfg, compute, fingerprint=fingerprint).table("scores"))
+        runs = _probe_runs(model, task, layers, store=store, token=token,
+                           max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+                           max_seq_len=max_seq_len, device=device, data_dir=data_dir)
+        for layer, run in zip(layers, runs):
+            table = run.table("scores")
+            table.insert(1, "layer", layer)
+            frames.append(table)
     return pd.concat(frames, ignore_index=True)
+
+
+def probe_predictions(model: str, task: str, *, store, layer: int = -1, token: str = "cls",
+                      split: str = "test", max_train_samples: int | None = None,
+                      max_eval_samples: int | None = None, max_seq_len: int = 128,
+                      device: str = "auto", data_dir: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen probe's per-example predictions on ``split`` (runs or reads
+    :func:`probe_baseline`): ``(P, labels)``, ``P`` (1, N) (a probe has no seed), ``labels``
+    (N,) in the order of :meth:`bertdims.finetune.FinetuneRun.predictions`."""
+    from .tokens import check_token
+    check_choice("split", split, ("validation", "test"))
+    run = _probe_runs(model, get_task(task), [layer], store=store, token=check_token(token),
+                      max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+                      max_seq_len=max_seq_len, device=device, data_dir=data_dir)[0]
+    return run.array(f"pred_{split}")[None, :], run.array(f"label_{split}")
+
+
+def constant_predictions(task: str, *, store=None, split: str = "test",
+                         max_train_samples: int | None = None, max_eval_samples: int | None = None,
+                         data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The constant guess of :func:`chance_score` (majority training class, or training mean)
+    for every example of ``split``: ``(P, labels)``, ``P`` (1, N), ``labels`` (N,) in the
+    order of :meth:`bertdims.finetune.FinetuneRun.predictions`. Cheap, so nothing is stored
+    (``store`` is accepted for symmetry with the other prediction readers)."""
+    task = get_task(task) if isinstance(task, str) else task
+    data = _engine().prepare_splits(task, max_train_samples=max_train_samples,
+                                    max_eval_samples=max_eval_samples,
+                                    early_stopping_fraction=0.0, data_dir=data_dir)
+    if split not in data:
+        raise bad("split", split, "choose one of: " + ", ".join(s for s in data if s != "train"))
+    labels = np.asarray(data[split]["label"])
+    return _constant_guess(task, np.asarray(data["train"]["label"]), len(labels))[None, :], labels
 
 
 def constant_baseline(tasks: Sequence[str], *, store, max_train_samples: int | None = None,
                       max_eval_samples: int | None = None, data_dir: str | None = None) -> pd.DataFrame:
-    """The score of a constant guess (:func:`constant_score`: the most frequent training class,
+    """The score of a constant guess (:func:`chance_score`: the most frequent training class,
     or the training mean for regression) on the examples fine-tuning uses, per task: the floor
     any trained model must clear. Stored under kind ``constant``.
 
@@ -870,7 +1200,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--max-train-samples", type=int, default=1000)
     p.add_argument("--max-eval-samples", type=int, default=500)
     p.add_argument("--max-seq-len", type=int, default=64)
-    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--epochs", type=float, default=None, help="default: FinetuneConfig's")
     p.add_argument("--device", default="auto")
     p.add_argument("--methods", type=_csv("str"), default=list(METHODS))
     p.add_argument("--modes", type=_csv("str"), default=list(MODES))
@@ -884,10 +1214,11 @@ def register_cli(subparsers) -> None:
 def _cli_main(args) -> int:
     from .store import ResultStore
     ft = _engine()
+    extra = {} if args.epochs is None else {"epochs": args.epochs}
     config = ft.FinetuneConfig(model=args.model, task=args.task, seed=args.seed,
                                max_train_samples=args.max_train_samples,
                                max_eval_samples=args.max_eval_samples, max_seq_len=args.max_seq_len,
-                               epochs=args.epochs, device=args.device)
+                               device=args.device, **extra)
     res = run_dims(config, store=ResultStore(args.results), methods=args.methods, modes=args.modes,
                    candidates=args.candidates, ks=args.ks, retrain_ks=args.retrain_ks)
     cols = ["method", "mode", "k", "dims", "metric", "value", "share", "share_above_chance"]

@@ -10,6 +10,10 @@ be? Learning efficient language models* (AISTATS 2020):
   fine-tuned vs pretrained, pretrained vs random initialisation, and seed vs seed.
 * :func:`layer_study` fine-tunes one encoder layer at a time, and the top ``n`` layers only,
   against full fine-tuning (the paper's "fine-tuning only some layers").
+* Verdicts: :func:`closeness_effect` (fine-tuned vs random-init distance, t-interval over
+  seeds), :func:`layer_variation_effect` (top vs bottom block's relative distance) and
+  :func:`layer_effects` (partial vs full fine-tuning, paired by seed and test example). The
+  distance runs use no layer-wise learning-rate decay (:class:`DistanceConfig`).
 
 Distances (per tensor; ``a`` and ``b`` flattened, ``n`` entries):
 
@@ -36,7 +40,7 @@ import torch
 from ._validate import ConfigError, ConfigMixin, bad, check_range
 
 KINDS = ("embeddings", "attention", "feed-forward", "layer-norm", "other")
-METRICS = ("l1", "l2", "angular")
+METRICS = ("l1", "l2", "angular", "rel_l2")
 COLUMNS = ("name", "layer", "kind", "matrix", "n_params", "l1", "l2", "angular",
            "dot", "norm_a", "norm_b")
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
@@ -183,7 +187,9 @@ def aggregate_distances(df: pd.DataFrame, by: str | list[str] = "layer") -> pd.D
 
     ``l1`` is the size-weighted mean of the tensors' ``l1`` (mean |difference| over the group),
     ``l2`` the root of the summed squares, ``angular`` the angle of the concatenations (from
-    the summed dot products and squared norms). Extra grouping columns in ``df`` such as
+    the summed dot products and squared norms), ``rel_l2`` the relative distance
+    ``||a - b|| / ||a||`` (the change measured in units of model A's weights: with A the
+    pretrained model, how far fine-tuning moved the group relative to its size). Extra grouping columns in ``df`` such as
     ``comparison`` or ``seed`` can be named in ``by``. Rows whose group key is missing (for
     ``layer``: tensors outside the embeddings and encoder layers) are dropped.
     """
@@ -208,6 +214,7 @@ def aggregate_distances(df: pd.DataFrame, by: str | list[str] = "layer") -> pd.D
     one_minus_cos = np.clip((g["_l2_sq"] - (na - nb) ** 2) / (2 * na * nb).where(na * nb > 0), 0, 2)
     out["angular"] = 2 * np.arcsin(np.sqrt(one_minus_cos / 2)) / math.pi
     out.loc[out["l2"] == 0, "angular"] = 0.0
+    out["rel_l2"] = (out["l2"] / na).where(na > 0)
     return out.reset_index()
 
 
@@ -269,7 +276,8 @@ def kind_chart(kind_df: pd.DataFrame, metric: str = "l1", color: str = "comparis
         .properties(width=320, height=220, title=_METRIC_TITLES[metric] + " by kind of matrix"))
 
 
-_METRIC_TITLES = {"l1": "L1 (mean |difference|)", "l2": "L2 distance", "angular": "angular distance (/π)"}
+_METRIC_TITLES = {"l1": "L1 (mean |difference|)", "l2": "L2 distance", "angular": "angular distance (/π)",
+                  "rel_l2": "relative distance ||Δ|| / ||W||"}
 
 
 def layer_study_chart(df: pd.DataFrame, metric: str):
@@ -302,11 +310,17 @@ from .training import finetune_module as _finetune_module  # noqa: E402
 @dataclass
 class DistanceConfig(ConfigMixin):
     """How far fine-tuning moves the weights (Radiya-Dixit & Wang: fine-tuned models are close
-    to the pretrained one in parameter space).
+    to the pretrained one in parameter space, the closeness varying from layer to layer).
 
-    Fine-tunes ``model`` on ``task`` once per seed (the standard engine), then measures
-    fine-tuned vs pretrained (per seed), pretrained vs a random initialisation (seed
-    ``random_seed``), and fine-tuned vs fine-tuned for every pair of seeds.
+    Fine-tunes ``model`` on ``task`` once per seed (the engine), then measures fine-tuned vs
+    pretrained (per seed), pretrained vs a random initialisation (seed ``random_seed``), and
+    fine-tuned vs fine-tuned for every pair of seeds.
+
+    ``layer_lr_decay`` defaults to 1.0, unlike the engine's 0.95: with decay every block
+    learns at its own rate (block n at ``lr * decay ** (L - n)``), so the top block of six
+    moves about 1.3 times as far as the bottom one from the schedule alone, and a "varies by
+    layer" finding would measure the recipe. :func:`layer_profile` divides each layer's
+    distance by its learning rate when the decay is not 1.
     """
 
     model: str = "embedded"
@@ -317,18 +331,21 @@ class DistanceConfig(ConfigMixin):
     max_seq_len: int = 64
     epochs: float = 1.0
     lr: float = 1e-4
+    layer_lr_decay: float = 1.0
     random_seed: int = 0
 
     def __post_init__(self):
         _check_seeds(self.seeds)
         check_range("epochs", self.epochs, 0, low_open=True)
         check_range("lr", self.lr, 0, low_open=True)
+        check_range("layer_lr_decay", self.layer_lr_decay, 0, 1, low_open=True)
         check_range("max_seq_len", self.max_seq_len, 2, integer=True)
         check_range("random_seed", self.random_seed, 0, integer=True)
         from .tasks import get_task
         get_task(self.task)
 
     def finetune_config(self, seed: int, **changes):
+        """The engine's ``FinetuneConfig`` of one seed's fine-tuning."""
         return _finetune_config(self, seed, **changes)
 
 
@@ -336,6 +353,7 @@ def _finetune_config(cfg, seed: int, **changes):
     """The engine's FinetuneConfig for a study config (shared fields) and one seed."""
     ft = _finetune_module()
     return ft.FinetuneConfig(model=cfg.model, task=cfg.task, epochs=cfg.epochs, lr=cfg.lr,
+                             layer_lr_decay=cfg.layer_lr_decay,
                              max_train_samples=cfg.max_train_samples,
                              max_eval_samples=cfg.max_eval_samples,
                              max_seq_len=cfg.max_seq_len, seed=seed, **changes)
@@ -355,7 +373,8 @@ def distance_study(config: DistanceConfig, store=None, *, force: bool = False):
     * ``.table("distances")``: :func:`weight_distances` rows plus ``comparison``
       (``fine-tuned vs pretrained``, ``pretrained vs random init``, ``seed vs seed``),
       ``run`` (e.g. ``seed 0`` or ``seeds 0 vs 1``), ``seed_a`` and ``seed_b``;
-    * ``.table("metrics")``: the fine-tuned runs' metrics (``seed, split, metric, value``).
+    * ``.table("metrics")``: the fine-tuned runs' metrics (``seed, split, metric, value``);
+    * ``.table("history")``: the fine-tuned runs' training curves (the engine's rows and ``seed``).
     """
     from .models import fingerprint_of, load_encoder
     from .store import ResultStore
@@ -365,7 +384,7 @@ def distance_study(config: DistanceConfig, store=None, *, force: bool = False):
     def compute() -> dict:
         with quiet_transformers():
             pretrained = load_encoder(config.model).model
-        tables, metrics, finetuned = [], [], {}
+        tables, metrics, histories, finetuned = [], [], [], {}
         for seed in config.seeds:
             with quiet_transformers():
                 run = ft.finetune(config.finetune_config(seed), store=store, progress=False)
@@ -374,14 +393,16 @@ def distance_study(config: DistanceConfig, store=None, *, force: bool = False):
                                "fine-tuned vs pretrained", seed, None))
             metrics += [{"seed": seed, "split": split, "metric": m, "value": v}
                         for split, ms in run.metrics.items() for m, v in ms.items()]
+            histories.append(run.history.assign(seed=seed))
         rand = random_init_like(pretrained, config.random_seed)
         tables.append(_tag(weight_distances(pretrained, rand), "pretrained vs random init",
                            config.random_seed, None))
         for sa, sb in itertools.combinations(config.seeds, 2):
             tables.append(_tag(weight_distances(finetuned[sa], finetuned[sb]), "seed vs seed", sa, sb))
-        return {"distances": pd.concat(tables, ignore_index=True), "metrics": pd.DataFrame(metrics)}
+        return {"distances": pd.concat(tables, ignore_index=True), "metrics": pd.DataFrame(metrics),
+                "history": pd.concat(histories, ignore_index=True)}
 
-    return store.cached("weight_distances", config.to_dict(), compute,
+    return store.cached("weight_distances", {**config.to_dict(), "version": 2}, compute,
                         fingerprint=fingerprint_of(config.model), force=force)
 
 
@@ -397,7 +418,8 @@ def _tag(df: pd.DataFrame, comparison: str, seed_a, seed_b) -> pd.DataFrame:
 def comparison_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Whole-encoder distances per comparison (each run aggregated over all its tensors,
     then the mean and standard deviation over runs): ``comparison, runs, l1, l1_sd, l2,
-    l2_sd, angular, angular_sd``. ``df``: the ``distances`` table of :func:`distance_study`."""
+    l2_sd, angular, angular_sd, rel_l2, rel_l2_sd``. ``df``: the ``distances`` table of
+    :func:`distance_study`."""
     per_run = aggregate_distances(df, ["comparison", "run"])
     g = per_run.groupby("comparison", sort=False)
     out = g[list(METRICS)].mean()
@@ -408,48 +430,192 @@ def comparison_summary(df: pd.DataFrame) -> pd.DataFrame:
     return out.loc[order].reset_index()
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.2e}" if abs(x) < 1e-2 else f"{x:.3f}"
+# ------------------------------------------------------------------------------ verdicts
+FT, RANDOM = "fine-tuned vs pretrained", "pretrained vs random init"
 
 
-def distance_findings(df: pd.DataFrame) -> str:
-    """The paper's claims on distances beside ours, in Markdown, computed from the
-    ``distances`` table of :func:`distance_study`."""
-    summ = comparison_summary(df).set_index("comparison")
-    ft, rnd = summ.loc["fine-tuned vs pretrained"], summ.loc["pretrained vs random init"]
-    r1, ra = ft["l1"] / rnd["l1"], ft["angular"] / rnd["angular"]
-    close = r1 < 0.1 and ra < 0.1
-    layers = layer_distances(df[df["comparison"] == "fine-tuned vs pretrained"], by="run")
-    by_layer = layers[layers["layer"] >= 1].groupby("layer")[["l1", "angular"]].mean()
-    lo, hi = by_layer["l1"].idxmin(), by_layer["l1"].idxmax()
-    spread = by_layer["l1"].max() / by_layer["l1"].min()
-    emb = layers[layers["layer"] == 0]["l1"].mean()
-    emb_text = (f"the embeddings move least per weight (L1 {_fmt(emb)}): most rows of the word-"
-                "embedding table belong to tokens that never occur in the training sentences and "
-                "get no gradient. " if emb < by_layer["l1"].min() else
-                f"the embeddings move L1 = {_fmt(emb)} per weight. ")
-    text = [
-        "**Paper** (Radiya-Dixit & Wang): fine-tuned BERT stays close to the pretrained "
-        "model in L1 and angular distance, and how close varies from layer to layer.",
-        f"**Here**: over the whole encoder the fine-tuned model is at L1 = {_fmt(ft['l1'])} and angular "
-        f"distance {_fmt(ft['angular'])}·π from the pretrained one, against {_fmt(rnd['l1'])} and "
-        f"{_fmt(rnd['angular'])}·π from pretrained to a random initialisation: "
-        f"{1 / r1:,.0f} times closer in L1 and {1 / ra:,.0f} times closer in angle. "
-        + ("This **agrees** with the paper." if close else
-           "That is less than a factor of 10, so here the claim **does not hold** as strongly as in the paper."),
-        f"By layer, the L1 distance of the transformer blocks ranges from {_fmt(by_layer['l1'].min())} "
-        f"(layer {lo}) to {_fmt(by_layer['l1'].max())} (layer {hi}), a factor of {spread:.1f}; "
-        + emb_text + ("The closeness **varies by layer**, as the paper says." if spread >= 1.5 else
-           "The layers move by **similar amounts** (less than a factor 1.5 apart), unlike the paper's finding."),
-    ]
-    if "seed vs seed" in summ.index:
-        ss = summ.loc["seed vs seed"]
-        text.append(f"Two fine-tunings with different seeds are L1 = {_fmt(ss['l1'])} apart "
-                    f"({ss['l1'] / ft['l1']:.2f} times their distance to the pretrained model): "
-                    "each run takes its own small step away from the same starting point.")
-    return "\n\n".join(text)
+def closeness_effect(df: pd.DataFrame, *, margin: float, metric: str = "l1", claim: str = "worse"):
+    """How close the fine-tuned encoders are to the pretrained one, on the scale of a random
+    initialisation: per seed, the whole-encoder distance fine-tuned vs pretrained (A) against
+    the distance pretrained vs random initialisation (B), as ``A / B - 1`` with a t-interval
+    over the seeds (:func:`bertdims.stats.seed_effect`; at least 2 seeds). "Close" (the
+    registered claim ``p3-close-to-pretrained``) is ``worse`` than the random
+    initialisation by more than ``margin`` (0.5: less than half its distance)."""
+    from .stats import seed_effect
+    if metric not in METRICS:
+        raise bad("metric", metric, "choose one of: " + ", ".join(METRICS))
+    per_run = aggregate_distances(df, ["comparison", "run"]).set_index("comparison")
+    a = per_run.loc[[FT], metric].to_numpy()
+    b = per_run.loc[[RANDOM], metric].to_numpy()
+    return seed_effect(a, b, claim=claim, margin=margin, scale="ratio", metric=metric,
+                       label=f"{metric}: fine-tuned vs pretrained / random init vs pretrained")
 
 
+def run_lrs(config) -> dict | None:
+    """Peak learning rate per layer of a study's runs (:func:`bertdims.training.layer_lrs`),
+    for :func:`layer_profile`; None when every block learns at the same rate
+    (``layer_lr_decay`` 1), where no normalisation is needed."""
+    if config.layer_lr_decay == 1.0:
+        return None
+    from .models import load_encoder
+    from .training import layer_lrs
+    with quiet_transformers():
+        num_layers = load_encoder(config.model).num_layers
+    return layer_lrs(_finetune_config(config, 0), num_layers)
+
+
+def layer_profile(df: pd.DataFrame, metric: str = "rel_l2", lrs: Mapping[int, float] | None = None,
+                  confidence: float = 0.95) -> pd.DataFrame:
+    """Per-layer distance fine-tuned vs pretrained, one row per layer (0 = embeddings) with
+    the mean over seeds and a t-interval (``mean, low, high, seeds``), and the per-seed values
+    in ``per_seed`` (a list). With ``lrs`` (layer -> peak learning rate, see
+    :func:`bertdims.training.layer_lrs`) each layer's distance is divided by its rate relative
+    to the top layer's, so layer-wise learning-rate decay does not show up as a layer effect."""
+    from scipy import stats as st
+    layers = layer_distances(df[df["comparison"] == FT], by="run")
+    if lrs is not None:
+        top = lrs[max(k for k in lrs if isinstance(k, int))]
+        layers[metric] = layers[metric] / layers["layer"].map(lambda n: lrs[int(n)] / top)
+    rows = []
+    for layer, g in layers.groupby("layer"):
+        v = g[metric].to_numpy(float)
+        mean = float(v.mean())
+        if len(v) > 1 and np.ptp(v) > 0:
+            half = float(st.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+        else:
+            half = float("nan") if len(v) == 1 else 0.0
+        rows.append({"layer": int(layer), "mean": mean, "low": mean - half, "high": mean + half,
+                     "seeds": len(v), "per_seed": v.tolist()})
+    return pd.DataFrame(rows)
+
+
+def layer_variation_effect(df: pd.DataFrame, *, margin: float, metric: str = "rel_l2",
+                           lrs: Mapping[int, float] | None = None, claim: str = "better"):
+    """Does the closeness vary by layer: per seed, the top transformer block's relative
+    distance (A) against the bottom block's (B), ``A / B - 1`` with a t-interval over the
+    seeds (:func:`bertdims.stats.seed_effect`). ``lrs`` as in :func:`layer_profile` (needed
+    when the runs used layer-wise learning-rate decay)."""
+    from .stats import seed_effect
+    prof = layer_profile(df, metric, lrs)
+    blocks = prof[prof["layer"] >= 1]
+    top, bottom = blocks.iloc[-1], blocks.iloc[0]
+    return seed_effect(np.asarray(top["per_seed"]), np.asarray(bottom["per_seed"]), claim=claim,
+                       margin=margin, scale="ratio", metric=metric,
+                       label=f"{metric}: layer {int(top['layer'])} / layer {int(bottom['layer'])}")
+
+
+def layer_profile_chart(profile: pd.DataFrame, metric: str = "rel_l2"):
+    """The per-layer distance of :func:`layer_profile`: mean over seeds and its 95% interval
+    (bars), layer 0 = the embeddings."""
+    import altair as alt
+    base = alt.Chart(profile.drop(columns=["per_seed"])).encode(
+        x=alt.X("layer:O", title="layer (0 = embeddings)", axis=alt.Axis(labelAngle=0)))
+    title = _METRIC_TITLES.get(metric, metric)
+    points = base.mark_point(filled=True, size=60).encode(
+        y=alt.Y("mean:Q", title=title, scale=alt.Scale(zero=False)),
+        tooltip=["layer", alt.Tooltip("mean:Q", format=".3g"), alt.Tooltip("low:Q", format=".3g"),
+                 alt.Tooltip("high:Q", format=".3g"), "seeds"])
+    bars = base.mark_errorbar().encode(y=alt.Y("low:Q", title=title), y2="high:Q")
+    return (bars + points).properties(width=320, height=220,
+                                      title=f"{title} by layer, 95% interval over seeds")
+
+
+def verdict_note(effect) -> str:
+    """Why a verdict came out as it did, in one sentence: for an inconclusive one, what the
+    interval straddles and at which scale (seeds, test examples), so a reader knows what more
+    data would settle."""
+    scale = f"{effect.n_seeds} seed{'s' if effect.n_seeds != 1 else ''}" + (
+        f" and {effect.n_examples} test examples" if effect.n_examples else "")
+    if effect.verdict != "inconclusive":
+        where = "holds" if effect.verdict == "reproduced" else "fails"
+        return f"The whole 95% interval lies where the claim {where} ({scale})."
+    width = effect.high - effect.low
+    fmt = (lambda x: f"{100 * x:.1f}%") if effect.scale == "ratio" else (lambda x: f"{x:.3f}")
+    why = ("one seed: the interval holds only the finite test set, not seed-to-seed variation"
+           if effect.n_seeds == 1 else
+           "few seeds" if effect.n_seeds < 5 else "the seeds disagree")
+    more = "More seeds or test examples" if effect.n_examples else "More seeds"
+    return (f"Inconclusive: the interval (width {fmt(width)}) holds values on both sides of the "
+            f"claim's boundary, with {scale}; {why}. {more} would narrow it.")
+
+
+def glue_effects(effects: Mapping[str, Any], prefix: str = "") -> dict:
+    """Glue each effect's numbers and words for the chapter's Markdown (myst-nb ``glue``,
+    not displayed): ``<prefix><key>_<field>`` for the fields ``estimate, low, high, margin,
+    score_a, score_b, verdict, seeds, examples, sentence, note`` and, on the ratio scale,
+    ``ratio, ratio_low, ratio_high`` (``A / B``; spaces in keys become ``_``). Returns the
+    glued values; without myst-nb (tests) nothing is glued."""
+    values = {}
+    for key, eff in effects.items():
+        name = prefix + key.replace(" ", "_")
+        for f in ("estimate", "low", "high", "margin", "score_a", "score_b", "verdict"):
+            values[f"{name}_{f}"] = getattr(eff, f)
+        if eff.scale == "ratio":                        # A / B itself, e.g. 0.01 of the reference
+            for f in ("estimate", "low", "high"):
+                values[f"{name}_ratio" + ("" if f == "estimate" else f"_{f}")] = 1.0 + getattr(eff, f)
+        values[f"{name}_seeds"], values[f"{name}_examples"] = eff.n_seeds, eff.n_examples
+        values[f"{name}_sentence"], values[f"{name}_note"] = eff.sentence(), verdict_note(eff)
+    try:
+        from myst_nb import glue
+    except ImportError:
+        return values
+    for k, v in values.items():
+        glue(k, v, display=False)
+    return values
+
+
+def effects_table(effects: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per effect: ``comparison, label, metric, scale, estimate, low, high, claim,
+    margin, verdict, seeds, examples, p_value``."""
+    return pd.DataFrame([{"comparison": k, "label": e.label, "metric": e.metric, "scale": e.scale,
+                          "estimate": e.estimate, "low": e.low, "high": e.high, "claim": e.claim,
+                          "margin": e.margin, "verdict": e.verdict, "seeds": e.n_seeds,
+                          "examples": e.n_examples, "p_value": e.p_value}
+                         for k, e in effects.items()])
+
+
+def effect_chart(table: pd.DataFrame, title: str = "Effects with 95% intervals"):
+    """Each effect of :func:`effects_table` as a point with its interval, coloured by verdict,
+    with 0 (dashed) and the claim's margin (grey ticks); one row per comparison."""
+    import altair as alt
+    colors = {"reproduced": "#59a14f", "not reproduced": "#e15759", "inconclusive": "#f28e2b"}
+    d = table.assign(lo_m=-table["margin"], hi_m=table["margin"])
+    y = alt.Y("comparison:N", title=None, sort=list(d["comparison"]))
+    color = alt.Color("verdict:N", scale=alt.Scale(domain=list(colors), range=list(colors.values())))
+    bars = alt.Chart(d).mark_rule(strokeWidth=2).encode(
+        x=alt.X("low:Q", title="effect (A - B, or A / B - 1 for ratios)"), x2="high:Q", y=y, color=color)
+    pts = alt.Chart(d).mark_point(filled=True, size=70).encode(
+        x="estimate:Q", y=y, color=color,
+        tooltip=["label", "claim", alt.Tooltip("estimate:Q", format="+.3f"),
+                 alt.Tooltip("low:Q", format="+.3f"), alt.Tooltip("high:Q", format="+.3f"),
+                 "margin", "verdict", "seeds", "examples"])
+    margins = alt.Chart(d).mark_tick(color="grey", thickness=2).encode(x="lo_m:Q", y=y) + \
+        alt.Chart(d).mark_tick(color="grey", thickness=2).encode(x="hi_m:Q", y=y)
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 3]).encode(x="x:Q")
+    return (zero + margins + bars + pts).properties(width=380, title=title)
+
+
+def record_known_verdicts(store, chapter: str, effects: Mapping[str, Any], claim_ids: Mapping[str, str],
+                          params: dict, scale_note: dict | None = None) -> list[str]:
+    """Record each effect whose key ``claim_ids`` maps to a claim id registered for
+    ``chapter`` in :data:`bertdims.claims.CLAIMS` (:func:`bertdims.scorecard.record_verdict`).
+    Returns the ids that are not registered for the chapter (their effects are shown in the
+    chapter but not on the scorecard)."""
+    from .claims import CLAIMS
+    from .scorecard import record_verdict
+    known = {c.id for c in CLAIMS if c.chapter == chapter}
+    missing = []
+    for key, claim_id in claim_ids.items():
+        if key not in effects:
+            continue
+        if claim_id in known:
+            record_verdict(store, chapter, claim_id, effects[key], params=params, scale_note=scale_note)
+        else:
+            missing.append(claim_id)
+    return missing
+
+
+# ------------------------------------------------------------------------------ layers
 @dataclass
 class LayerStudyConfig(ConfigMixin):
     """Which layers need fine-tuning (Radiya-Dixit & Wang: only some layers need
@@ -458,11 +624,13 @@ class LayerStudyConfig(ConfigMixin):
     For each seed: full fine-tuning; each encoder layer in ``single_layers`` fine-tuned alone
     (with the head); the top ``n`` layers for each ``n`` in ``top_n``; and the head alone on
     the frozen encoder (``head only``). Layers are numbered 1..L; None means all of them.
+    ``layer_lr_decay`` as in :class:`DistanceConfig` (1.0), so the full fine-tunings are the
+    distance study's runs.
     """
 
     model: str = "embedded"
     task: str = "rotten_tomatoes"
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     single_layers: list[int] | None = None
     top_n: list[int] | None = None
     max_train_samples: int | None = 1000
@@ -470,6 +638,7 @@ class LayerStudyConfig(ConfigMixin):
     max_seq_len: int = 64
     epochs: float = 1.0
     lr: float = 1e-4
+    layer_lr_decay: float = 1.0
 
     def __post_init__(self):
         _check_seeds(self.seeds)
@@ -480,6 +649,7 @@ class LayerStudyConfig(ConfigMixin):
                 raise bad(name, value, "expected None (all layers) or a list of layer numbers >= 1")
         check_range("epochs", self.epochs, 0, low_open=True)
         check_range("lr", self.lr, 0, low_open=True)
+        check_range("layer_lr_decay", self.layer_lr_decay, 0, 1, low_open=True)
         from .tasks import get_task
         get_task(self.task)
 
@@ -501,48 +671,24 @@ class LayerStudyConfig(ConfigMixin):
         return out
 
 
-def layer_summary(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean and standard deviation (over seeds) of ``metric`` per setting and n."""
-    g = df.groupby(["setting", "n", "train_layers"], sort=False)[metric]
-    return g.agg(mean="mean", sd="std", seeds="size").reset_index()
+@dataclass
+class LayerStudy:
+    """What :func:`layer_study` ran: ``table`` (one row per run: ``setting, n, seed,
+    train_layers``, ``<split>_<metric>`` and the test headline metric under its own name),
+    ``predictions`` ((setting, n) -> test predictions (S, N), rows in seed order),
+    ``labels`` (N,), ``histories`` (the engine's training curves with ``setting, n, seed``)
+    and ``metric``."""
+
+    table: pd.DataFrame
+    predictions: dict
+    labels: np.ndarray
+    histories: pd.DataFrame
+    metric: str
 
 
-def layer_findings(df: pd.DataFrame, metric: str, tolerance: float = 0.01) -> str:
-    """The paper's claim on fine-tuning some layers beside ours, in Markdown, from the table
-    of :func:`layer_study`; "matches" means within ``tolerance`` of full fine-tuning."""
-    s = layer_summary(df, metric)
-    full = s.loc[s["setting"] == "full", "mean"].iloc[0]
-    head = s.loc[s["setting"] == "head only", "mean"].iloc[0]
-    single = s[s["setting"] == "single layer"].set_index("n")["mean"]
-    top = s[s["setting"] == "top n layers"].set_index("n")["mean"].sort_index()
-    text = ["**Paper** (Radiya-Dixit & Wang): fine-tuning only some of the layers is "
-            "enough to come close to full fine-tuning; the layers are not equally important.",
-            f"**Here** ({metric}, test split, mean over {int(s['seeds'].max())} seed(s)): full "
-            f"fine-tuning {full:.3f}; the head alone on the frozen encoder {head:.3f}."]
-    if len(single):
-        best = single.idxmax()
-        text.append(f"Fine-tuning one layer alone gives {single.min():.3f} to {single.max():.3f}; "
-                    f"the best single layer is layer {best} ({single.max():.3f}, "
-                    f"{single.max() - full:+.3f} against full).")
-    if len(top):
-        ok = top[top >= full - tolerance]
-        text.append(("The top {} layer(s) are enough to come within {} of full fine-tuning ({:.3f}), "
-                     "which **agrees** with the paper.").format(ok.index[0], tolerance, ok.iloc[0])
-                    if len(ok) else
-                    f"None of the top-n settings tried (n = {', '.join(map(str, top.index))}) comes "
-                    f"within {tolerance} of full fine-tuning (best {top.max():.3f}), so with this "
-                    "budget the claim is **not reproduced**.")
-    if head >= full - tolerance:
-        text.append(f"Note that the frozen encoder with a trained head is itself within {tolerance} of "
-                    "full fine-tuning here, so this task leaves little for fine-tuning to add.")
-    return "\n\n".join(text)
-
-
-def layer_study(config: LayerStudyConfig, store=None) -> pd.DataFrame:
-    """Fine-tune some layers only; one row per run: ``setting, n, seed, train_layers`` and
-    the validation and test metrics (columns ``<split>_<metric>`` and the headline metric
-    of the test split under its own name). Each fine-tuning is cached in the store by the
-    engine, so reruns and runs shared with other chapters are read back."""
+def layer_study(config: LayerStudyConfig, store=None) -> LayerStudy:
+    """Fine-tune some layers only, for every seed (each fine-tuning cached by the engine, so
+    reruns and runs shared with other chapters are read back)."""
     from .models import load_encoder
     from .store import ResultStore
     from .tasks import get_task
@@ -552,7 +698,7 @@ def layer_study(config: LayerStudyConfig, store=None) -> pd.DataFrame:
         num_layers = load_encoder(config.model).num_layers
     config.validate(num_layers)
     metric = get_task(config.task).metric
-    rows = []
+    rows, preds, hists, labels = [], {}, [], None
     for seed in config.seeds:
         for setting, n, layers in config.runs(num_layers):
             if layers is None:
@@ -569,4 +715,51 @@ def layer_study(config: LayerStudyConfig, store=None) -> pd.DataFrame:
                 row.update({f"{split}_{m}": v for m, v in ms.items()})
             row[metric] = row.get(f"test_{metric}", row.get(f"validation_{metric}"))
             rows.append(row)
-    return pd.DataFrame(rows)
+            lab = run.labels("test")
+            if labels is None:
+                labels = np.asarray(lab)
+            elif not np.array_equal(labels, lab):
+                raise ConfigError("runs of the layer study were scored on different test examples")
+            preds.setdefault((setting, n), []).append(np.asarray(run.predictions("test")))
+            key = {"full": "full", "head only": "head only", "single layer": f"layer {n}",
+                   "top n layers": f"top {n}"}[setting]
+            hists.append(run.history.assign(setting=setting, n=n, seed=seed, comparison=key))
+    return LayerStudy(table=pd.DataFrame(rows), predictions={k: np.stack(v) for k, v in preds.items()},
+                      labels=labels, histories=pd.concat(hists, ignore_index=True), metric=metric)
+
+
+def layer_effects(study: LayerStudy, *, margin: float, n_boot: int = 2000) -> dict:
+    """Each partial fine-tuning against full fine-tuning (:func:`bertdims.stats.paired_effect`
+    on the test predictions, paired by seed and example; ``noninferior`` with ``margin``):
+    keys ``"top <n>"``, ``"layer <i>"`` and ``"head only"``."""
+    from .stats import paired_effect
+    full = study.predictions[("full", max(n for s, n in study.predictions if s == "full"))]
+    out = {}
+    names = {"top n layers": "top {}", "single layer": "layer {}", "head only": "head only"}
+    order = sorted(study.predictions.items(), key=lambda kv: (kv[0][0] != "top n layers", kv[0]))
+    for (setting, n), p in order:
+        if setting == "full":
+            continue
+        key = names[setting].format(n)
+        out[key] = paired_effect(p, full, study.labels, metric=study.metric, claim="noninferior",
+                                 margin=margin, label=f"{key} - full fine-tuning", n_boot=n_boot)
+    return out
+
+
+def layer_summary(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean and standard deviation (over seeds) of ``metric`` per setting and n; ``df`` is
+    :attr:`LayerStudy.table`."""
+    g = df.groupby(["setting", "n", "train_layers"], sort=False)[metric]
+    return g.agg(mean="mean", sd="std", seeds="size").reset_index()
+
+
+def layer_findings(effects: Mapping[str, Any]) -> str:
+    """The verdicts of :func:`layer_effects` in Markdown, one line per setting, with why an
+    inconclusive one is inconclusive."""
+    return "\n".join(f"* **{k}**: {e.sentence()}. {verdict_note(e)}" for k, e in effects.items())
+
+
+def distance_findings(effects: Mapping[str, Any]) -> str:
+    """The distance verdicts (:func:`closeness_effect`, :func:`layer_variation_effect`) in
+    Markdown, one line each."""
+    return "\n".join(f"* **{k}**: {e.sentence()}. {verdict_note(e)}" for k, e in effects.items())

@@ -219,7 +219,14 @@ class ExtractConfig(ConfigMixin):
         if self.max_samples is not None:
             check_range("max_samples", self.max_samples, 1, integer=True)
         check_range("sample_seed", self.sample_seed, 0, integer=True)
-        self.layers = [self.layers] if isinstance(self.layers, int) else list(self.layers)
+        layers = self.layers
+        if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+            layers = [layers]
+        if (isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers
+                or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in layers)):
+            raise bad("layers", self.layers, "expected a layer number or a non-empty list of them "
+                      "(0 embeddings, 1..L blocks, -1 the last)")
+        self.layers = [int(x) for x in layers]
 
 
 class StoredRepresentations:
@@ -235,6 +242,15 @@ class StoredRepresentations:
         meta = json.loads((self.path / "meta.json").read_text())
         if not meta.get("complete"):
             raise ValueError(f"{self.path} holds an incomplete extraction")
+        if meta.get("files"):
+            from .store import damage
+            found = damage(self.path, meta["files"])
+            if found:
+                import warnings
+                from .store import DamagedEntryWarning
+                warnings.warn(f"damaged extraction {self.path}: {'; '.join(found)}; it is "
+                              "recomputed", DamagedEntryWarning, stacklevel=2)
+                raise ValueError(f"{self.path} is damaged: {'; '.join(found)}")
         self.meta = meta
         self.config = json.loads((self.path / "config.json").read_text())
         self.layers: list[int] = list(self.config["layers"])
@@ -370,11 +386,14 @@ def extract(model, task: str, split: str = "train", *, layers: int | Sequence[in
     """
     from .store import ResultStore
     store = store if store is not None else ResultStore()
-    encoder = as_encoder(model)
+    if task != GENERAL and data is None:      # a bad task name fails before the model loads
+        from .tasks import get_task
+        get_task(task)
     layer_list = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
     config = ExtractConfig(task=task, split=split, layers=layer_list, token=token,
                            max_seq_len=max_seq_len, max_samples=max_samples, sample_seed=sample_seed,
                            data_fingerprint=None if data is None else _data_fingerprint(data))
+    encoder = as_encoder(model)
     resolved = resolve_layers(config.layers, encoder.num_layers)
     _check_common(encoder, batch_size, config.max_seq_len)
     check_range("chunk_size", chunk_size, 1, integer=True)
@@ -397,6 +416,8 @@ def extract(model, task: str, split: str = "train", *, layers: int | Sequence[in
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "complete": True}
     from ._version import __version__
     meta["version"] = __version__
+    from .store import checksums
+    meta["files"] = checksums(partial)
     (partial / "meta.json").write_text(json.dumps(meta, indent=2))
     if final.exists():
         shutil.rmtree(final)
@@ -423,7 +444,7 @@ def _write_chunks(encoder: Encoder, folder: Path, config: ExtractConfig, resolve
         folder.mkdir(parents=True)
         (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
         np.save(folder / "indices.npy", rows)
-        state_file.write_text(json.dumps(state))
+        _write_json(state_file, state)
     label_dtype = get_labels(rows[:1]).dtype if n else np.int64
     writers = [_RowWriter(folder / f"layer_{layer}.npy", (n, hidden), np.float32, create)
                for layer in resolved]
@@ -442,10 +463,17 @@ def _write_chunks(encoder: Encoder, folder: Path, config: ExtractConfig, resolve
                 for writer in writers + [labels]:
                     writer.file.flush()
                 state["rows_done"] = int(start + len(chunk))
-                state_file.write_text(json.dumps(state))
+                _write_json(state_file, state)
     finally:
         for writer in writers + [labels]:
             writer.close()
+
+
+def _write_json(path: Path, obj) -> None:
+    """Write JSON atomically (temporary file, then rename): a kill never leaves half a file."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
 
 
 def iter_chunks(array: np.ndarray, chunk_size: int = 8192) -> Iterator[np.ndarray]:

@@ -1,13 +1,16 @@
 """Altair charts for the chapters that reproduce *Few Dimensions are Enough* (baselines,
 token and layer, few dimensions, freezing). Every builder takes a tidy DataFrame, one row
 per run (seed), and draws the runs as points with their mean and a ±1 sd bar, so the spread
-over seeds is always visible."""
+over seeds is always visible. :func:`curve_chart` draws the training curves behind them
+(:func:`history_frame` makes its input from the runs)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import altair as alt
 import pandas as pd
+
+from ._validate import bad
 
 WIDTH = 220
 HEIGHT = 180
@@ -73,14 +76,17 @@ def trend_chart(df: pd.DataFrame, x: str, *, y: str = "value", color: str | None
 
 
 def _natural_order(values: pd.Series) -> list:
-    """Sort mixed labels so that numbers come in numeric order and words (``all``) last."""
-    uniq = list(dict.fromkeys(values.astype(str)))
+    """The distinct values, numbers (or number-like labels such as ``"10"``) in numeric order
+    and words (``all``) last. Values keep their type, so that a Vega-Lite sort list matches
+    the data (a list of strings does not sort integer values: they fall back to the order
+    of appearance)."""
+    uniq = list(dict.fromkeys(values.tolist()))
 
     def key(v):
         try:
             return (0, float(v), "")
-        except ValueError:
-            return (1, 0.0, v)
+        except (TypeError, ValueError):
+            return (1, 0.0, str(v))
     return sorted(uniq, key=key)
 
 
@@ -92,3 +98,102 @@ def share_chart(scores: pd.DataFrame, threshold: float = 0.98) -> alt.Chart:
                        how=scores["mode"] + " / " + scores["method"])
     return trend_chart(df, "k", y="share", color="how", y_title="share of full performance",
                       x_title="k (dimensions kept)", rule=threshold)
+
+
+def scores_frame(preds: Mapping[Any, Any], labels, metric: str, name: str,
+                 seeds: Sequence[int] | None = None) -> pd.DataFrame:
+    """Per-run test scores from stored predictions, as a tidy DataFrame for the charts.
+
+    ``preds`` maps a setting (a layer, a token, a number of frozen layers) to predictions
+    ``(S, N)``, one row per seed, or ``(1, N)`` for a setting without seeds (a probe);
+    ``labels`` (N,); ``metric`` a headline metric of :func:`bertdims.stats.metric_scores`.
+    Returns the columns ``name`` (the setting), ``seed`` (``seeds[i]`` for row i, or the row
+    index), ``metric`` and ``value``.
+    """
+    from .stats import metric_scores
+    frames = []
+    for key, p in preds.items():
+        values = metric_scores(p, labels, metric)
+        ids = list(seeds)[:len(values)] if seeds is not None and len(values) > 1 else \
+            list(range(len(values)))
+        frames.append(pd.DataFrame({name: key, "seed": ids, "metric": metric, "value": values}))
+    if not frames:
+        return pd.DataFrame(columns=[name, "seed", "metric", "value"])
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------- curves
+CURVE_COLUMNS = ("step", "epoch", "train_loss", "dev_loss", "dev_score")
+
+
+def history_frame(runs: Mapping[Any, Any], names: Sequence[str]) -> pd.DataFrame:
+    """The training curves of fine-tuning runs as one tidy DataFrame.
+
+    ``runs`` maps a key (a tuple of values, or one value) to a
+    :class:`~bertdims.finetune.FinetuneRun`; ``names`` names the key's parts (e.g.
+    ``("task", "seed")``). One row per evaluation of each run: the key columns, ``step``,
+    ``epoch``, ``train_loss``, ``dev_loss``, ``dev_score`` (the task's headline metric on the
+    monitored split, ``dev_<metric>`` of the history), ``metric`` and ``total_steps``.
+    """
+    from .tasks import get_task
+    names = list(names)
+    frames = []
+    for key, run in runs.items():
+        values = key if isinstance(key, tuple) else (key,)
+        if len(values) != len(names):
+            raise bad("names", names, f"expected {len(values)} names for the key {key!r}")
+        metric = get_task(run.config.task).metric
+        h = run.history.rename(columns={f"dev_{metric}": "dev_score"})
+        h = h[[c for c in CURVE_COLUMNS if c in h.columns]].copy()
+        for name, value in zip(names, values):
+            h[name] = value
+        h["metric"] = metric
+        h["total_steps"] = int(run.info.get("total_steps", h["step"].max() if len(h) else 0))
+        frames.append(h)
+    if not frames:
+        return pd.DataFrame(columns=names + list(CURVE_COLUMNS) + ["metric", "total_steps"])
+    return pd.concat(frames, ignore_index=True)[names + [c for c in CURVE_COLUMNS if c in
+                                                          frames[0].columns] + ["metric", "total_steps"]]
+
+
+def curve_chart(history: pd.DataFrame, *, column: str | None = "task", line: str = "seed",
+                title: str | None = None) -> alt.VConcatChart:
+    """Validation score (top) and training and validation loss (bottom) against the step,
+    one panel per ``column`` value (independent scales), one line per ``line`` value.
+
+    ``history``: :func:`history_frame` (columns ``step``, ``dev_score``, ``dev_loss``,
+    ``train_loss``, ``metric`` and ``column``, ``line``). A curve still rising at its last
+    step is a run that has not finished learning.
+    """
+    needed = {"step", "dev_score", "dev_loss", "train_loss", line} | ({column} if column else set())
+    missing = needed - set(history.columns)
+    if missing:
+        raise bad("history", sorted(history.columns), f"missing columns {sorted(missing)}")
+    d = history.copy()
+    d[line] = d[line].astype(str)
+    facet_on = column is not None and d[column].nunique() > 1
+    tip = [c for c in (column, line, "step") if c] + [alt.Tooltip("value:Q", format=".3f")]
+
+    def panel(frame: pd.DataFrame, y_title: str, color: str, dash: str | None = None):
+        enc = {"x": alt.X("step:Q", title="optimizer step"),
+               "y": alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
+               "color": alt.Color(f"{color}:N", title=color),
+               "detail": f"{line}:N", "tooltip": tip}
+        if dash:
+            enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=dash)
+        chart = alt.Chart(frame).mark_line(point=True).encode(**enc).properties(
+            width=WIDTH, height=HEIGHT - 40)
+        if facet_on:
+            chart = chart.facet(facet=alt.Facet(f"{column}:N", title=None,
+                                                sort=_natural_order(frame[column])),
+                                columns=3).resolve_scale(y="independent", x="independent")
+        return chart
+
+    score = d.dropna(subset=["dev_score"]).assign(value=lambda t: t["dev_score"])
+    metric = d["metric"].iloc[0] if "metric" in d and d["metric"].nunique() == 1 else "score"
+    losses = d.melt(id_vars=[c for c in (column, line, "step") if c], value_vars=["train_loss", "dev_loss"],
+                    var_name="loss", value_name="value").dropna(subset=["value"])
+    losses["loss"] = losses["loss"].map({"train_loss": "training", "dev_loss": "validation"})
+    chart = alt.vconcat(panel(score, f"validation {metric}", line),
+                        panel(losses, "loss", line, dash="loss"))
+    return chart.properties(title=title) if title else chart

@@ -5,7 +5,12 @@ Finetuned Language Representation Models, section 2): a new linear layer on the 
 vector with dropout 0.1, AdamW, a top-layer learning rate decayed by 0.95 per layer below,
 slanted triangular learning rates with 10 % warm-up down to 0, an effective batch through
 gradient accumulation (the paper: lr 2e-5, batch 32; our defaults: 1e-4 and 16, see
-:class:`FinetuneConfig`), and early stopping on a held-out 10 % of the training set.
+:class:`FinetuneConfig`). The paper stops early on a held-out 10 % of the training set; at
+our scale (about 1,000 training examples) the default keeps the final state of a calibrated
+budget instead, and the held-out rule is one setting away (``early_stopping_fraction``).
+The head reads its features standardised with fixed statistics of the training split
+(:class:`~bertdims.heads.Head`); a run whose encoder is wholly frozen trains the head on
+features computed once (``frozen_epochs``).
 The :class:`FinetuneConfig` fields ``layer``, ``token``, ``dims``, ``freeze`` and
 ``train_layers`` give the variants of Few Dimensions are Enough (which token vector, which
 layer, which few dimensions the new layer reads, and which pre-trained layers are frozen);
@@ -52,6 +57,12 @@ __all__ = ["FinetuneConfig", "FinetuneRun", "finetune", "load_finetuned", "Selec
 
 KIND = "finetune"
 SUBSET_SEED = 0   # fixed: which training/evaluation examples are used does not depend on `seed`
+#: Part of every stored run's key: bump when what a run computes changes, so older runs are
+#: recomputed rather than misread. 2: standardised head input and regression targets, the
+#: checkpoint rule on development loss, frozen encoders in eval mode, stored predictions.
+ENGINE_VERSION = 2
+#: Smallest development split the checkpoint rule may choose on (examples).
+MIN_DEV_SAMPLES = 300
 
 
 #: The fine-tuning hyper-parameters of Matton and de Oliveira (2020), section 2, for bert-base
@@ -79,12 +90,15 @@ class FinetuneConfig(ConfigMixin):
     lr : peak learning rate of the top block; block n gets ``lr * layer_lr_decay ** (L - n)``
         and the embeddings ``lr * layer_lr_decay ** L``.
 
-        Defaults: ``lr=1e-4``, ``batch_size=16``, one epoch suit the embedded model on about
-        1,000 training examples (about 60 updates). The Emergent-Properties recipe for
-        bert-base on full data sets is ``lr=2e-5``, ``batch_size=32`` and 3-4 epochs
-        (:data:`PAPER_RECIPE`); with it, 1,000 examples and one epoch give 29 updates and
-        the embedded model barely leaves chance on rotten_tomatoes (measured: 0.56 test
-        accuracy, against 0.72 with the defaults).
+        Defaults (calibrated on the embedded model, 1,000 training examples, length 64):
+        ``lr=1e-4``, ``batch_size=16``, ``epochs=3`` (189 updates). On rotten_tomatoes the
+        validation accuracy rises 0.67, 0.69, 0.74, 0.75, 0.79, 0.80 at half-epochs 1-6 and
+        the test accuracy ends at 0.76, above the frozen probe on the same [CLS] vector (0.66);
+        one epoch stopped at 0.72 with training loss 0.56-0.58 (still learning). The
+        Emergent-Properties recipe for bert-base on full data sets is ``lr=2e-5``,
+        ``batch_size=32`` and 3-4 epochs (:data:`PAPER_RECIPE`); with it, 1,000 examples and
+        one epoch give 29 updates and the embedded model barely leaves chance on
+        rotten_tomatoes (0.56 test accuracy).
     head_lr : peak learning rate of the head; None uses 1e-3 (:data:`DEFAULT_HEAD_LR`): a new
         layer reading a few dimensions learns too slowly at the encoder's 2e-5.
     warmup : fraction of steps with rising learning rate (slanted triangular, minimum 0).
@@ -93,10 +107,22 @@ class FinetuneConfig(ConfigMixin):
     dropout : dropout on the selected features, before the head.
     max_train_samples / max_eval_samples : use a fixed random subset of this many examples of
         the training / each evaluation split (the same subset for every seed).
-    early_stopping_fraction : part of the training examples held out to pick the best
-        checkpoint; 0 disables early stopping. patience : evaluations without improvement
-        before stopping. eval_every : steps between evaluations (None: once per epoch, and at
-        least twice per run).
+    early_stopping_fraction : the checkpoint rule. 0 (default): train the whole budget and keep
+        the final state; nothing is held out, and the validation split is evaluated along the
+        way only to draw the curve (``history``; it chooses nothing). Above 0: hold out
+        ``max(MIN_DEV_SAMPLES, fraction * n)`` training examples (at least 300) as a
+        development split, evaluate it every ``eval_every`` steps, keep the state of lowest
+        development *loss* (a later evaluation wins a tie) and stop after ``patience``
+        evaluations without a lower loss. The default suits about 1,000 training examples,
+        where a 300-example hold-out would cost a third of the data and a smaller one picks
+        checkpoints by noise. ``info["checkpoint_rule"]`` and ``info["best_step"]`` record
+        what was kept.
+    patience : evaluations without a lower development loss before stopping.
+    eval_every : steps between evaluations (None: twice per epoch, and at least twice per run).
+    frozen_epochs : passes over the training set when no encoder parameter trains (``freeze``
+        equal to the number of layers, or ``freeze_embeddings`` with every block frozen): only
+        the head trains, on features computed once, so it is trained to convergence at little
+        cost (``epochs`` is not used then).
     max_grad_norm : gradient clipping (None: off).
     init_from : a folder saved by :func:`finetune` (``run.model_dir``): start the encoder from it
         with a new head (cross-fine-tuning); its weights and tokenizer replace ``model``'s.
@@ -113,7 +139,7 @@ class FinetuneConfig(ConfigMixin):
     freeze: int = 0
     freeze_embeddings: bool = False
     train_layers: list[int] | None = None
-    epochs: float = 1.0
+    epochs: float = 3.0
     lr: float = 1e-4
     head_lr: float | None = None
     layer_lr_decay: float = 0.95
@@ -126,9 +152,10 @@ class FinetuneConfig(ConfigMixin):
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_seq_len: int = 128
-    early_stopping_fraction: float = 0.1
+    early_stopping_fraction: float = 0.0
     patience: int = 2
     eval_every: int | None = None
+    frozen_epochs: float = 40.0
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -181,6 +208,7 @@ class FinetuneConfig(ConfigMixin):
         check_range("max_seq_len", self.max_seq_len, 2, None, integer=True)
         check_range("early_stopping_fraction", self.early_stopping_fraction, 0, 1, high_open=True)
         check_range("patience", self.patience, 1, None, integer=True)
+        check_range("frozen_epochs", self.frozen_epochs, 0, None, low_open=True)
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) is not None:
                 check_range(name, getattr(self, name), 1, None, integer=True)
@@ -228,10 +256,14 @@ class FinetuneRun:
     ----------
     config : the :class:`FinetuneConfig`.
     metrics : ``{"validation": {...}, "test": {...}}`` (:func:`bertdims.compute_metrics`).
-    history : one row per evaluation: step, epoch, lr (top block), train_loss, ``dev_<metric>``.
+    history : one row per evaluation: step, epoch, lr (top block), train_loss (mean since the
+        last row), ``dev_loss`` and ``dev_<metric>`` on the monitored split (``info["monitor_split"]``:
+        the development split when there is one, else validation, which is then only watched).
     model_dir : folder of the saved model (:func:`load_finetuned`).
     path : the run folder (store run or ``out_dir``), or None.
-    info : steps trained, best step, train/dev sizes, seconds, whether it stopped early.
+    info : steps trained, ``checkpoint_rule`` ("final" or "best_dev_loss") and ``best_step``
+        (the step of the kept state), train/dev sizes, seconds, whether it stopped early,
+        ``fast_frozen`` (the head was trained on features computed once).
     cached : True when read back from the store without training.
     model : the trained :class:`SelectiveClassifier` when trained in this call, else None.
     """
@@ -244,6 +276,26 @@ class FinetuneRun:
     info: dict = field(default_factory=dict)
     cached: bool = False
     model: SelectiveClassifier | None = field(default=None, repr=False)
+    _outputs: dict = field(default_factory=dict, repr=False)
+
+    def _array(self, kind: str, split: str) -> np.ndarray:
+        if split in self._outputs:
+            return self._outputs[split][0 if kind == "pred" else 1]
+        path = None if self.path is None else Path(self.path) / f"{kind}_{split}.npy"
+        if path is None or not path.exists():
+            raise bad("split", split, "expected an evaluation split of this run: "
+                      + ", ".join(sorted(self.metrics)))
+        return np.load(path)
+
+    def predictions(self, split: str = "test") -> np.ndarray:
+        """Per-example predictions on ``split``: (N,) class ids, or scores for regression, in
+        the fixed example order of :func:`prepare_splits` (the same for every run of the same
+        task and ``max_eval_samples``)."""
+        return self._array("pred", split)
+
+    def labels(self, split: str = "test") -> np.ndarray:
+        """The labels (N,) of ``split``, in the order of :meth:`predictions`."""
+        return self._array("label", split)
 
     def load(self, device: str = "cpu") -> SelectiveClassifier:
         """The fine-tuned model (in memory if trained in this call, else from ``model_dir``)."""
@@ -267,12 +319,14 @@ def _fixed_subset(n: int, k: int | None, seed: int = SUBSET_SEED) -> np.ndarray:
 
 
 def prepare_splits(task: Task | str, *, max_train_samples: int | None = None,
-                   max_eval_samples: int | None = None, early_stopping_fraction: float = 0.1,
+                   max_eval_samples: int | None = None, early_stopping_fraction: float = 0.0,
                    data_dir: str | None = None) -> dict:
     """The splits a fine-tuning run uses, as ``datasets.Dataset`` objects.
 
     ``train`` and ``dev`` come from a fixed random subset of ``max_train_samples`` training
-    examples (``dev`` is its first ``early_stopping_fraction``; absent when 0); ``validation``,
+    examples (``dev`` is its first ``max(MIN_DEV_SAMPLES, early_stopping_fraction * n)``
+    examples, the checkpoint rule's development split; absent when the fraction is 0);
+    ``validation``,
     ``test`` and any extra evaluation splits are fixed random subsets of ``max_eval_samples``.
     Subsets do not depend on the run's seed. Classification splits without labels (-1) are left out.
     """
@@ -280,9 +334,14 @@ def prepare_splits(task: Task | str, *, max_train_samples: int | None = None,
     data = load_task(task.name, data_dir=data_dir)
     train = data["train"]
     idx = _fixed_subset(len(train), max_train_samples)
-    n_dev = int(round(early_stopping_fraction * len(idx))) if early_stopping_fraction > 0 else 0
-    if early_stopping_fraction > 0 and len(idx) >= 2:
-        n_dev = min(max(n_dev, 1), len(idx) - 1)
+    n_dev = 0
+    if early_stopping_fraction > 0:
+        n_dev = max(MIN_DEV_SAMPLES, int(round(early_stopping_fraction * len(idx))))
+        if len(idx) - n_dev < MIN_DEV_SAMPLES // 3:
+            raise bad("early_stopping_fraction", early_stopping_fraction,
+                      f"a development split of {n_dev} examples (at least {MIN_DEV_SAMPLES}) "
+                      f"leaves {len(idx) - n_dev} of the {len(idx)} training examples to train on; "
+                      "use 0 (keep the final state) or more training examples")
     out = {"train": train.select(np.sort(idx[n_dev:]).tolist())}
     if n_dev:
         out["dev"] = train.select(np.sort(idx[:n_dev]).tolist())
@@ -306,7 +365,7 @@ def _model_size(path: str) -> tuple[int, int]:
 
 def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
              out_dir: str | Path | None = None, progress: bool = True, resume: bool = True,
-             _stop_after_steps: int | None = None) -> FinetuneRun:
+             _stop_after_steps: int | None = None, _fast_frozen: bool = True) -> FinetuneRun:
     """Fine-tune ``config.model`` on ``config.task`` and evaluate on validation and test.
 
     With ``store``, the run is kept under kind ``"finetune"`` keyed by the config and the base
@@ -318,6 +377,8 @@ def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
 
     ``_stop_after_steps`` is a test hook: raise :class:`TrainingInterrupted` once that many
     optimizer steps are done (after any checkpoint due at that step), like a killed job.
+    ``_fast_frozen=False`` (a test hook) trains a wholly frozen encoder's head through the
+    full loop instead of on features computed once.
     """
     from .models import fingerprint_of, resolve_model
 
@@ -333,7 +394,7 @@ def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
     config.validate(*_model_size(model_path))
     out_dir = Path(out_dir) if out_dir is not None else None
 
-    cfg = config.to_dict()
+    cfg = _key_config(config)
     ckpt_dir = None
     if store is not None:
         fingerprint = fingerprint_of(base)
@@ -349,22 +410,25 @@ def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
         ckpt_dir = out_dir / "checkpoint"
 
     with _quiet_transformers(not progress):
-        model, metrics, history, info, acc = _train(config, task, model_path, ckpt_dir, progress,
-                                                    resume, _stop_after_steps)
+        model, metrics, history, info, acc, preds = _train(config, task, model_path, ckpt_dir,
+                                                           progress, resume, _stop_after_steps,
+                                                           _fast_frozen)
     main = acc.is_main_process
     run_path, model_dir = None, None
     if store is not None:
         if main:
             with store.writing(KIND, cfg, fingerprint) as tmp, _quiet_transformers(not progress):
                 save_finetuned(model, tmp / "model")
-                write_payload(tmp, {"metrics": metrics, "info": info, "history": history})
+                write_payload(tmp, {"metrics": metrics, "info": info, "history": history,
+                                    **_prediction_arrays(preds)})
         acc.wait_for_everyone()
         run_path = store.path(KIND, key)
         model_dir = run_path / "model"
     if out_dir is not None:
         if main:
             with _quiet_transformers(not progress):
-                _write_out_dir(out_dir, cfg, metrics, history, info, model=model)
+                _write_out_dir(out_dir, config.to_dict(), metrics, history, info, model=model,
+                               preds=preds)
         acc.wait_for_everyone()
         if model_dir is None:
             run_path, model_dir = out_dir, out_dir / "model"
@@ -375,7 +439,20 @@ def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
     if main and ckpt_dir is not None:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     return FinetuneRun(config=config, metrics=metrics, history=history, model_dir=model_dir,
-                       path=run_path, info=info, cached=False, model=model.eval())
+                       path=run_path, info=info, cached=False, model=model.eval(),
+                       _outputs={s: (np.asarray(p), np.asarray(y)) for s, (p, y) in preds.items()})
+
+
+def _key_config(config: FinetuneConfig) -> dict:
+    """What a stored run is keyed by: the config and the engine version."""
+    return {**config.to_dict(), "engine": ENGINE_VERSION}
+
+
+def _prediction_arrays(preds: dict) -> dict:
+    out = {}
+    for split, (p, y) in preds.items():
+        out[f"pred_{split}"], out[f"label_{split}"] = np.asarray(p), np.asarray(y)
+    return out
 
 
 def _quiet_transformers(quiet: bool):
@@ -391,8 +468,11 @@ def _read_run(path: Path, config: FinetuneConfig) -> FinetuneRun:
 
 
 def _write_out_dir(out_dir: Path, cfg: dict, metrics: dict, history: pd.DataFrame, info: dict,
-                   model: SelectiveClassifier | None = None, model_src: Path | None = None) -> None:
+                   model: SelectiveClassifier | None = None, model_src: Path | None = None,
+                   preds: dict | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name, array in _prediction_arrays(preds or {}).items():
+        np.save(out_dir / f"{name}.npy", array)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (out_dir / "info.json").write_text(json.dumps(info, indent=2, sort_keys=True))
@@ -404,8 +484,9 @@ def _write_out_dir(out_dir: Path, cfg: dict, metrics: dict, history: pd.DataFram
 
 
 def _export(run: FinetuneRun, out_dir: Path) -> None:
+    preds = {s: (run.predictions(s), run.labels(s)) for s in run.metrics}
     _write_out_dir(out_dir, run.config.to_dict(), run.metrics, run.history, run.info,
-                   model_src=run.model_dir)
+                   model_src=run.model_dir, preds=preds)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -413,7 +494,7 @@ def _export(run: FinetuneRun, out_dir: Path) -> None:
 class _LoopState:
     step: int = 0
     history: list = field(default_factory=list)
-    best_metric: float = -math.inf
+    best_loss: float = math.inf
     best_step: int = -1
     bad_evals: int = 0
     stopped: bool = False
@@ -423,11 +504,10 @@ class _LoopState:
 
 
 def _eval_every(config: FinetuneConfig, steps_per_epoch: int, total: int) -> int:
+    """Steps between evaluations: ``eval_every``, else twice per epoch (at least twice a run)."""
     if config.eval_every is not None:
         return config.eval_every
-    if config.epochs >= 2:
-        return steps_per_epoch
-    return max(1, math.ceil(total / 2))
+    return max(1, min(math.ceil(steps_per_epoch / 2), math.ceil(total / 2)))
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -436,8 +516,79 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 1729]).permutation(n)
 
 
+def _loss_fn(task: Task):
+    return (torch.nn.MSELoss(reduction="sum") if task.is_regression
+            else torch.nn.CrossEntropyLoss(reduction="sum"))
+
+
+def _loss_sum(loss_fn, task: Task, out: torch.Tensor, labels: torch.Tensor, head) -> torch.Tensor:
+    """Summed loss of a batch; a regression loss is measured in units of the training targets'
+    standard deviation (the head's ``target_scale``), so its size does not depend on the scale
+    of the scores."""
+    if task.is_regression:
+        scale = getattr(head, "target_scale", None)
+        out = out[:, 0].float()
+        if scale is not None:
+            return loss_fn(out / scale, labels / scale)
+        return loss_fn(out, labels)
+    return loss_fn(out.float(), labels)
+
+
+def _mean_loss(task: Task, outputs: np.ndarray, labels: np.ndarray, head) -> float:
+    """Mean loss (:func:`_loss_sum`) of outputs (N, C) against labels (N,)."""
+    with torch.no_grad():
+        y = torch.as_tensor(labels, dtype=torch.float32 if task.is_regression else torch.long)
+        total = _loss_sum(_loss_fn(task), task, torch.as_tensor(outputs, dtype=torch.float32), y,
+                          head)
+    return float(total) / max(len(labels), 1)
+
+
+def _predictions(task: Task, outputs: np.ndarray) -> np.ndarray:
+    return outputs[:, 0].astype(np.float64) if task.is_regression else outputs.argmax(-1)
+
+
+def _set_train_mode(model, core, layers) -> None:
+    """Training mode for the model; a wholly frozen encoder stays in eval mode (no dropout in
+    features that do not train: they are the features of the pretrained model)."""
+    model.train()
+    if not layers:
+        core.encoder.eval()
+
+
+@torch.no_grad()
+def _features_of(core: SelectiveClassifier, dataset: EncodedDataset, collate, batch_size: int,
+                 device, precision: str, train_mode: bool = False) -> torch.Tensor:
+    """The selected features the head reads, (N, k) float32 on the CPU, in dataset order,
+    computed in eval mode (no dropout), or with the encoder's dropout on (``train_mode``)."""
+    was_training = core.training
+    core.train(train_mode)
+    out = None
+    for batch in _batches(dataset, collate, batch_size):
+        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
+                                                                     "token_type_ids")}
+        with autocast(device, precision):
+            feats = core.features(**inputs).float().cpu()                          # (B, k)
+        if out is None:
+            out = torch.empty((len(dataset), feats.shape[1]), dtype=torch.float32)
+        out[batch["index"]] = feats
+    core.train(was_training)
+    return out if out is not None else torch.zeros((0, core.head.in_features))
+
+
+def _batches(dataset: EncodedDataset, collate, batch_size: int):
+    """Padded batches of similar length, without a ``DataLoader`` (whose iterator draws from
+    the global random generator: evaluations would change the dropout masks that follow)."""
+    from .training import length_batches
+    for idx in length_batches(dataset.lengths, batch_size):
+        yield collate([dataset[i] for i in idx])
+
+
+def _labels_tensor(task: Task, dataset: EncodedDataset) -> torch.Tensor:
+    return torch.tensor(dataset.labels, dtype=torch.float32 if task.is_regression else torch.long)
+
+
 def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path | None,
-           progress: bool, resume: bool, stop_after: int | None):
+           progress: bool, resume: bool, stop_after: int | None, fast_frozen: bool = True):
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
@@ -458,12 +609,33 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
     enc = {name: encode_split(task, ds, tokenizer, config.max_seq_len) for name, ds in splits.items()}
     train = enc["train"]
     collate = Collator(tokenizer.pad_token_id or 0, task.is_regression)
+    eval_bs = max(2 * config.micro_batch_size, 32)
+    monitor = "dev" if "dev" in enc else "validation"
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = max(1, math.ceil(config.epochs * steps_per_epoch))
+    epochs = config.epochs if layers else config.frozen_epochs
+    total = max(1, math.ceil(epochs * steps_per_epoch))
     eval_every = _eval_every(config, steps_per_epoch, total)
     model = acc.prepare(model)
     core: SelectiveClassifier = acc.unwrap_model(model)
+    info = {"n_train": len(train), "n_dev": len(enc["dev"]) if "dev" in enc else 0,
+            "checkpoint_rule": "best_dev_loss" if "dev" in enc else "final",
+            "monitor_split": monitor if monitor in enc else None, "engine": ENGINE_VERSION,
+            "trained_layers": sorted(layers), "num_processes": world, "precision": precision,
+            "total_steps": total, "steps_per_epoch": steps_per_epoch, "epochs_run": epochs}
+    if not layers and world == 1 and fast_frozen:
+        return _train_frozen(config, task, core, enc, collate, eval_bs, acc, precision, total,
+                             steps_per_epoch, eval_every, monitor, info, progress)
+
+    # fixed statistics of the head's input, from the pretrained (or init_from) encoder, in the
+    # mode it trains in: the encoder's dropout moves a lower-layer [CLS] of all-MiniLM-L6-v2
+    # 2-6 times more than the inputs do (std 0.007 against 0.0012 per dimension at layer 2), and
+    # statistics without it would blow that noise up
+    train_feats = _features_of(core, train, collate, eval_bs, acc.device, precision,
+                               train_mode=bool(layers))
+    core.head.fit_stats(train_feats, _labels_tensor(task, train) if task.is_regression else None)
+    del train_feats
+
     optimizer = build_optimizer(core, config)       # after the move: fused AdamW on the device
     scheduler = slanted_triangular(optimizer, total, config.warmup)
     optimizer = acc.prepare(optimizer)
@@ -472,18 +644,16 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
         torch.manual_seed(config.seed * 7919 + rank)   # different dropout masks per process
 
     state = _LoopState()
-    cfg = config.to_dict()
+    cfg = _key_config(config)
     if ckpt_dir is not None and resume:
         state = _load_checkpoint(ckpt_dir, cfg, core, optimizer, scheduler, rank, world) or state
 
-    loss_fn = (torch.nn.MSELoss(reduction="sum") if task.is_regression
-               else torch.nn.CrossEntropyLoss(reduction="sum"))
-    eval_bs = max(2 * config.micro_batch_size, 32)
+    loss_fn = _loss_fn(task)
     bar = tqdm(total=total, initial=state.step, disable=not (progress and acc.is_main_process),
                desc=f"finetune {task.name}", leave=False)
     t0, cpu0, steps_here = time.perf_counter(), time.process_time(), 0
     running = torch.zeros((), dtype=torch.float64, device=acc.device)   # loss sum, no sync per step
-    model.train()
+    _set_train_mode(model, core, layers)
     while state.step < total and not state.stopped:
         epoch, pos = divmod(state.step, steps_per_epoch)
         order = _epoch_order(config.seed, epoch, len(train))
@@ -502,8 +672,7 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
             with sync:
                 with autocast(acc.device, precision):
                     logits = model(**inputs)
-                out = logits[:, 0].float() if task.is_regression else logits.float()
-                loss_sum = loss_fn(out, labels)
+                loss_sum = _loss_sum(loss_fn, task, logits, labels, core.head)
                 acc.backward(loss_sum * (scale * world / g))
             running += loss_sum.detach() * scale
         state.loss_count += int(len(mine) * scale)
@@ -522,10 +691,10 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
             state.loss_sum += float(running)
             running.zero_()
         if state.step % eval_every == 0 or state.step == total:
-            _evaluate_step(state, acc, core, enc.get("dev"), task, collate, eval_bs, precision,
-                           config, steps_per_epoch, top_group, optimizer)
+            _evaluate_step(state, acc, core, enc.get(monitor), monitor == "dev", task, collate,
+                           eval_bs, precision, config, steps_per_epoch, top_group, optimizer)
             evaluated = True
-            model.train()
+            _set_train_mode(model, core, layers)
         due = (config.checkpoint_every is None and evaluated) or (
             config.checkpoint_every is not None and state.step % config.checkpoint_every == 0)
         if ckpt_dir is not None and due and state.step < total and not state.stopped:
@@ -542,19 +711,123 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
             for name, value in state.best_state.items():
                 params[name].copy_(value.to(params[name].device))
     model.eval()
-    metrics = {split: _evaluate_sharded(acc, core, enc[split], task, collate, eval_bs, precision)
+    outputs = {split: _outputs_sharded(acc, core, enc[split], collate, eval_bs, precision)
                for split in enc if split not in ("train", "dev")}
+    metrics, preds = _score_outputs(task, outputs, enc)
     if hasattr(core.encoder, "_bertdims_fingerprint"):
         del core.encoder._bertdims_fingerprint       # the weights changed
-    history = pd.DataFrame(state.history, columns=["step", "epoch", "lr", "train_loss",
-                                                   f"dev_{task.metric}"])
-    info = {"steps": state.step, "total_steps": total, "steps_per_epoch": steps_per_epoch,
-            "best_step": state.best_step, "stopped_early": bool(state.stopped and state.step < total),
-            "n_train": len(train), "n_dev": len(enc["dev"]) if "dev" in enc else 0,
-            "trained_layers": sorted(layers), "num_processes": world, "precision": precision,
-            "train_seconds_this_call": seconds, "train_cpu_seconds_this_call": cpu_seconds,
-            "steps_this_call": steps_here}
-    return core, metrics, history, info, acc
+    history = pd.DataFrame(state.history, columns=_history_columns(task))
+    info.update({"steps": state.step, "best_step": state.best_step if "dev" in enc else state.step,
+                 "stopped_early": bool(state.stopped and state.step < total),
+                 "fast_frozen": False, "train_seconds_this_call": seconds,
+                 "train_cpu_seconds_this_call": cpu_seconds, "steps_this_call": steps_here})
+    return core, metrics, history, info, acc, preds
+
+
+def _history_columns(task: Task) -> list[str]:
+    return ["step", "epoch", "lr", "train_loss", "dev_loss", f"dev_{task.metric}"]
+
+
+def _score_outputs(task: Task, outputs: dict, enc: dict) -> tuple[dict, dict]:
+    """Metrics per split and the stored per-example predictions and labels (dataset order)."""
+    metrics, preds = {}, {}
+    for split, (out, labels) in outputs.items():
+        p = _predictions(task, out)
+        metrics[split] = compute_metrics(task, p, labels)
+        preds[split] = (p, np.asarray(labels))
+    return metrics, preds
+
+
+def _train_frozen(config, task, core, enc, collate, eval_bs, acc, precision, total,
+                  steps_per_epoch, eval_every, monitor, info, progress):
+    """The head alone on features computed once (no encoder parameter trains): the same
+    batches, dropout and schedule as the full loop, ``frozen_epochs`` passes, at the cost of one
+    forward pass of the (truncated) encoder per example."""
+    from tqdm.auto import tqdm
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    device = acc.device
+    feats = {s: _features_of(core, d, collate, eval_bs, device, precision) for s, d in enc.items()}
+    labels = {s: _labels_tensor(task, d) for s, d in enc.items() if d.labels is not None}
+    head = core.head
+    head.fit_stats(feats["train"], labels["train"] if task.is_regression else None)
+    head_cpu = head.to("cpu")                    # small: the CPU is fastest for it
+    optimizer = build_optimizer(core, config, fused=False)
+    scheduler = slanted_triangular(optimizer, total, config.warmup)
+    top_group = _top_group(optimizer, core.num_layers)
+    loss_fn = _loss_fn(task)
+    state = _LoopState()
+    n = len(feats["train"])
+    x, y = feats["train"], labels["train"]
+    bar = tqdm(total=total, disable=not progress, desc=f"head {task.name}", leave=False)
+    head_cpu.train()
+    while state.step < total and not state.stopped:
+        epoch, pos = divmod(state.step, steps_per_epoch)
+        batch_idx = _epoch_order(config.seed, epoch, n)[pos * config.batch_size:(pos + 1) * config.batch_size]
+        g = len(batch_idx)
+        running = 0.0
+        for i in range(0, g, config.micro_batch_size):
+            mb = torch.as_tensor(batch_idx[i:i + config.micro_batch_size])
+            loss_sum = _loss_sum(loss_fn, task, head_cpu(x[mb]), y[mb], head_cpu)
+            (loss_sum / g).backward()
+            running += float(loss_sum.detach())
+        state.loss_sum += running
+        state.loss_count += g
+        if config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(head_cpu.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        bar.update(1)
+        if state.step % eval_every == 0 or state.step == total:
+            train_loss = state.loss_sum / max(state.loss_count, 1)
+            state.loss_sum, state.loss_count = 0.0, 0
+            head_cpu.eval()
+            with torch.no_grad():
+                out = head_cpu(feats[monitor]).numpy() if monitor in feats else None
+            head_cpu.train()
+            _record(state, task, out, labels.get(monitor), monitor == "dev", head_cpu, core, config,
+                    train_loss, optimizer.param_groups[top_group]["lr"], steps_per_epoch)
+    bar.close()
+    if state.best_state is not None:
+        with torch.no_grad():
+            params = dict(core.named_parameters())
+            for name, value in state.best_state.items():
+                params[name].copy_(value)
+    head_cpu.eval()
+    with torch.no_grad():
+        outputs = {s: (head_cpu(feats[s]).numpy(), labels[s].numpy()) for s in enc
+                   if s not in ("train", "dev")}
+    core.to(device)
+    metrics, preds = _score_outputs(task, outputs, enc)
+    history = pd.DataFrame(state.history, columns=_history_columns(task))
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
+    info.update({"steps": state.step, "best_step": state.best_step if "dev" in enc else state.step,
+                 "stopped_early": bool(state.stopped and state.step < total), "fast_frozen": True,
+                 "train_seconds_this_call": seconds, "train_cpu_seconds_this_call": cpu_seconds,
+                 "steps_this_call": state.step})
+    return core, metrics, history, info, acc, preds
+
+
+def _record(state: _LoopState, task, outputs, labels, select: bool, head, core, config,
+            train_loss: float, lr: float, steps_per_epoch: int) -> None:
+    """One history row; with a development split (``select``), the checkpoint rule: keep the
+    state of lowest development loss (a later evaluation wins a tie) and stop after
+    ``patience`` evaluations without a lower loss."""
+    loss, score = float("nan"), float("nan")
+    if outputs is not None and labels is not None:
+        labels = np.asarray(labels)
+        loss = _mean_loss(task, outputs, labels, head)
+        score = compute_metrics(task, _predictions(task, outputs), labels)[task.metric]
+        if select:
+            if loss <= state.best_loss:
+                state.best_loss, state.best_step, state.bad_evals = loss, state.step, 0
+                state.best_state = {n: p.detach().to("cpu", copy=True)
+                                    for n, p in core.named_parameters() if p.requires_grad}
+            else:
+                state.bad_evals += 1
+                state.stopped = state.bad_evals >= config.patience
+    state.history.append([state.step, state.step / steps_per_epoch, lr, train_loss, loss, score])
 
 
 def _accelerator(device: torch.device):
@@ -576,51 +849,51 @@ def _top_group(optimizer, num_layers: int) -> int:
     return max(enc, key=lambda i: groups[i]["layer"])
 
 
-def _evaluate_step(state: _LoopState, acc, core, dev, task, collate, eval_bs, precision, config,
-                   steps_per_epoch, top_group, optimizer) -> None:
+def _evaluate_step(state: _LoopState, acc, core, dev, select: bool, task, collate, eval_bs,
+                   precision, config, steps_per_epoch, top_group, optimizer) -> None:
     counts = torch.tensor([state.loss_sum, float(state.loss_count)], dtype=torch.float64,
                           device=acc.device)
     if acc.num_processes > 1:
         counts = acc.reduce(counts, reduction="sum")
     train_loss = float(counts[0] / counts[1]) if counts[1] > 0 else float("nan")
     state.loss_sum, state.loss_count = 0.0, 0
-    score = float("nan")
-    if dev is not None:
-        score = _evaluate_sharded(acc, core, dev, task, collate, eval_bs, precision)[task.metric]
-        if score > state.best_metric:
-            state.best_metric, state.best_step, state.bad_evals = score, state.step, 0
-            state.best_state = {n: p.detach().to("cpu", copy=True)
-                                for n, p in core.named_parameters() if p.requires_grad}
-        else:
-            state.bad_evals += 1
-            state.stopped = state.bad_evals >= config.patience
-    lr = optimizer.param_groups[top_group]["lr"]
-    state.history.append([state.step, state.step / steps_per_epoch, lr, train_loss, score])
+    outputs, labels = (None, None) if dev is None else _outputs_sharded(acc, core, dev, collate,
+                                                                        eval_bs, precision)
+    _record(state, task, outputs, labels, select, core.head, core, config, train_loss,
+            optimizer.param_groups[top_group]["lr"], steps_per_epoch)
 
 
-def _evaluate_sharded(acc, core, dataset: EncodedDataset, task, collate, batch_size, precision) -> dict:
-    """Each process predicts its share (every ``world``-th example); the metrics are computed on
-    the gathered predictions in dataset order."""
-    from torch.utils.data import DataLoader
-    from .training import length_batches
-
+def _outputs_sharded(acc, core, dataset: EncodedDataset, collate, batch_size, precision
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Head outputs (N, C) and labels (N,) in dataset order. Each process predicts its share
+    (every ``world``-th example); the shares are gathered."""
     world, rank = acc.num_processes, acc.process_index
     mine = np.arange(rank, len(dataset), world)
     part = dataset.subset(mine)
-    loader = DataLoader(part, batch_sampler=length_batches(part.lengths, batch_size), collate_fn=collate)
     was_training = core.training
     core.eval()
-    idx, preds, labels = predict_loader(core, loader, acc.device, precision)
+    idx, outs, labels = [], [], []
+    with torch.no_grad():
+        for batch in _batches(part, collate, batch_size):
+            inputs = {k: v.to(acc.device) for k, v in batch.items()
+                      if k in ("input_ids", "attention_mask", "token_type_ids")}
+            with autocast(acc.device, precision):
+                outs.append(core(**inputs).float().cpu().numpy())
+            idx.append(batch["index"].numpy())
+            labels.append(batch["labels"].numpy())
     core.train(was_training)
-    idx = mine[idx.astype(np.int64)] if len(idx) else idx
+    width = core.head.out_features
+    idx = mine[np.concatenate(idx).astype(np.int64)] if idx else np.zeros(0, np.int64)
+    outs = np.concatenate(outs) if outs else np.zeros((0, width), np.float32)
+    labels = np.concatenate(labels) if labels else np.zeros(0)
     if world > 1:
         gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, (idx, preds, labels))
+        torch.distributed.all_gather_object(gathered, (idx, outs, labels))
         idx = np.concatenate([g[0] for g in gathered])
-        preds = np.concatenate([g[1] for g in gathered])
+        outs = np.concatenate([g[1] for g in gathered])
         labels = np.concatenate([g[2] for g in gathered])
     order = np.argsort(idx, kind="stable")
-    return compute_metrics(task, preds[order], labels[order])
+    return outs[order], labels[order]
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -719,8 +992,10 @@ _HELP = {
     "max_train_samples": "training examples used ('none': all)",
     "max_eval_samples": "examples per evaluation split ('none': all)",
     "max_seq_len": "tokens per input",
-    "early_stopping_fraction": "part of the training examples held out for early stopping (0: off)",
-    "patience": "evaluations without improvement before stopping",
+    "early_stopping_fraction": "0: keep the final state; >0: hold out max(300, fraction*n) "
+                               "training examples and keep the lowest-dev-loss state",
+    "patience": "evaluations without a lower dev loss before stopping",
+    "frozen_epochs": "passes over the training set when only the head trains",
     "eval_every": "steps between evaluations ('none': each epoch, at least twice)",
     "seed": "random seed",
     "device": "auto | cpu | cuda",

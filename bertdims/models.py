@@ -13,7 +13,6 @@ import importlib.util
 import os
 import socket
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -143,10 +142,53 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-@lru_cache(maxsize=4)
+_ENCODERS: dict = {}
+_FINGERPRINTS: dict = {}
+
+
+def files_state(name: str) -> str:
+    """A hash of what the model's files are now: ``config.json`` (its text) and every other
+    file's relative path, size and modification time, for a local folder (the embedded model,
+    a saved model) or the hub cache's snapshot of a hub name. A folder rewritten in place gets
+    another state, so nothing keyed on it (:func:`cached_encoder`, :func:`fingerprint_of`)
+    outlives the files. For a hub model not in the local cache, the name itself."""
+    folder = _model_folder(name)
+    if folder is None:
+        return f"name:{name}"
+    h = hashlib.sha256()
+    for p in sorted(q for q in folder.rglob("*") if q.is_file() and not q.name.startswith(".")):
+        st = p.stat()
+        h.update(f"{p.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        if p.name == "config.json":
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _model_folder(name: str) -> Path | None:
+    path = Path(resolve_model(name))
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(str(name), local_files_only=True))
+    except Exception:  # noqa: BLE001  (not cached: the hub name is all we know)
+        return None
+
+
 def cached_encoder(name: str) -> Encoder:
-    """A process-wide shared encoder for read-only use (inference, fingerprints). Never train it."""
-    return load_encoder(name)
+    """A process-wide shared encoder for read-only use (inference, fingerprints). Never train it.
+
+    Kept per (name, :func:`files_state`): a model folder rewritten in this process is loaded
+    again, never served from memory."""
+    key = (str(name), files_state(name))
+    if key not in _ENCODERS:
+        if len(_ENCODERS) >= 4:
+            _ENCODERS.pop(next(iter(_ENCODERS)))
+        _ENCODERS[key] = load_encoder(name)
+    return _ENCODERS[key]
+
+
+cached_encoder.cache_clear = _ENCODERS.clear  # type: ignore[attr-defined]
 
 
 def _is_bert_like(path: str) -> bool:
@@ -176,10 +218,17 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest
 
 
-@lru_cache(maxsize=8)
 def fingerprint_of(name: str) -> str:
-    """Fingerprint of a model given by name (loads it once per process)."""
-    return cached_encoder(name).fingerprint()
+    """Fingerprint of a model given by name or folder: :func:`model_fingerprint` of its
+    weights, computed once per process for each state of its files (:func:`files_state`), so
+    a folder rewritten in this process gets the fingerprint of its new weights."""
+    key = (str(name), files_state(name))
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = cached_encoder(name).fingerprint()
+    return _FINGERPRINTS[key]
+
+
+fingerprint_of.cache_clear = _FINGERPRINTS.clear  # type: ignore[attr-defined]
 
 
 def hidden_states(encoder: Encoder, batch: dict) -> tuple[torch.Tensor, ...]:

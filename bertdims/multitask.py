@@ -7,7 +7,9 @@ trains that model:
 
 * :class:`MultiTaskModel`: one Hugging Face encoder and one linear head per task; head ``t``
   reads ``representation[:, dims[t]]`` (the layer/token vector restricted to the task's
-  dimensions). ``forward`` runs the encoder **once** and returns every task's logits.
+  dimensions), standardised with fixed statistics of the task's training split like the
+  engine's heads (:class:`bertdims.heads.Head`). ``forward`` runs the encoder **once** and
+  returns every task's logits.
 * :class:`MultitaskConfig` and :func:`train_multitask`: joint fine-tuning with a task sampler
   (see :class:`TaskSampler`), every run kept in the results store under kind ``"multitask"``
   with the saved model (``load_multitask(run.model_dir)``).
@@ -41,6 +43,9 @@ _ENGINE = {f: FinetuneConfig.__dataclass_fields__[f].default for f in
             "max_grad_norm", "max_seq_len")}   # the engine's defaults, so both recipes stay alike
 EMBEDDED_CLASSIFICATION_TASKS = ["rotten_tomatoes", "bbc_news", "reuters_r8", "20newsgroups"]
 KIND = "multitask"
+#: Part of every stored joint run's key: 2 heads read their dimensions standardised with fixed
+#: training-split statistics, as the engine's heads do (:class:`bertdims.heads.Head`).
+MULTITASK_VERSION = 2
 
 
 # ---------------------------------------------------------------------------- validation
@@ -131,8 +136,9 @@ class MultiTaskModel(nn.Module):
         self.layer = resolve_layer(layer, int(encoder.config.num_hidden_layers))
         self.token = check_token(token)
         self.num_labels = [int(n) for n in num_labels]
-        self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict({t: nn.Linear(len(d), n) for t, d, n in
+        from .heads import Head
+        self.dropout = nn.Dropout(dropout)          # its rate; each Head applies it after scaling
+        self.heads = nn.ModuleDict({t: Head("linear", len(d), n, dropout=dropout) for t, d, n in
                                     zip(self.tasks, self.dims, self.num_labels)})
         for t, d in zip(self.tasks, self.dims):
             self.register_buffer(f"dims_{self.tasks.index(t)}", torch.tensor(d, dtype=torch.long),
@@ -150,8 +156,7 @@ class MultiTaskModel(nn.Module):
 
     def heads_on(self, rep: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every task's logits from a representation (B, H): task -> (B, num_labels)."""
-        return {t: self.heads[t](self.dropout(rep[:, self._dims(i)]))
-                for i, t in enumerate(self.tasks)}
+        return {t: self.heads[t](rep[:, self._dims(i)]) for i, t in enumerate(self.tasks)}
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> dict[str, torch.Tensor]:
         """One encoder pass, every task's logits: ``{task: (B, num_labels)}``."""
@@ -161,7 +166,7 @@ class MultiTaskModel(nn.Module):
         """One task's logits (B, num_labels): its head on its own dimensions."""
         i = self.tasks.index(task)
         rep = self.representation(input_ids, attention_mask, token_type_ids)
-        return self.heads[task](self.dropout(rep[:, self._dims(i)]))
+        return self.heads[task](rep[:, self._dims(i)])
 
     def single_task(self, task: str):
         """Task ``task`` alone as the engine's :class:`~bertdims.heads.SelectiveClassifier`:
@@ -438,6 +443,7 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool) -> tuple[pd.D
                            dropout=config.dropout, base_model=config.model,
                            max_seq_len=config.max_seq_len).to(device)
     train = [encode_split(t, s["train"], tokenizer, config.max_seq_len) for t, s in zip(tasks, splits)]
+    _fit_head_stats(model, tasks, train, tokenizer, config, device, precision)
     order = TaskSampler([len(d) for d in train], config.batch_size, config.epochs,
                         config.sampler, config.seed).order()
     optimizer = build_optimizer(model, config)
@@ -483,6 +489,26 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool) -> tuple[pd.D
     return metrics, pd.DataFrame(history, columns=["step", "task", "loss"])
 
 
+@torch.no_grad()
+def _fit_head_stats(model: MultiTaskModel, tasks, train, tokenizer, config, device, precision) -> None:
+    """Each head's fixed input statistics from its task's training features, read by the
+    pretrained encoder in training mode (with its dropout, as the engine does when the encoder
+    trains), before the first step."""
+    from .training import _model_inputs, make_loader
+    model.train()
+    for i, (task, data) in enumerate(zip(tasks, train)):
+        feats, labels = [], []
+        loader = make_loader(task, data, tokenizer, batch_size=64, max_seq_len=config.max_seq_len,
+                             shuffle=False)
+        for batch in loader:
+            with autocast(device, precision):
+                rep = model.representation(**_model_inputs(batch, device))
+            feats.append(rep[:, model._dims(i)].float().cpu())
+            labels.append(batch["labels"].float())
+        y = torch.cat(labels) if task.is_regression else None
+        model.heads[task.name].fit_stats(torch.cat(feats), y)
+
+
 def check_model(config: MultitaskConfig) -> None:
     """:meth:`MultitaskConfig.validate` against the model's size, read from its config only."""
     from transformers import AutoConfig
@@ -511,10 +537,11 @@ def train_multitask(config: MultitaskConfig, *, store=None, out_dir: str | Path 
         return MultitaskRun(config, metrics, history, out_dir / "model")
     from .models import fingerprint_of
     fingerprint = fingerprint_of(config.model)
-    key = store.key(KIND, config.to_dict(), fingerprint)
+    key_cfg = {**config.to_dict(), "multitask_version": MULTITASK_VERSION}
+    key = store.key(KIND, key_cfg, fingerprint)
     run = store.get(KIND, key)
     if run is None:
-        with store.writing(KIND, config.to_dict(), fingerprint, key=key) as tmp:
+        with store.writing(KIND, key_cfg, fingerprint, key=key) as tmp:
             metrics, history = _train(config, Path(tmp), progress)
             metrics.to_csv(Path(tmp) / "metrics.csv", index=False)
             history.to_csv(Path(tmp) / "history.csv", index=False)

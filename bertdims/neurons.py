@@ -4,26 +4,33 @@ section 3.2).
 
 :class:`NeuronSelector` is greedy forward selection with the scikit-learn contract: at each step
 it adds the dimension that maximises the k-fold cross-validated accuracy of an L2-regularised
-logistic regression on the dimensions chosen so far plus that one. It gives the same answers as
+logistic regression on the dimensions chosen so far plus that one. It makes the same choices as
 ``SequentialFeatureSelector(LogisticRegression(), cv=folds)`` on the same (standardised)
-features and folds, but evaluates every candidate dimension of a step at once: the
-(candidates x folds) small logistic regressions are solved together by batched Newton
-iterations in torch, warm-started from the previous step's solution. By default (``screen=32``)
-every candidate is first scored after one Newton step from the previous model, which costs two
-matrix products for all candidates together, and only the 32 best are solved to convergence;
-``screen=None`` solves every candidate to convergence. ``benchmarks/bench_neurons.py`` compares
-both with scikit-learn (same dimensions, about 100x and 10x faster on 5,000 x 384).
+features and folds, where scikit-learn's own solver tolerance does not decide between two
+candidates of (nearly) equal score, at a fraction of the cost (``benchmarks/bench_neurons.py``).
+
+How a step runs:
+
+1. Screen every candidate dimension d with one Newton step from the previous step's optimum
+   (weight 0 on d): the previous model's probabilities are shared by all candidates, so the
+   step is a few matrix products over all of them (:func:`_screen`), and its accuracy on
+   the test folds estimates the candidate's CV accuracy.
+2. Solve the best ``screen`` candidates to convergence, all folds at once, by batched Newton
+   iterations in torch (:func:`newton_solve`), starting from the screening step; then also
+   every candidate whose estimate comes within the margin of the best converged score.
+3. Pick the best converged candidate (ties: the lowest dimension, as scikit-learn).
 
 The logistic regression is scikit-learn's: objective
 ``mean(log-loss over the training fold) + ||W||^2 / (2 C n_train)`` with an unpenalised
 intercept, a single weight vector for two classes and one per class (softmax) otherwise.
 Features are standardised once on all rows given to ``fit`` (``standardize=True``), which is
-what the agreement test feeds scikit-learn as well.
+what the agreement test feeds scikit-learn as well. Everything runs on ``device`` (CPU or GPU,
+same code).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -32,11 +39,11 @@ import torch
 
 from ._validate import ConfigError, ConfigMixin, bad, check_range
 
-try:  # scikit-learn's contract: get_support / transform / inverse_transform for free
-    from sklearn.base import BaseEstimator
-    from sklearn.feature_selection import SelectorMixin
-except ImportError:  # pragma: no cover - scikit-learn is a dependency
-    BaseEstimator, SelectorMixin = object, object
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.feature_selection import SelectorMixin
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 
 # ---------------------------------------------------------------------------- validation
@@ -60,6 +67,18 @@ def check_embeddings(X, y=None, *, name: str = "X") -> tuple[np.ndarray, np.ndar
     return X, y
 
 
+def _validate_xy(est, X, y) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's own checks of X and y (dense, finite, real numbers, at least 2 rows,
+    one label per row, class labels), raised as :class:`ConfigError` with scikit-learn's text."""
+    try:
+        X, y = validate_data(est, X, y, accept_sparse=False, dtype=[np.float64, np.float32],
+                             ensure_min_samples=2)
+        check_classification_targets(y)
+    except ValueError as e:
+        raise ConfigError(f"X, y: {e}") from e
+    return X, y
+
+
 def _encode_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     classes, codes = np.unique(y, return_inverse=True)
     if len(classes) < 2:
@@ -67,10 +86,13 @@ def _encode_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return classes, codes
 
 
-def make_folds(y: np.ndarray, cv: int | Iterable) -> list[tuple[np.ndarray, np.ndarray]]:
+def make_folds(y: np.ndarray, cv: int | Iterable, X: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Fixed (train, test) index pairs: ``StratifiedKFold(cv)`` (no shuffling, as scikit-learn
-    does for an int ``cv`` with a classifier) or the given splits."""
+    does for an int ``cv`` with a classifier), the splits of a splitter (``cv.split(X, y)``)
+    or the given splits."""
     y = np.asarray(y)
+    if hasattr(cv, "split"):
+        cv = list(cv.split(np.zeros((len(y), 1)) if X is None else X, y))
     if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
         check_range("cv", int(cv), 2, integer=True)
         counts = np.unique(y, return_counts=True)
@@ -95,144 +117,281 @@ def make_folds(y: np.ndarray, cv: int | Iterable) -> list[tuple[np.ndarray, np.n
     return folds
 
 
+# ---------------------------------------------------------------------------- fold data
+class _FoldData:
+    """Everything the solves of one selection share, on one torch device.
+
+    ``X`` (n, D) float64 and a float32 copy for screening; per fold f its training rows
+    gathered and padded to m rows: ``Xtr`` (F, m, D), ``Ytr`` (F, m, Kc) (one-hot, or the 0/1
+    label for two classes, Kc = 1), ``wtr`` (F, m) = 1 / n_train on real rows and 0 on padding;
+    ``lam`` (F,) = 1 / (C n_train), scikit-learn's penalty on a mean loss; and the test rows.
+    ``y_hit`` (n,) are the labels predictions are scored against (-1: never right)."""
+
+    def __init__(self, X: np.ndarray, codes: np.ndarray, folds: list, K: int, C: float,
+                 device: torch.device, y_hit: np.ndarray | None = None):
+        dt = torch.float64
+        self.X = torch.as_tensor(X, dtype=dt, device=device)
+        self.X32 = self.X.to(torch.float32)
+        self.XT32 = self.X32.T.contiguous()                                   # (D, n)
+        self.n, self.D = self.X.shape
+        self.y = torch.as_tensor(codes, device=device)
+        self.y_hit = self.y if y_hit is None else torch.as_tensor(y_hit, device=device)
+        self.K, self.Kc, self.binary = K, (1 if K == 2 else K), K == 2
+        self.Y = (self.y.to(dt)[:, None] if self.binary else
+                  torch.nn.functional.one_hot(self.y, K).to(dt))               # (n, Kc)
+        self.F, self.device = len(folds), device
+        m = max(len(tr) for tr, _ in folds)
+        self.tr_idx = torch.zeros(self.F, m, dtype=torch.long, device=device)
+        self.wtr = torch.zeros(self.F, m, dtype=dt, device=device)
+        self.w = torch.zeros(self.n, self.F, dtype=dt, device=device)        # (n, F) for screening
+        for f, (tr, _) in enumerate(folds):
+            tr = torch.as_tensor(np.asarray(tr), device=device)
+            self.tr_idx[f, :len(tr)] = tr
+            self.wtr[f, :len(tr)] = 1.0 / len(tr)
+            self.w[tr, f] = 1.0 / len(tr)
+        ntr = torch.as_tensor([float(len(tr)) for tr, _ in folds], dtype=dt, device=device)
+        self.lam = 1.0 / (C * ntr)                                            # (F,)
+        self.Xtr, self.Ytr = self.X[self.tr_idx], self.Y[self.tr_idx]          # (F,m,D), (F,m,Kc)
+        self.test = [torch.as_tensor(np.asarray(te), device=device) for _, te in folds]
+        self.n_test = np.array([len(te) for _, te in folds], dtype=np.float64)
+
+    def start(self) -> torch.Tensor:
+        """The intercept-only optimum of every fold, (F, 1, Kc): log class frequencies."""
+        freq = torch.einsum("fm,fmk->fk", self.wtr, self.Ytr)
+        if self.binary:
+            return torch.log(freq / (1 - freq))[:, None, :]
+        b = torch.log(freq)
+        return (b - b.mean(-1, keepdim=True))[:, None, :]
+
+    def designs(self, selected: list[int], cands: np.ndarray) -> torch.Tensor:
+        """Training designs [X_S, x_d, 1] of every candidate d: (c, F, m, s+2)."""
+        s, (F, m) = len(selected), self.tr_idx.shape
+        A = torch.empty(len(cands), F, m, s + 2, dtype=self.X.dtype, device=self.device)
+        A[..., :s] = self.Xtr[:, :, selected]
+        A[..., s] = self.Xtr[:, :, torch.as_tensor(cands, device=self.device)].permute(2, 0, 1)
+        A[..., s + 1] = 1
+        return A
+
+    def accuracy(self, selected: list[int], cands: np.ndarray, W: torch.Tensor) -> np.ndarray:
+        """Fold accuracies (c, F) of the weights W (c, F, s+2, Kc) on the test rows."""
+        s, idx, hits = len(selected), torch.as_tensor(cands, device=self.device), []
+        for f, te in enumerate(self.test):
+            Xt = self.X[te]
+            z = (Xt[:, selected] @ W[:, f, :s] + W[:, f, s + 1, None, :]
+                 + Xt[:, idx].T[:, :, None] * W[:, f, s, None, :])               # (c, n_te, Kc)
+            pred = (z[..., 0] > 0).long() if self.binary else z.argmax(-1)
+            hits.append((pred == self.y_hit[te]).sum(1))
+        return torch.stack(hits, 1).cpu().numpy().astype(np.float64) / self.n_test
+
+
 # ---------------------------------------------------------------------------- batched solver
-def _chunk_size(n: int, p: int, f: int, k: int, budget: float = 2.5e7) -> int:
-    """Candidates solved together so that the largest temporary tensor stays near ``budget``
-    elements: (cand, n, F*p) for two classes, (cand, n, F*K*(K+1) + p*p) otherwise."""
-    per = n * (f * p if k == 2 else f * k * (k + 1) + p * p)
-    return max(1, int(budget // per))
+def newton_solve(data: _FoldData, A: torch.Tensor, W: torch.Tensor, *, tol: float = 1e-6,
+                 max_iter: int = 50) -> tuple[torch.Tensor, int]:
+    """Solve every (candidate, fold) logistic regression of ``A`` (c, F, m, p) (last column the
+    intercept) from ``W`` (c, F, p, Kc) by Newton's method; returns the weights and the number
+    of iterations of the slowest problem.
+
+    Objective per problem: mean log-loss over the fold's training rows + ``lam ||W||^2 / 2``
+    (intercept unpenalised): scikit-learn's ``LogisticRegression`` (softmax for K > 2, one
+    weight vector for K = 2). Scores are laid out classes-first, (c, F, Kc, m), so that softmax
+    and the gradient run along contiguous rows. The Hessian (float32 products, float64 solve)
+    is kept while each step shrinks the gradient at least fourfold and refreshed otherwise;
+    the gradient is float64, so the fixed point (every gradient entry below ``tol``) is exact.
+    Softmax intercepts are defined up to a common shift: a rank-one term along that shift
+    (where the gradient is always zero) keeps the system invertible without moving the solution.
+    Problems leave the batch as they converge."""
+    c, F, m, p = A.shape
+    Kc, binary, dt, dev = data.Kc, data.binary, A.dtype, A.device
+    pen = torch.ones(p, dtype=dt, device=dev)
+    pen[-1] = 0                                                     # intercept not penalised
+    lam1, wtr = data.lam.to(dt), data.wtr.to(dt)
+    lam, wk, sq = lam1[:, None, None], wtr[:, None, :], wtr.sqrt()[:, None, :]
+    Yk = data.Ytr.transpose(1, 2).to(dt)                            # (F, Kc, m)
+    yk = Yk.argmax(1, keepdim=True)[None]                           # (1, F, 1, m) class ids
+    extra = torch.diag_embed((lam1[:, None, None] * pen[None, :, None]).expand(F, p, Kc).reshape(F, p * Kc))
+    if not binary:
+        extra[:, (p - 1) * Kc:, (p - 1) * Kc:] += 1.0 / Kc ** 2
+    W = W.clone()
+    alive = torch.arange(c, device=dev)
+    AT = A.transpose(-1, -2).contiguous()                           # (c, F, p, m)
+    slack = 1e-12 if dt == torch.float64 else 1e-6                  # rounding allowed in the loss
+
+    def objective(AT_, W_):
+        z = torch.matmul(W_.transpose(-1, -2), AT_)                  # (c, F, Kc, m)
+        if binary:
+            prob = torch.sigmoid(z)
+            ll = (torch.nn.functional.softplus(z) - z * Yk)[:, :, 0]
+        else:
+            prob = torch.softmax(z, -2)
+            ll = -torch.log(prob.gather(-2, yk.expand(len(z), -1, -1, -1))[:, :, 0])
+        return prob, (ll * wtr).sum(-1) + 0.5 * lam1 * (W_[:, :, :-1] ** 2).flatten(2).sum(-1)
+
+    prob, loss = objective(AT, W)
+    L = gprev = None
+    iters = 0
+    for it in range(max_iter + 1):
+        Wa = W[alive]
+        g = torch.matmul((prob - Yk) * wk, A).transpose(-1, -2) + lam * Wa * pen[:, None]   # (c,F,p,Kc)
+        gmax = g.abs().flatten(2).amax(-1)                           # (c, F)
+        active = gmax > tol
+        keep = active.any(1)
+        if not bool(keep.any()) or it == max_iter:
+            break
+        iters = it + 1
+        if not bool(keep.all()):
+            alive, A, AT, prob, loss, g, active, Wa, gmax = (alive[keep], A[keep], AT[keep], prob[keep],
+                                                             loss[keep], g[keep], active[keep], Wa[keep], gmax[keep])
+            L = None if L is None else L[keep]
+            gprev = None if gprev is None else gprev[keep]
+        ca = A.shape[0]
+        # Hessians of the candidates whose gradient did not shrink fourfold (all, at first)
+        redo = (torch.ones(ca, dtype=torch.bool, device=dev) if L is None else
+                (gmax > 0.25 * gprev).any(1))
+        if bool(redo.any()):
+            Hr = _hessian(A[redo], AT[redo], prob[redo], wk, sq, binary) + extra
+            Lr, info = torch.linalg.cholesky_ex(Hr)
+            if bool((info > 0).any()):                                           # not expected
+                Lr = torch.linalg.cholesky(Hr + 1e-8 * torch.eye(p * Kc, dtype=dt, device=dev))
+            if L is None:
+                L = Lr
+            else:
+                L[redo] = Lr
+        gprev = gmax
+        step = torch.cholesky_solve(g.reshape(ca, F, p * Kc, 1), L).view_as(Wa) * active[..., None, None]
+        t = torch.ones(ca, F, dtype=dt, device=dev)
+        for _ls in range(40):                                        # backtracking, rarely used
+            W_new = Wa - t[..., None, None] * step
+            prob_new, loss_new = objective(AT, W_new)
+            ok = loss_new <= loss + slack * loss.abs() + slack * 1e-3
+            if bool(ok.all()):
+                break
+            t = torch.where(ok, t, t / 2)
+        W[alive] = W_new
+        prob, loss = prob_new, loss_new
+    return W, iters
 
 
-def _intercept_ridge(dtype: torch.dtype) -> float:
-    """Curvature added to the softmax intercepts only, whose common shift leaves the loss
-    unchanged (so the Hessian is singular along it); it changes the Newton path, not the
-    fixed point (zero gradient), and not the predictions."""
-    return 1e-8 if dtype == torch.float64 else 1e-4
+def _f32(t: torch.Tensor, tiny: float) -> torch.Tensor:
+    """float32 copy with entries below ``tiny`` in magnitude set to 0: products of such
+    entries would be subnormal floats, which x86 CPUs compute tens of times slower."""
+    t = t.to(torch.float32)
+    return t.masked_fill_(t.abs() < tiny, 0.0)
+
+
+def _hessian(A: torch.Tensor, AT: torch.Tensor, prob: torch.Tensor, wk: torch.Tensor,
+             sq: torch.Tensor, binary: bool) -> torch.Tensor:
+    """Hessians of the mean log-loss, (c, F, pKc, pKc): A (c, F, m, p), AT its transpose,
+    prob (c, F, Kc, m), wk / sq the row weights and their square roots (F, 1, m).
+    Softmax: sum_i w_i [diag(p_i) - p_i p_i^T] (x) a_i a_i^T in (feature, class) order, the
+    outer part as U U^T with U = a (x) sqrt(w) p (float32 products, float64 result)."""
+    c, F, m, p = A.shape
+    if binary:
+        return torch.matmul(AT * (prob * (1 - prob) * wk), A)                  # (c, F, p, p)
+    K, f32 = prob.shape[2], torch.float32
+    AT32 = _f32(AT, 1e-8)           # drops terms far below the Hessian's rounding (no subnormals)
+    U = (AT32[:, :, :, None, :] * _f32(prob * sq, 1e-10)[:, :, None, :, :]).reshape(c, F, p * K, m)
+    H = -torch.matmul(U, U.transpose(-1, -2)).to(A.dtype).view(c, F, p, K, p, K)
+    diag = torch.matmul(U * sq.to(f32), AT32.transpose(-1, -2)).to(A.dtype)       # (c,F,pK,p)
+    kk = torch.arange(K, device=A.device)
+    H[:, :, :, kk, :, kk] += diag.view(c, F, p, K, p).permute(3, 0, 1, 2, 4)
+    return H.reshape(c, F, p * K, p * K)
 
 
 class BatchedLogReg:
-    """Many small L2 logistic regressions solved together by Newton's method.
+    """Many small L2 logistic regressions on shared rows, solved together by Newton's method
+    (:func:`newton_solve`).
 
     Problem (c, f) uses the design ``A[c]`` (n, p) (last column the intercept) restricted to
     the training rows of fold f. ``A``: (C, n, p); ``y``: (n,) class ids in [0, K);
-    ``train``: (F, n) float masks. ``fit`` returns weights (C, F, p) for K = 2 or (C, F, p, K).
+    ``train``: (F, n) 0/1 masks. ``fit`` returns weights (C, F, p) for K = 2 or (C, F, p, K).
     """
 
     def __init__(self, C: float = 1.0, tol: float = 1e-6, max_iter: int = 50):
         self.C, self.tol, self.max_iter = C, tol, max_iter
 
-    # -- objective pieces -------------------------------------------------------------
-    @staticmethod
-    def _scores(A, W, binary):
-        if binary:                                             # (C,n,p) @ (C,p,F) -> (C,n,F)
-            return torch.bmm(A, W.transpose(1, 2))
-        Cn, F, p, K = W.shape                                  # -> (C,n,F,K)
-        return torch.bmm(A, W.permute(0, 2, 1, 3).reshape(Cn, p, F * K)).view(Cn, -1, F, K)
-
-    @staticmethod
-    def _loss(z, W, Y, wrow, lam, binary):
-        """Objective per problem (C,F) from the scores z; wrow: (1,n,F) fold mask / n_train."""
-        if binary:
-            ll = torch.nn.functional.binary_cross_entropy_with_logits(
-                z, Y[None, :, None].expand_as(z), weight=wrow, reduction="none")   # (C,n,F)
-        else:
-            ll = (torch.logsumexp(z, -1) - (z * Y[None, :, None, :]).sum(-1)) * wrow
-        pen = (W[:, :, :-1] ** 2).flatten(2).sum(-1)                              # (C,F)
-        return ll.sum(1) + 0.5 * lam[None] * pen
-
-    @staticmethod
-    def _pair_products(A):
-        """a_ij * a_il for j <= l: (C,n,P) with P = p(p+1)/2, and the (j, l) index pairs."""
-        p = A.shape[-1]
-        j, l = torch.triu_indices(p, p, device=A.device)
-        return A[:, :, j] * A[:, :, l], (j, l)
-
-    @staticmethod
-    def _symmetric(flat, pairs, p):
-        """(..., P) upper-triangle entries -> (..., p, p) symmetric matrices."""
-        j, l = pairs
-        out = flat.new_zeros(*flat.shape[:-1], p, p)
-        out[..., j, l] = flat
-        out[..., l, j] = flat
-        return out
-
-    def _binary_hessian(self, aa, pairs, h):
-        """sum_i h_i a_i a_i^T per problem: aa (C,n,P), h (C,n,F) -> (C,F,p,p)."""
-        flat = torch.bmm(aa.transpose(1, 2), h).transpose(1, 2)                  # (C,F,P)
-        return self._symmetric(flat, pairs, int(pairs[0].max()) + 1)
-
-    def _multinomial_hessian(self, aa, pairs, prob, w):
-        """sum_i w_i [diag(pi_i) - pi_i pi_i^T] (x) a_i a_i^T in (j, k) order: (C,F,pK,pK).
-
-        aa: (C,n,P) pair products; prob: (C,n,F,K); w: (1,n,F) row weights."""
-        Cn, n, P = aa.shape
-        F, K = prob.shape[2], prob.shape[3]
-        p = int(pairs[0].max()) + 1
-        wp = prob * w[..., None]                                                  # (C,n,F,K)
-        pp = wp[..., :, None] * prob[..., None, :]                                # (C,n,F,K,K)
-        rhs = torch.cat([wp, pp.reshape(Cn, n, F, K * K)], -1).reshape(Cn, n, F * K * (K + 1))
-        S = torch.bmm(aa.transpose(1, 2), rhs).view(Cn, P, F, K * (K + 1)).permute(0, 2, 3, 1)
-        S = self._symmetric(S, pairs, p)                                          # (C,F,K(K+1),p,p)
-        diag, outer = S[:, :, :K], S[:, :, K:].reshape(Cn, F, K, K, p, p)
-        H = -outer.permute(0, 1, 4, 2, 5, 3).clone()                              # (C,F,p,K,p,K)
-        kk = torch.arange(K, device=aa.device)
-        H[:, :, :, kk, :, kk] += diag.permute(2, 0, 1, 3, 4)                      # (K,C,F,p,p)
-        return H.reshape(Cn, F, p * K, p * K)
-
     def fit(self, A: torch.Tensor, y: torch.Tensor, train: torch.Tensor, num_classes: int,
             W0: torch.Tensor | None = None) -> torch.Tensor:
-        binary = num_classes == 2
         Cn, n, p = A.shape
-        F = train.shape[0]
-        K = 1 if binary else num_classes
-        ntr = train.sum(1)                                      # (F,)
-        lam = 1.0 / (self.C * ntr)                              # (F,) penalty per fold
-        wrow = (train / ntr[:, None]).T[None]                   # (1,n,F)
-        Y = y.to(A.dtype) if binary else torch.nn.functional.one_hot(y, num_classes).to(A.dtype)
-        shape = (Cn, F, p) if binary else (Cn, F, p, K)
-        W = torch.zeros(shape, dtype=A.dtype, device=A.device) if W0 is None else W0.clone()
-        pen = torch.ones(p, dtype=A.dtype, device=A.device)
-        pen[-1] = 0.0                                           # intercept is not penalised
-        if binary:
-            reg = lam[:, None] * pen[None]                                        # (F,p)
-        else:   # intercepts are defined up to a common shift: a small ridge keeps H invertible
-            reg = (lam[:, None] * pen[None]).repeat_interleave(K, 1) + \
-                (1 - pen).repeat_interleave(K)[None] * _intercept_ridge(A.dtype)  # (F,pK)
-        aa, pairs = self._pair_products(A)                      # once: (C,n,P)
-        Yw = Y[None, :, None] * wrow if binary else None        # (1,n,F)
-        slack = 1e-12 if A.dtype == torch.float64 else 1e-6     # rounding allowed in the loss
-        expand = (Cn, F) + (1,) * (W.dim() - 2)
-        z = self._scores(A, W, binary)
-        loss = self._loss(z, W, Y, wrow, lam, binary)
-        for _ in range(self.max_iter):
-            if binary:
-                prob = torch.sigmoid(z)                                            # (C,n,F)
-                pw = prob * wrow
-                r = pw - Yw                                                        # (p - y) w
-                g = torch.bmm(A.transpose(1, 2), r).transpose(1, 2) + lam[None, :, None] * W * pen
-                H = self._binary_hessian(aa, pairs, torch.addcmul(pw, pw, prob, value=-1))
-            else:
-                prob = torch.softmax(z, -1)                                        # (C,n,F,K)
-                r = (prob - Y[None, :, None, :]) * wrow[..., None]
-                g = torch.bmm(A.transpose(1, 2), r.reshape(Cn, n, F * K)).view(Cn, p, F, K)
-                g = g.permute(0, 2, 1, 3) + lam[None, :, None, None] * W * pen[:, None]
-                H = self._multinomial_hessian(aa, pairs, prob, wrow)
-            active = g.abs().flatten(2).amax(-1) > self.tol                        # (C,F)
-            if not bool(active.any()):
-                break
-            H = H + torch.diag_embed(reg)[None]
-            step = torch.linalg.solve(H, g.reshape(Cn, F, -1, 1)).view_as(W) * active.view(expand)
-            t = torch.ones(Cn, F, dtype=A.dtype, device=A.device)
-            for _ls in range(40):                                # backtracking, rarely used
-                W_new = W - t.view(expand) * step
-                z_new = self._scores(A, W_new, binary)
-                new_loss = self._loss(z_new, W_new, Y, wrow, lam, binary)
-                ok = new_loss <= loss + slack * loss.abs() + slack * 1e-3
-                if bool(ok.all()):
-                    break
-                t = torch.where(ok, t, t / 2)
-            W, z, loss = W_new, z_new, new_loss
-        return W
+        mask = train.bool().cpu().numpy()
+        folds = [(np.flatnonzero(r), np.flatnonzero(~r)) for r in mask]
+        data = _FoldData(np.zeros((n, 1)), y.cpu().numpy(), folds, num_classes, self.C, A.device)
+        At = A.to(torch.float64)[:, data.tr_idx]                                  # (C, F, m, p)
+        Kc = data.Kc
+        W = (torch.zeros(Cn, len(folds), p, Kc, dtype=torch.float64, device=A.device) if W0 is None
+             else W0.to(torch.float64).reshape(Cn, len(folds), p, Kc))
+        W, self.n_iter_ = newton_solve(data, At, W, tol=self.tol, max_iter=self.max_iter)
+        return W[..., 0] if data.binary else W
+
+
+def _screen(data: _FoldData, selected: list[int], cands: np.ndarray,
+            Wb: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    """Estimated fold accuracies (c, F) of every candidate after one Newton step from the
+    previous step's optimum ``Wb`` (F, s+1, Kc) on B = [X_S, 1], and the stepped weights
+    (c, F, s+2, Kc) in [X_S, x_d, 1] order (the exact solves start there).
+
+    The step uses each class's own curvature w p (1 - p) and leaves out the coupling between
+    classes (exact for two classes), so the blocks of [B, x_d] are per class and fold: the B-B
+    block is shared by all candidates, the x_d rows are matrix products over all candidates at
+    once, and the Schur complement gives the step in closed form. In float32: it only ranks."""
+    n, F, Kc, dt, dev = data.n, data.F, data.Kc, data.X.dtype, data.device
+    s, f32 = len(selected), torch.float32
+    q = s + 1
+    B = torch.cat([data.X[:, selected], torch.ones(n, 1, dtype=dt, device=dev)], 1)   # (n, q)
+    cidx = torch.as_tensor(cands, device=dev)
+    Xc, XT = data.X32[:, cidx], data.XT32[cidx]                                      # (n,c), (c,n)
+    c = len(cands)
+    z0 = torch.einsum("nj,fjk->nfk", B, Wb)                                           # (n, F, Kc)
+    prob = torch.sigmoid(z0) if data.binary else torch.softmax(z0, -1)
+    wr = data.w[:, :, None]
+    r = ((prob - data.Y[:, None, :]) * wr).reshape(n, F * Kc)                        # (n, FK)
+    h = (prob * (1 - prob) * wr).reshape(n, F * Kc)
+    pen = torch.ones(q, dtype=dt, device=dev)
+    pen[-1] = 0
+    lamk = data.lam[:, None].expand(F, Kc).reshape(F * Kc)                           # (FK,)
+    gb = (B.T @ r).T + lamk[:, None] * Wb.permute(0, 2, 1).reshape(F * Kc, q) * pen   # (FK, q)
+    Hbb = torch.einsum("nj,nl,nm->mjl", B, B, h) + torch.diag_embed(lamk[:, None] * pen)
+    Hinv = torch.linalg.inv(Hbb).to(f32)                                              # (FK, q, q)
+    tb = torch.einsum("mjl,ml->mj", Hinv, gb.to(f32))                                 # (FK, q)
+    r32, h32, B32 = _f32(r, 1e-20), _f32(h, 1e-20), B.to(f32)
+    gd = Xc.T @ r32                                                                   # (c, FK)
+    Hdd = (Xc * Xc).T @ h32 + lamk.to(f32)
+    Hbd = (Xc.T @ (h32[:, :, None] * B32[:, None, :]).reshape(n, -1)).view(c, F * Kc, q)
+    u = torch.einsum("mjl,cml->cmj", Hinv, Hbd)
+    dd = (gd - (Hbd * tb[None]).sum(-1)) / (Hdd - (Hbd * u).sum(-1))                  # (c, FK)
+    wd = -dd.view(c, F, Kc)
+    Wn = Wb.to(f32).permute(0, 2, 1)[None] - (tb[None] - u * dd[..., None]).view(c, F, Kc, q)
+    hits = []
+    for f, te in enumerate(data.test):
+        nt, Bt, yt = len(te), B32[te], data.y_hit[te]
+        if data.binary:
+            z = Wn[:, f, 0] @ Bt.T + wd[:, f, 0, None] * XT[:, te]                  # (c, nt)
+            hit = ((z > 0) == (yt == 1)) & (yt >= 0)
+        else:                                                # classes-major: (K, c, nt)
+            z = (Wn[:, f].permute(1, 0, 2).reshape(Kc * c, q) @ Bt.T).view(Kc, c, nt)
+            z.addcmul_(wd[:, f].T[:, :, None], XT[None, :, te])
+            zt = z[yt.clamp_min(0), :, torch.arange(nt, device=dev)].T               # (c, nt)
+            hit = (zt >= z.amax(0)) & (yt >= 0)
+        hits.append(hit.sum(1))
+    acc = torch.stack(hits, 1).cpu().numpy().astype(np.float64) / data.n_test
+    Wn = Wn.transpose(2, 3).to(dt)                                                    # (c, F, q, Kc)
+    return acc, torch.cat([Wn[:, :, :s], wd[:, :, None, :].to(dt), Wn[:, :, s:]], 2)
+
+
+def _solve_candidates(data: _FoldData, selected: list[int], cands: np.ndarray, W0: torch.Tensor,
+                      tol: float, max_iter: int, budget: float = 2e7) -> tuple[np.ndarray, torch.Tensor, int]:
+    """Exact fold accuracies (c, F), weights (c, F, s+2, Kc) and Newton iterations, in
+    chunks of candidates that keep the largest temporary near ``budget`` elements."""
+    F, m = data.tr_idx.shape
+    p = len(selected) + 2
+    chunk = max(1, int(budget // (F * m * p * data.Kc * 2)))
+    accs, Ws, iters = [], [], 0
+    for a in range(0, len(cands), chunk):
+        W, it = newton_solve(data, data.designs(selected, cands[a:a + chunk]), W0[a:a + chunk],
+                             tol=tol, max_iter=max_iter)
+        accs.append(data.accuracy(selected, cands[a:a + chunk], W))
+        Ws.append(W)
+        iters = max(iters, it)
+    return np.concatenate(accs), torch.cat(Ws), iters
 
 
 # ---------------------------------------------------------------------------- selector
@@ -250,17 +409,22 @@ class NeuronSelector(SelectorMixin, BaseEstimator):
     Parameters
     ----------
     n_neurons : number of dimensions to select (the paper's 1, 5 and "natural" = #classes)
-    cv : int (stratified k folds, unshuffled, as scikit-learn) or a list of (train, test) splits
+    cv : int (stratified k folds, unshuffled, as scikit-learn), a splitter with ``split``, or
+        a list of (train, test) index pairs
     C : inverse L2 strength of the logistic regression (scikit-learn's default 1.0)
     standardize : standardise every dimension on the rows given to ``fit`` first
     tol : Newton stops once every gradient entry is below ``tol`` (the objective is a mean)
+    max_iter : most Newton iterations of one solve
     screen : when set, every candidate is first scored after one Newton step from the previous
-        step's model (with weight 0 on the candidate: its scores are shared by all candidates,
-        so this costs two matrix products), and only the ``screen`` best are then solved to
-        convergence and compared; None solves every candidate to convergence. The winner is
-        always chosen among fully converged candidates.
-    device : "cpu", "cuda" or "auto"; dtype : "float64" or "float32"
+        step's model (:func:`_screen`), the ``screen`` best are solved to convergence, and so is
+        every other candidate whose screened score comes within ``screen_margin`` of the best
+        converged one (or within three times the screening error seen on the solved ones plus
+        one example, if that is smaller). The winner is always chosen among converged
+        candidates. None solves every candidate to convergence.
+    screen_margin : see ``screen`` (mean accuracy, 0.01 = one point)
+    device : "cpu", "cuda", "auto" or a torch device string
     num_threads : torch CPU threads during ``fit`` (None keeps torch's setting)
+    progress : show a progress bar over the steps
 
     Attributes
     ----------
@@ -271,39 +435,50 @@ class NeuronSelector(SelectorMixin, BaseEstimator):
         (NaN for dimensions already selected); row 0 is the single-neuron accuracy of every dim
     converged_ : (n_neurons, n_dims) bool, which entries of ``candidate_scores_`` come from
         converged solves (the others are screening estimates)
+    n_solved_ : (n_neurons,) candidates solved to convergence at each step
+    n_iter_ : Newton iterations of the slowest solve
     classes_, n_features_in_, folds_
     """
 
+    _parameter_constraints: dict = {
+        "n_neurons": [Interval(Integral, 1, None, closed="left")],
+        "cv": ["cv_object"],
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "standardize": ["boolean"],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "screen": [Interval(Integral, 1, None, closed="left"), None],
+        "screen_margin": [Interval(Real, 0, None, closed="left")],
+        "device": [str],
+        "num_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "progress": ["boolean"],
+    }
+
     def __init__(self, n_neurons: int = 5, *, cv: int | Sequence = 5, C: float = 1.0,
                  standardize: bool = True, tol: float = 1e-6, max_iter: int = 50,
-                 screen: int | None = 32, device: str = "cpu",
-                 dtype: str = "float64", num_threads: int | None = None, progress: bool = False):
+                 screen: int | None = 6, screen_margin: float = 0.01, device: str = "cpu",
+                 num_threads: int | None = None, progress: bool = False):
         self.n_neurons, self.cv, self.C, self.standardize = n_neurons, cv, C, standardize
-        self.tol, self.max_iter, self.screen = tol, max_iter, screen
-        self.device, self.dtype, self.num_threads, self.progress = device, dtype, num_threads, progress
+        self.tol, self.max_iter, self.screen, self.screen_margin = tol, max_iter, screen, screen_margin
+        self.device, self.num_threads, self.progress = device, num_threads, progress
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False            # refused with a message naming sparse input
+        tags.input_tags.allow_nan = False
+        tags.target_tags.required = True          # supervised: y gives the classes
+        return tags
 
     # -- validation before any solve ---------------------------------------------------
     def _validate(self, X, y):
-        X, y = check_embeddings(X, y)
-        check_range("n_neurons", self.n_neurons, 1, integer=True)
+        X, y = _validate_xy(self, X, y)
         if self.n_neurons > X.shape[1]:
             raise bad("n_neurons", self.n_neurons, f"at most the number of dimensions ({X.shape[1]})")
-        check_range("C", self.C, 0, low_open=True)
-        check_range("tol", self.tol, 0, low_open=True)
-        check_range("max_iter", self.max_iter, 1, integer=True)
-        if self.screen is not None:
-            check_range("screen", self.screen, 1, integer=True)
-        if self.num_threads is not None:
-            check_range("num_threads", self.num_threads, 1, integer=True)
-        if self.dtype not in ("float64", "float32"):
-            raise bad("dtype", self.dtype, "choose one of: float64, float32")
-        if isinstance(y.dtype, np.dtype) and np.issubdtype(y.dtype, np.floating) and \
-                not np.all(np.mod(y, 1) == 0):
-            raise bad("y", "continuous values", "salient-neuron selection needs class labels")
         classes, codes = _encode_labels(y)
-        folds = make_folds(codes, self.cv)
+        folds = make_folds(codes, self.cv, X)
         return X, codes, classes, folds
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y) -> "NeuronSelector":
         """Select ``n_neurons`` dimensions of X (n, D) for labels y (n,). Returns self."""
         X, codes, classes, folds = self._validate(X, y)
@@ -316,92 +491,61 @@ class NeuronSelector(SelectorMixin, BaseEstimator):
             self._search(X, codes, folds, len(classes), dev)
         finally:
             torch.set_num_threads(threads)
-        self.classes_, self.n_features_in_, self.folds_ = classes, X.shape[1], folds
+        self.classes_, self.folds_ = classes, folds
         return self
 
     def _search(self, X: np.ndarray, codes: np.ndarray, folds: list, K: int, dev: torch.device) -> None:
-        dt = torch.float64 if self.dtype == "float64" else torch.float32
-        Xs = standardize(X) if self.standardize else X.astype(np.float64)
-        Xt = torch.as_tensor(Xs, dtype=dt, device=dev)
-        yt = torch.as_tensor(codes, device=dev)
-        n, D = X.shape
-        train = torch.zeros(len(folds), n, dtype=dt, device=dev)
-        test = torch.zeros(len(folds), n, dtype=dt, device=dev)
-        for f, (tr, te) in enumerate(folds):
-            train[f, tr], test[f, te] = 1, 1
-        solver = BatchedLogReg(C=self.C, tol=self.tol, max_iter=self.max_iter)
-        data = (Xt, yt, train, test, K)
+        data = _FoldData(standardize(X) if self.standardize else X, codes, folds, K, self.C, dev)
+        D, k = X.shape[1], self.n_neurons
         selected: list[int] = []
-        W_prev = None
-        cand_scores = np.full((self.n_neurons, D), np.nan)
-        converged = np.zeros((self.n_neurons, D), dtype=bool)
-        fold_scores = np.zeros((self.n_neurons, len(folds)))
+        W_prev = data.start()
+        cand_scores = np.full((k, D), np.nan)
+        converged = np.zeros((k, D), dtype=bool)
+        fold_scores = np.zeros((k, len(folds)))
+        n_solved, n_iter = np.zeros(k, dtype=int), 1
         from tqdm.auto import tqdm
-        for step in tqdm(range(self.n_neurons), disable=not self.progress, desc="neurons"):
-            taken = set(selected)
-            cands = np.array([d for d in range(D) if d not in taken])
-            if self.screen is not None and len(cands) > self.screen:
-                acc, W = _screen_candidates(Xt, yt, train, test, K, selected, cands, W_prev, self.C)
-                cand_scores[step, cands] = acc.mean(1)
-                top = np.sort(np.argsort(-acc.mean(1), kind="stable")[:self.screen])
-                cands, W_init = cands[top], W[top]
+        for step in tqdm(range(k), disable=not self.progress, desc="neurons"):
+            cands = np.setdiff1d(np.arange(D), selected)
+            est, W0 = _screen(data, selected, cands, W_prev)
+            est = est.mean(1)
+            if self.screen is None or len(cands) <= self.screen:
+                todo = np.arange(len(cands))
             else:
-                W_init = None
-            acc, W = _score_candidates(solver, *data, selected, cands, W_prev, W_init)
-            mean = acc.mean(1)                                  # (cands,) like cross_val_score().mean()
-            best = int(np.argmax(mean))                         # ties: lowest dimension, as sklearn
-            cand_scores[step, cands] = mean
-            converged[step, cands] = True
-            fold_scores[step] = acc[best]
+                todo = np.sort(np.argsort(-est, kind="stable")[:self.screen])
+            exact = np.full(len(cands), np.nan)
+            folds_acc = np.zeros((len(cands), len(folds)))
+            weights = {}
+            while len(todo):
+                acc, W, it = _solve_candidates(data, selected, cands[todo], W0[torch.as_tensor(todo, device=dev)],
+                                               self.tol, self.max_iter)
+                exact[todo], folds_acc[todo] = acc.mean(1), acc
+                weights.update({int(i): W[j] for j, i in enumerate(todo)})
+                n_iter = max(n_iter, it)
+                done = ~np.isnan(exact)
+                err = 3 * np.sqrt(np.mean((est[done] - exact[done]) ** 2)) + 1.0 / data.n_test.sum()
+                margin = min(self.screen_margin, err)
+                todo = np.flatnonzero(~done & (est >= np.nanmax(exact) - margin))
+            done = ~np.isnan(exact)
+            best = int(np.flatnonzero(exact == np.nanmax(exact))[0])   # ties: lowest dim, as sklearn
+            cand_scores[step, cands] = np.where(done, exact, est)
+            converged[step, cands] = done
+            fold_scores[step] = folds_acc[best]
+            n_solved[step] = done.sum()
             selected.append(int(cands[best]))
-            W_prev = W[best]
+            W_prev = weights[best]
         self.selected_dims_ = np.array(selected)
-        self.scores_ = cand_scores[np.arange(self.n_neurons), self.selected_dims_]
+        self.scores_ = cand_scores[np.arange(k), self.selected_dims_]
         self.fold_scores_ = fold_scores
         self.candidate_scores_ = cand_scores
         self.converged_ = converged
+        self.n_solved_ = n_solved
+        self.n_iter_ = n_iter
 
     def _get_support_mask(self) -> np.ndarray:
-        from sklearn.utils.validation import check_is_fitted
         check_is_fitted(self, "selected_dims_")
         mask = np.zeros(self.n_features_in_, dtype=bool)
         mask[self.selected_dims_] = True
         return mask
-
-
-def _score_candidates(solver: BatchedLogReg, X: torch.Tensor, y: torch.Tensor, train: torch.Tensor,
-                      test: torch.Tensor, K: int, selected: list[int], cands: np.ndarray,
-                      W_prev: torch.Tensor | None, W_init: torch.Tensor | None = None,
-                      y_hit: torch.Tensor | None = None) -> tuple[np.ndarray, torch.Tensor]:
-    """Fold accuracies (len(cands), F) of the model on ``selected + [d]`` for every candidate d,
-    and the fitted weights (len(cands), F, s+2[, K]), solved in chunks of candidates.
-    Starts from ``W_init`` (per candidate) if given, else from ``W_prev`` with 0 for d.
-    ``y_hit``: labels to score against where they differ from the training codes (-1: never right)."""
-    n, s, F = X.shape[0], len(selected), train.shape[0]
-    p = s + 2
-    chunk = _chunk_size(n, p, F, K)
-    base = X[:, selected]                                               # (n, s)
-    ones = torch.ones(n, 1, dtype=X.dtype, device=X.device)
-    accs, weights = [], []
-    for start in range(0, len(cands), chunk):
-        idx = torch.as_tensor(cands[start:start + chunk], device=X.device)
-        c = len(idx)
-        A = torch.cat([base.expand(c, n, s), X[:, idx].T[..., None], ones.expand(c, n, 1)], -1)
-        W0 = None
-        if W_init is not None:
-            W0 = W_init[start:start + chunk]
-        elif W_prev is not None:                                         # old weights, 0 for d
-            zero = torch.zeros_like(W_prev[:, :1])
-            W0 = torch.cat([W_prev[:, :s], zero, W_prev[:, s:]], 1).expand(c, *W_prev.shape[:1],
-                                                                            p, *W_prev.shape[2:])
-        W = solver.fit(A, y, train, K, W0)
-        z = solver._scores(A, W, K == 2)                                  # (c,n,F[,K])
-        pred = (z > 0).long() if K == 2 else z.argmax(-1)                  # (c,n,F)
-        hit = (pred == (y if y_hit is None else y_hit)[None, :, None]).to(X.dtype)
-        correct = (hit * test.T[None]).sum(1)                              # (c,F)
-        accs.append(correct.cpu().numpy().astype(np.float64) / test.sum(1).cpu().numpy()[None])
-        weights.append(W)
-    return np.concatenate(accs), torch.cat(weights)
 
 
 def single_neuron_accuracy(X_train, y_train, X_test, y_test, *, C: float = 1.0,
@@ -418,86 +562,16 @@ def single_neuron_accuracy(X_train, y_train, X_test, y_test, *, C: float = 1.0,
     test_codes = np.array([lookup.get(v, -1) for v in y_test])
     if standardize_:
         X_train, X_test = standardize(X_train), standardize(X_test, reference=X_train)
-    X = torch.as_tensor(np.r_[X_train, X_test], dtype=torch.float64, device=device)
-    y = torch.as_tensor(np.r_[codes, np.maximum(test_codes, 0)], device=device)
-    n_tr, n = len(X_train), len(X)
-    train = torch.zeros(1, n, dtype=X.dtype, device=device)
-    test = torch.zeros(1, n, dtype=X.dtype, device=device)
-    train[0, :n_tr], test[0, n_tr:] = 1, 1
-    y_hit = torch.as_tensor(np.r_[codes, test_codes], device=device)
-    acc, _ = _score_candidates(BatchedLogReg(C=C), X, y, train, test, len(classes), [],
-                               np.arange(X.shape[1]), None, y_hit=y_hit)
+    n_tr = len(X_train)
+    X = np.r_[X_train, X_test]
+    folds = [(np.arange(n_tr), np.arange(n_tr, len(X)))]
+    from .device import pick_device
+    data = _FoldData(X, np.r_[codes, np.maximum(test_codes, 0)], folds, len(classes), C,
+                     pick_device(device), y_hit=np.r_[codes, test_codes])
+    cands = np.arange(X.shape[1])
+    _, W0 = _screen(data, [], cands, data.start())
+    acc, _, _ = _solve_candidates(data, [], cands, W0, 1e-6, 50)
     return acc[:, 0]
-
-
-def _screen_candidates(X: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor,
-                       K: int, selected: list[int], cands: np.ndarray, W_prev: torch.Tensor | None,
-                       C: float, chunk: int = 64) -> tuple[np.ndarray, torch.Tensor]:
-    """Screening scores: one Newton step for every candidate d from the previous model
-    (weight 0 on d), using the structure of the problem instead of a (cand, n, p) design.
-
-    The previous model's scores z0 are shared, so the residuals r and curvature weights are
-    too; the gradient and Hessian entries among the shared columns B = [X_S, 1] are computed
-    once, and those involving x_d are one matrix product over all candidates. Returns fold
-    accuracies (cand, F) and the weights (cand, F, s+2[, K]) in [X_S, x_d, 1] order."""
-    n, s, F = X.shape[0], len(selected), train.shape[0]
-    p, dt, dev = s + 2, X.dtype, X.device
-    binary = K == 2
-    Kc = 1 if binary else K
-    B = torch.cat([X[:, selected], torch.ones(n, 1, dtype=dt, device=dev)], 1)      # (n, s+1)
-    Xc = X[:, torch.as_tensor(cands, device=dev)]                                    # (n, c)
-    c = Xc.shape[1]
-    ntr = train.sum(1)
-    lam = 1.0 / (C * ntr)                                                            # (F,)
-    w = (train / ntr[:, None]).T                                                     # (n, F)
-    Wb = torch.zeros((F, s + 1, Kc), dtype=dt, device=dev) if W_prev is None else \
-        W_prev.reshape(F, s + 1, Kc)              # previous design [X_S, 1] = this step's base
-    z0 = torch.einsum("nj,fjk->nfk", B, Wb)                                          # (n, F, Kc)
-    if binary:
-        prob = torch.sigmoid(z0)
-        r = (prob - y.to(dt)[:, None, None]) * w[..., None]                          # (n,F,1)
-        M = (prob * (1 - prob) * w[..., None])[..., None]                            # (n,F,1,1)
-    else:
-        prob = torch.softmax(z0, -1)
-        Y = torch.nn.functional.one_hot(y, K).to(dt)
-        r = (prob - Y[:, None, :]) * w[..., None]                                    # (n,F,K)
-        M = (torch.diag_embed(prob) - prob[..., :, None] * prob[..., None, :]) * w[..., None, None]
-    # positions of [X_S, 1] in the candidate design [X_S, x_d, 1]
-    pos = torch.as_tensor(list(range(s)) + [s + 1], device=dev)
-    pen = torch.ones(p, dtype=dt, device=dev)
-    pen[-1] = 0
-    g = torch.zeros(c, F, p, Kc, dtype=dt, device=dev)
-    g[:, :, pos] = torch.einsum("nj,nfk->fjk", B, r)[None]
-    g[:, :, s] = torch.einsum("nc,nfk->cfk", Xc, r)
-    Wfull = torch.zeros(c, F, p, Kc, dtype=dt, device=dev)
-    Wfull[:, :, pos] = Wb[None]
-    g = g + lam[None, :, None, None] * Wfull * pen[:, None]
-    H = torch.zeros(c, F, p, Kc, p, Kc, dtype=dt, device=dev)
-    Hbb = torch.einsum("nj,nfab,nl->fjalb", B, M, B)                                  # (F,s+1,K,s+1,K)
-    for jj in range(s + 1):                                                           # shared block
-        for ll in range(s + 1):
-            H[:, :, pos[jj], :, pos[ll], :] = Hbb[None, :, jj, :, ll, :]
-    Hdb = (Xc.T @ (M[..., None] * B[:, None, None, None, :]).reshape(n, -1)).view(c, F, Kc, Kc, s + 1)
-    Hdd = ((Xc ** 2).T @ M.reshape(n, -1)).view(c, F, Kc, Kc)
-    for jj in range(s + 1):
-        H[:, :, s, :, pos[jj], :] = Hdb[..., jj]
-        H[:, :, pos[jj], :, s, :] = Hdb[..., jj].transpose(-1, -2)
-    H[:, :, s, :, s, :] = Hdd
-    reg = (lam[:, None] * pen[None]).repeat_interleave(Kc, 1)                         # (F, pK)
-    if not binary:
-        reg = reg + (1 - pen).repeat_interleave(Kc)[None] * _intercept_ridge(dt)
-    Hm = H.reshape(c, F, p * Kc, p * Kc) + torch.diag_embed(reg)[None]
-    W = Wfull - torch.linalg.solve(Hm, g.reshape(c, F, p * Kc, 1)).view(c, F, p, Kc)
-    # accuracies, in candidate chunks: z = B W_base + x_d w_d
-    accs = []
-    for a in range(0, c, chunk):
-        Wc = W[a:a + chunk]                                                           # (c',F,p,K)
-        z = torch.einsum("nj,cfjk->cnfk", B, Wc[:, :, pos]) + \
-            Xc[:, a:a + chunk].T[:, :, None, None] * Wc[:, None, :, s]                # (c',n,F,K)
-        pred = (z[..., 0] > 0).long() if binary else z.argmax(-1)
-        hit = (pred == y[None, :, None]).to(dt)
-        accs.append(((hit * test.T[None]).sum(1)).cpu().numpy().astype(np.float64) / test.sum(1).cpu().numpy()[None])
-    return np.concatenate(accs), (W[..., 0] if binary else W)
 
 
 # ---------------------------------------------------------------------------- experiment
@@ -545,10 +619,13 @@ class NeuronsConfig(ConfigMixin):
 def run_neurons(config: NeuronsConfig, *, store=None):
     """Run (or read back) :class:`NeuronsConfig`. Tables: ``accuracy`` (dims, accuracy),
     ``selection`` (step, dim, cv_accuracy), ``single`` (dim, accuracy), ``activation``
-    (label, value) of the best single neuron on the test set."""
+    (label, value) of the best single neuron on the test set. Arrays: ``pred_<dims>`` (N,),
+    the test predictions of the probe on all / 1 / ``n_neurons`` / natural dimensions (the
+    probe of :func:`bertdims.pca.linear_probe`), and ``labels`` (N,)."""
     from .extract import analysis_encoder, task_arrays
     from .models import fingerprint_of
-    from .pca import linear_accuracy
+    from .dims import chance_score
+    from .pca import linear_predictions
     from .store import ResultStore
     from .tasks import get_task
     store = store if store is not None else ResultStore()
@@ -565,10 +642,12 @@ def run_neurons(config: NeuronsConfig, *, store=None):
         classes = get_task(config.task).num_labels
         k = min(max(config.n_neurons, classes), Xtr.shape[1])
         sel = NeuronSelector(k, cv=config.folds).fit(Xtr, ytr)
-        rows = [{"dims": "all", "n": Xtr.shape[1], "accuracy": linear_accuracy(Xtr, ytr, Xte, yte)}]
+        preds = {"all": linear_predictions(Xtr, ytr, Xte)}
+        rows = [{"dims": "all", "n": Xtr.shape[1], "accuracy": float(np.mean(preds["all"] == yte))}]
         for label, n in (("1", 1), (str(config.n_neurons), config.n_neurons), ("natural", classes)):
             d = sel.selected_dims_[:min(n, k)]
-            rows.append({"dims": label, "n": len(d), "accuracy": linear_accuracy(Xtr[:, d], ytr, Xte[:, d], yte)})
+            preds[label] = linear_predictions(Xtr[:, d], ytr, Xte[:, d])
+            rows.append({"dims": label, "n": len(d), "accuracy": float(np.mean(preds[label] == yte))})
         if config.finetuned:   # the fine-tuned classifier itself (the paper's fine-tuned "All")
             from .extract import standard_finetune
             run = standard_finetune(config.model, config.task, seed=config.seed,
@@ -584,9 +663,11 @@ def run_neurons(config: NeuronsConfig, *, store=None):
                 "single": pd.DataFrame({"dim": np.arange(len(single)), "accuracy": single}),
                 "activation": pd.DataFrame({"label": [get_task(config.task).label_names[int(v)] for v in yte],
                                             "value": Xte[:, best]}),
-                "best_dim": best, "classes": classes, "chance": 1.0 / classes}
+                "best_dim": best, "classes": classes, "chance": chance_score(config.task, ytr, yte),
+                "labels": np.asarray(yte), **{f"pred_{d}": p for d, p in preds.items()}}
 
-    return store.cached("neurons", config.to_dict(), compute, fingerprint=fingerprint_of(config.model))
+    key = {**config.to_dict(), "outputs": 2}          # 2: with the probes' test predictions
+    return store.cached("neurons", key, compute, fingerprint=fingerprint_of(config.model))
 
 
 def neurons_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes",),
@@ -594,34 +675,70 @@ def neurons_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes"
     """:func:`run_neurons` for the pretrained model and each fine-tuning seed, per task.
 
     Returns tidy tables with ``task``, ``model`` (pretrained / finetuned) and ``seed``:
-    ``accuracy``, ``selection``, ``single``, ``activation``; and ``table3``: the paper's Table 3
-    layout (mean over seeds) with the paper's row for the comparable task beside ours."""
+    ``accuracy``, ``selection``, ``single``, ``activation``; ``table3``: the paper's Table 3
+    layout (mean over seeds); and ``predictions``: ``{task: {"labels": (N,), "pretrained":
+    {dims: (1, N)}, "finetuned": {dims: (S, N)}}}``, the probes' test predictions (rows in
+    ``seeds`` order; ``dims`` is ``"all"``, ``"1"``, ``str(n_neurons)`` or ``"natural"``)."""
     out = {"accuracy": [], "selection": [], "single": [], "activation": []}
+    preds, chance = {}, {}
     for task in tasks:
         runs = [(False, 0)] + [(True, s) for s in seeds]
+        preds[task] = {"pretrained": {}, "finetuned": {}}
         for finetuned, seed in runs:
             run = run_neurons(NeuronsConfig(model=model, task=task, finetuned=finetuned, seed=seed, **kw),
                               store=store)
-            tags = dict(task=task, model="finetuned" if finetuned else "pretrained", seed=seed)
+            state = "finetuned" if finetuned else "pretrained"
+            tags = dict(task=task, model=state, seed=seed)
             for name in out:
                 out[name].append(run.table(name).assign(**tags))
+            for dims in run.table("accuracy").dims.astype(str):
+                if dims != "model":
+                    preds[task][state].setdefault(dims, []).append(run.array(f"pred_{dims}"))
+            preds[task]["labels"], chance[task] = run.array("labels"), run.json()["chance"]
+        for state in ("pretrained", "finetuned"):
+            preds[task][state] = {d: np.stack(v) for d, v in preds[task][state].items()}
     tables = {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
-    tables["table3"] = table3(tables["accuracy"])
+    tables["table3"] = table3(tables["accuracy"], chance)
+    tables["predictions"] = preds
     return tables
 
 
-def table3(accuracy: pd.DataFrame) -> pd.DataFrame:
+def salient_effects(study: dict, *, margin: float, dims: str, state: str = "finetuned",
+                    claim: str = "noninferior") -> dict:
+    """task -> :func:`bertdims.stats.paired_effect` of the probe on the ``dims`` selected
+    neurons (``"1"``, ``str(n_neurons)`` or ``"natural"``) against the probe on all dimensions
+    of the same model (``state``), paired by seed and by test example, on test accuracy (the
+    paper's Table 3 metric). The claim of section 3.2.2 is ``"noninferior"``: the few neurons
+    lose at most ``margin`` against all dimensions."""
+    from .stats import paired_effect
+    out = {}
+    for task, p in study["predictions"].items():
+        runs = p[state]
+        if dims not in runs:
+            raise bad("dims", dims, "choose one of: " + ", ".join(d for d in runs if d != "all"))
+        n = "1 neuron" if dims == "1" else ("as many neurons as classes" if dims == "natural"
+                                            else f"{dims} neurons")
+        out[task] = paired_effect(runs[dims], runs["all"], p["labels"], metric="accuracy",
+                                  claim=claim, margin=margin,
+                                  label=f"{task} ({state}): {n} - all dims")
+    return out
+
+
+def table3(accuracy: pd.DataFrame, chance: dict | None = None) -> pd.DataFrame:
     """Our results in the layout of the paper's Table 3: one row per task, mean test accuracy
-    over seeds for each (model, dims) cell, and the chance level. ``finetuned_model`` is the
-    fine-tuned classifier's own test accuracy; the other cells are logistic regressions on the
-    (frozen) embeddings."""
+    over seeds for each (model, dims) cell, and chance (``chance``: task -> score of the
+    majority training class, :func:`bertdims.dims.chance_score`; computed when not given).
+    ``finetuned_model`` is the fine-tuned classifier's own test accuracy; the other cells are
+    logistic regressions on the (frozen) embeddings."""
+    from .dims import chance_score
     from .tasks import get_task
     acc = accuracy.copy()
     acc["col"] = acc["model"] + "_" + acc["dims"].where(acc["dims"].isin(["all", "1", "natural", "model"]), "k")
     wide = acc.groupby(["task", "col"])["accuracy"].mean().unstack("col")
-    wide.insert(0, "random", [1.0 / get_task(t).num_labels for t in wide.index])
+    chance = chance or {}
+    wide.insert(0, "chance", [chance[t] if t in chance else chance_score(t) for t in wide.index])
     wide.insert(0, "classes", [get_task(t).num_labels for t in wide.index])
-    order = ["classes", "random", "pretrained_all", "pretrained_1", "pretrained_k",
+    order = ["classes", "chance", "pretrained_all", "pretrained_1", "pretrained_k",
              "finetuned_model", "finetuned_all", "finetuned_1", "finetuned_k", "finetuned_natural"]
     return wide[[c for c in order if c in wide.columns]].reset_index()
 
@@ -644,7 +761,7 @@ def table3_findings(study: dict) -> str:
     lines = []
     for _, r in t.iterrows():
         lines.append(
-            f"- **{r.task}** ({int(r.classes)} classes, chance {_pct(r.random)}): pretrained "
+            f"- **{r.task}** ({int(r.classes)} classes, chance {_pct(r.chance)}): pretrained "
             f"1 neuron {_pct(r.pretrained_1)} vs all {_pct(r.pretrained_all)}; fine-tuned 1 neuron "
             f"{_pct(r.finetuned_1)}, k neurons {_pct(r.finetuned_k)}, natural {_pct(r.finetuned_natural)} "
             f"vs all {_pct(r.finetuned_all)} (natural - all: {100 * (r.finetuned_natural - r.finetuned_all):+.1f} points; "

@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._validate import ConfigMixin, bad, check_range
+from numbers import Integral
+
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._validate import ConfigError, ConfigMixin, bad, check_range
 from .extract import analysis_encoder, general_array, iter_chunks, task_arrays
 
 # The paper's numbers (BERT-base, IMDB / AG-news / DBpedia).
@@ -32,29 +38,54 @@ PAPER_SAMPLE_SIZE = 32_000
 
 
 # ---------------------------------------------------------------------------- PCA
-class TorchPCA:
-    """PCA by eigen-decomposition of the covariance, accumulated over row chunks in float64.
+class TorchPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """PCA by eigen-decomposition of the covariance, accumulated over row chunks in float64,
+    with the scikit-learn contract (``fit`` returns self, ``transform``, ``fit_transform``,
+    ``get_feature_names_out``, ``clone``; dense real input only).
+
+    Parameters: ``n_components`` (None: all dimensions), ``device`` ("auto", "cpu", "cuda"),
+    ``chunk_size`` (rows per chunk; a memory-mapped X is read chunk by chunk).
 
     Attributes after ``fit``: ``mean_`` (D,), ``components_`` (k, D), ``explained_variance_``
-    (k,), ``explained_variance_ratio_`` (k,) (of the total variance), ``n_samples_``.
+    (k,), ``explained_variance_ratio_`` (k,) (of the total variance), ``n_samples_``,
+    ``n_features_in_``.
     """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "device": [str],
+        "chunk_size": [Interval(Integral, 1, None, closed="left")],
+    }
 
     def __init__(self, n_components: int | None = None, *, device: str = "auto", chunk_size: int = 8192):
         self.n_components, self.device, self.chunk_size = n_components, device, chunk_size
 
-    def fit(self, X) -> "TorchPCA":
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False            # refused with a message naming sparse input
+        tags.input_tags.allow_nan = False
+        return tags
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None) -> "TorchPCA":
+        """Fit on X (n, D), n >= 2; ``y`` is ignored."""
         from .device import pick_device
         from .neurons import check_embeddings
-        if len(X) < 2:
-            raise bad("X", f"{len(X)} rows", "PCA needs at least 2 rows")
-        check_embeddings(np.asarray(X[:1]))
+        # the shape, dtype, sparse and complex checks of scikit-learn; finiteness is checked
+        # chunk by chunk below, so a memory-mapped X is never loaded whole
+        try:
+            X = validate_data(self, X, accept_sparse=False, dtype=[np.float64, np.float32],
+                              ensure_min_samples=2, ensure_all_finite=False, copy=False)
+        except ValueError as e:
+            raise ConfigError(f"X: {e}") from e
         dev = pick_device(self.device)
         D = X.shape[1]
         k = D if self.n_components is None else self.n_components
         check_range("n_components", k, 1, D, integer=True)
         total = torch.zeros(D, dtype=torch.float64, device=dev)
         gram = torch.zeros(D, D, dtype=torch.float64, device=dev)
-        shift = torch.as_tensor(np.asarray(X[:1], dtype=np.float64)[0], device=dev)  # stability
+        check_embeddings(np.asarray(X[:1]))
+        shift = torch.tensor(np.array(X[:1], dtype=np.float64)[0], device=dev)     # stability
         for block in iter_chunks(X, self.chunk_size):
             check_embeddings(block)
             b = torch.as_tensor(block, dtype=torch.float64, device=dev) - shift      # (c, D)
@@ -68,26 +99,44 @@ class TorchPCA:
         # sign convention: the largest entry of each component is positive
         signs = torch.sign(evecs[evecs.abs().argmax(0), torch.arange(D, device=dev)])
         evecs = evecs * torch.where(signs == 0, 1.0, signs)
+        total_var = evals.sum()
         self.mean_ = (mean + shift).cpu().numpy()
         self.components_ = evecs[:, :k].T.cpu().numpy()
         self.explained_variance_ = evals[:k].cpu().numpy()
-        self.explained_variance_ratio_ = (evals[:k] / evals.sum()).cpu().numpy()
+        self.explained_variance_ratio_ = (evals[:k] / torch.where(total_var > 0, total_var, 1.0)).cpu().numpy()
         self.n_samples_ = n
+        self._n_features_out = k
         return self
 
     def transform(self, X) -> np.ndarray:
         """(n, D) -> (n, k) projections on the components."""
+        check_is_fitted(self, "components_")
+        try:
+            X = validate_data(self, X, accept_sparse=False, dtype=[np.float64, np.float32], reset=False)
+        except ValueError as e:
+            raise ConfigError(f"X: {e}") from e
         return (np.asarray(X, dtype=np.float64) - self.mean_) @ self.components_.T
 
 
 # ---------------------------------------------------------------------------- probes
-def linear_accuracy(X_train, y_train, X_test, y_test) -> float:
-    """Test accuracy of a softmax (logistic) regression on standardised features (C = 1)."""
+def linear_probe():
+    """The probe of sections 3.1-3.2: standardise on the training rows, then a softmax
+    (logistic) regression with C = 1 (a scikit-learn pipeline)."""
     from sklearn.linear_model import LogisticRegression
-    mean, std = X_train.mean(0), X_train.std(0)
-    std = np.where(std > 0, std, 1.0)
-    clf = LogisticRegression(max_iter=2000).fit((X_train - mean) / std, y_train)
-    return float(clf.score((X_test - mean) / std, y_test))
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+
+
+def linear_predictions(X_train, y_train, X_test) -> np.ndarray:
+    """Test predictions (m,) of :func:`linear_probe` fitted on (X_train (n, k), y_train)."""
+    return linear_probe().fit(np.asarray(X_train, dtype=np.float64), y_train).predict(
+        np.asarray(X_test, dtype=np.float64))
+
+
+def linear_accuracy(X_train, y_train, X_test, y_test) -> float:
+    """Test accuracy of :func:`linear_probe` fitted on the training rows."""
+    return float(np.mean(linear_predictions(X_train, y_train, X_test) == np.asarray(y_test)))
 
 
 def component_grid(num_dims: int, points: list[int] | None = None) -> list[int]:
@@ -304,6 +353,318 @@ def size_chart(sizes: pd.DataFrame):
         y=alt.Y("mean(accuracy):Q", scale=alt.Scale(zero=False), title="test accuracy"),
         color="task:N", strokeDash="model:N",
         tooltip=["task", "model", "sentences", "mean(accuracy)"]).properties(width=420, height=240)
+
+
+# ---------------------------------------------------------------------------- the crossing index (3.1.3)
+def _tensor(X, dev: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(X), dtype=torch.float64, device=dev)
+
+
+def _evr(X: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    """(D,) explained-variance ratios of X (n, D) float64, largest first, rows counted w (n,)
+    times (None: once each); all zeros when X has no variance."""
+    if w is None:
+        w = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
+    mean = (w @ X) / w.sum()
+    Xc = X - mean
+    ev = torch.linalg.eigvalsh((Xc * w[:, None]).T @ Xc).flip(0).clamp_min(0)   # scale cancels
+    total = ev.sum()
+    return ev / total if total > 0 else ev
+
+
+def explained_variance_ratios(X, weights=None, *, device: str = "cpu") -> np.ndarray:
+    """Explained-variance ratio of every principal component of ``X`` (n, D), largest first:
+    (D,), summing to 1 (all zeros when X has no variance).
+
+    ``weights`` (n,) counts how many times each row enters (a bootstrap resample given as
+    multiplicities, so no rows are copied); None counts each row once. The same numbers as
+    :class:`TorchPCA`'s ``explained_variance_ratio_`` fitted on the rows repeated that often.
+    """
+    from .device import pick_device
+    dev = pick_device(device)
+    X = _tensor(X, dev)
+    if X.ndim != 2 or X.shape[0] < 2:
+        raise bad("X", f"array of shape {tuple(X.shape)}", "expected (n, D) with n >= 2")
+    w = None
+    if weights is not None:
+        w = _tensor(weights, dev)
+        if w.shape != (X.shape[0],) or bool((w < 0).any()) or float(w.sum()) <= 0:
+            raise bad("weights", f"array of shape {tuple(w.shape)}",
+                      f"expected {X.shape[0]} non-negative counts, not all 0")
+    return _evr(X, w).cpu().numpy()
+
+
+def crossing_index(evr_a, evr_b, *, tiny: float = 1e-12) -> int:
+    """Section 3.1.3's crossing point: the 1-based index of the first principal component that
+    explains a smaller share of the variance for A than for B (``evr_a[i] / evr_b[i] < 1``;
+    A the fine-tuned model, B the pretrained one, each with its own PCA, components sorted).
+
+    Only components to which B gives variance (``> tiny``) are compared; if none of them drops
+    below 1, the result is one past the last compared component."""
+    a, b = np.asarray(evr_a, dtype=float), np.asarray(evr_b, dtype=float)
+    if a.ndim != 1 or b.ndim != 1:
+        raise bad("evr_a", f"arrays of shapes {a.shape}, {b.shape}", "expected two 1-D arrays")
+    k = min(len(a), len(b))
+    m = int((b[:k] > tiny).sum())               # ratios are sorted descending: a prefix
+    below = np.flatnonzero(a[:m] < b[:m])
+    return int(below[0]) + 1 if len(below) else m + 1
+
+
+def _check_sentences(finetuned, pretrained) -> None:
+    P = np.asarray(pretrained) if not torch.is_tensor(pretrained) else pretrained
+    if P.ndim != 2 or P.shape[0] < 4:
+        raise bad("pretrained", f"array of shape {tuple(P.shape)}", "expected (n, D) with n >= 4")
+    if len(finetuned) < 1:
+        raise bad("finetuned", "[]", "expected one array per seed, at least one")
+    for s, F in enumerate(finetuned):
+        if tuple(F.shape) != tuple(P.shape):
+            raise bad("finetuned", f"array {s} of shape {tuple(F.shape)}",
+                      f"expected the pretrained shape {tuple(P.shape)}: the same sentences")
+
+
+def crossing_bootstrap(finetuned, pretrained, *, n_boot: int = 200, random_state: int = 0,
+                       device: str = "cpu") -> dict:
+    """The crossing index (:func:`crossing_index`, fine-tuned against pretrained) per seed, and
+    its bootstrap replicates.
+
+    Parameters
+    ----------
+    finetuned : sequence of S arrays (n, D)
+        The same n sentences through each seed's fine-tuned encoder (row i is sentence i in
+        every array and in ``pretrained``).
+    pretrained : array (n, D)
+        The sentences through the pretrained encoder.
+    n_boot : int
+        Replicates. Each resamples the n sentences with replacement (one resample shared by the
+        pretrained and every fine-tuned model; each PCA is refitted on it) and the S seeds with
+        replacement, and records the mean crossing index over the resampled seeds.
+
+    Returns
+    -------
+    dict
+        ``per_seed`` (S,) crossing index of each seed on all sentences, ``estimate`` (their
+        mean), ``replicates`` (n_boot,).
+    """
+    from .device import pick_device
+    check_range("n_boot", n_boot, 1, integer=True)
+    check_range("random_state", random_state, 0, integer=True)
+    _check_sentences(finetuned, pretrained)
+    dev = pick_device(device)
+    P = _tensor(pretrained, dev)
+    F = [_tensor(x, dev) for x in finetuned]
+    n, S = P.shape[0], len(F)
+    pt = _evr(P).cpu().numpy()
+    per_seed = np.array([crossing_index(_evr(f).cpu().numpy(), pt) for f in F])
+    rng = np.random.default_rng(random_state)
+    reps = np.empty(n_boot)
+    for r in range(n_boot):
+        w = torch.as_tensor(rng.multinomial(n, np.full(n, 1.0 / n)), dtype=torch.float64, device=dev)
+        pick = rng.integers(0, S, size=S)
+        ptw, found = _evr(P, w).cpu().numpy(), {}
+        for s in set(pick.tolist()):
+            found[s] = crossing_index(_evr(F[s], w).cpu().numpy(), ptw)
+        reps[r] = np.mean([found[s] for s in pick.tolist()])
+    return {"per_seed": per_seed, "estimate": float(per_seed.mean()), "replicates": reps}
+
+
+def crossing_null(pretrained, *, n_null: int = 200, random_state: int = 0,
+                  device: str = "cpu") -> np.ndarray:
+    """The crossing index with no fine-tuning at all: the sentences are split at random into
+    two disjoint halves, and :func:`crossing_index` compares the PCA of one half of the
+    *pretrained* representations with that of the other; ``n_null`` splits: (n_null,).
+
+    This is what the statistic gives from sampling noise alone. Each half holds n // 2
+    sentences, so the null is somewhat wider than one at the full n would be."""
+    from .device import pick_device
+    check_range("n_null", n_null, 1, integer=True)
+    check_range("random_state", random_state, 0, integer=True)
+    _check_sentences([pretrained], pretrained)
+    dev = pick_device(device)
+    P = _tensor(pretrained, dev)
+    n, rng = P.shape[0], np.random.default_rng(random_state)
+    out = np.empty(n_null, dtype=int)
+    for r in range(n_null):
+        order = torch.as_tensor(rng.permutation(n), device=dev)
+        a, b = order[:n // 2], order[n // 2:2 * (n // 2)]
+        out[r] = crossing_index(_evr(P[a]).cpu().numpy(), _evr(P[b]).cpu().numpy())
+    return out
+
+
+def crossing_effect(per_seed, replicates, classes: int, *, margin: float,
+                    label: str = "first ratio < 1 - classes", n_examples: int = 0,
+                    confidence: float = 0.95):
+    """The claim "the first component whose fine-tuned/pretrained variance ratio is below 1
+    comes at about the number of classes" (section 3.1.3) as a
+    :class:`bertdims.stats.Effect`: the crossing index (mean over seeds) minus ``classes``,
+    with the percentile interval of the replicates of :func:`crossing_bootstrap` (shifted by
+    ``classes``), an equivalence claim within ``margin`` components and
+    :func:`bertdims.stats.verdict_of`'s verdict."""
+    from .stats import Effect, verdict_of
+    check_range("classes", classes, 1, integer=True)
+    check_range("confidence", confidence, 0, 1, low_open=True, high_open=True)
+    seeds = np.asarray(per_seed, dtype=float)
+    reps = np.asarray(replicates, dtype=float)
+    if seeds.ndim != 1 or len(seeds) < 1 or reps.ndim != 1 or len(reps) < 1:
+        raise bad("replicates", f"arrays of shapes {seeds.shape}, {reps.shape}",
+                  "expected per-seed values and bootstrap replicates, 1-D and non-empty")
+    tail = (1 - confidence) / 2
+    low, high = (float(v) for v in np.quantile(reps - classes, [tail, 1 - tail]))
+    return Effect(label=label, metric="component index", scale="difference",
+                  estimate=float(seeds.mean()) - classes, low=low, high=high,
+                  confidence=float(confidence), claim="equivalent", margin=float(margin),
+                  verdict=verdict_of(low, high, "equivalent", margin), p_value=None,
+                  n_seeds=len(seeds), n_examples=int(n_examples), score_a=float(seeds.mean()),
+                  score_b=float(classes), p_test=None,
+                  method="bootstrap over sentences (PCAs refitted) and seeds, percentile interval")
+
+
+def _crossing_config(model: str, kw: dict) -> dict:
+    return {"model": model, "version": 1, **kw}
+
+
+def crossing_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes",),
+                   seeds: list[int] = (0,), *, store=None, max_train_samples: int | None = 1000,
+                   max_eval_samples: int | None = 500, max_seq_len: int = 64, epochs: float = 1.0,
+                   general_samples: int | None = 3000, layer: int = -1, token: str = "cls",
+                   n_boot: int = 200, n_null: int = 200, top: int = 30, random_state: int = 0,
+                   device: str = "auto") -> dict[str, pd.DataFrame]:
+    """Section 3.1.3 with uncertainty, through the store: for each task, the crossing index of
+    every seed's fine-tuned model against the pretrained one on the general sentences, with
+    :func:`crossing_bootstrap` replicates; and the pretrained-against-pretrained null
+    (:func:`crossing_null`), which depends on no task.
+
+    Returns tidy tables: ``per_seed`` (task, classes, seed, crossing), ``replicates`` (task,
+    replicate, crossing), ``ratios`` (task, seed, component, ratio) for the first ``top``
+    components, ``null`` (draw, crossing) and ``summary`` (:func:`crossing_table`)."""
+    from .models import fingerprint_of
+    from .store import ResultStore
+    from .tasks import get_task
+    store = store if store is not None else ResultStore()
+    check_range("top", top, 1, integer=True)
+    sizes = dict(max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+                 max_seq_len=max_seq_len, epochs=epochs)
+    rep = dict(max_samples=general_samples, max_seq_len=max_seq_len, layer=layer, token=token,
+               store=store)
+    fp = fingerprint_of(model)
+    general = dict(general_samples=general_samples, max_seq_len=max_seq_len, layer=layer,
+                   token=token, random_state=random_state)
+
+    def pretrained():
+        return general_array(analysis_encoder(model, store=store), **rep)
+
+    def null():
+        P = pretrained()
+        draws = crossing_null(P, n_null=n_null, random_state=random_state, device=device)
+        return {"null": pd.DataFrame({"draw": np.arange(n_null), "crossing": draws}),
+                "sentences": int(len(P))}
+
+    null_run = store.cached("pca_null", _crossing_config(model, {**general, "n_null": n_null}),
+                            null, fingerprint=fp)
+    out = {"per_seed": [], "replicates": [], "ratios": []}
+    for task in tasks:
+        classes = get_task(task).num_labels
+
+        def compute(task=task):
+            P = pretrained()
+            F = [general_array(analysis_encoder(model, task, finetuned=True, seed=s, store=store,
+                                                **sizes), **rep) for s in seeds]
+            res = crossing_bootstrap(F, P, n_boot=n_boot, random_state=random_state, device=device)
+            pt = explained_variance_ratios(P, device=device)
+            k = min(top, len(pt))
+            ratios = [pd.DataFrame({"seed": s, "component": np.arange(1, k + 1),
+                                    "ratio": explained_variance_ratios(f, device=device)[:k]
+                                    / np.where(pt[:k] > 0, pt[:k], np.nan)})
+                      for s, f in zip(seeds, F)]
+            return {"per_seed": pd.DataFrame({"seed": list(seeds), "crossing": res["per_seed"]}),
+                    "replicates": pd.DataFrame({"replicate": np.arange(n_boot),
+                                                "crossing": res["replicates"]}),
+                    "ratios": pd.concat(ratios, ignore_index=True), "sentences": int(len(P))}
+
+        cfg = _crossing_config(model, {**general, **sizes, "task": task, "seeds": list(seeds),
+                                       "n_boot": n_boot, "top": top})
+        run = store.cached("pca_crossing", cfg, compute, fingerprint=fp)
+        for name in out:
+            out[name].append(run.table(name).assign(task=task, classes=classes))
+    tables = {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
+    tables["null"] = null_run.table("null")
+    tables["sentences"] = int(null_run.json()["sentences"])
+    tables["summary"] = crossing_table(tables)
+    return tables
+
+
+def crossing_effects(study: dict, *, margin: float, confidence: float = 0.95) -> dict:
+    """task -> :func:`crossing_effect` from :func:`crossing_study`'s tables."""
+    out = {}
+    for task, df in study["per_seed"].groupby("task", sort=False):
+        reps = study["replicates"][study["replicates"].task == task].crossing.to_numpy()
+        out[task] = crossing_effect(df.crossing.to_numpy(), reps, int(df.classes.iloc[0]),
+                                    margin=margin, confidence=confidence,
+                                    label=f"{task}: first ratio < 1 - classes",
+                                    n_examples=int(study.get("sentences", 0)))
+    return out
+
+
+def crossing_table(study: dict, confidence: float = 0.95) -> pd.DataFrame:
+    """One row per task: classes, the crossing index (mean over seeds) with its bootstrap
+    interval, the per-seed values, and the no-fine-tuning null: its mean, its central
+    ``confidence`` range and ``null_share``, the share of null draws at or above our mean."""
+    tail = (1 - confidence) / 2
+    null = study["null"].crossing.to_numpy(dtype=float)
+    n_lo, n_hi = np.quantile(null, [tail, 1 - tail])
+    rows = []
+    for task, df in study["per_seed"].groupby("task", sort=False):
+        reps = study["replicates"][study["replicates"].task == task].crossing.to_numpy()
+        lo, hi = np.quantile(reps, [tail, 1 - tail])
+        mean = float(df.crossing.mean())
+        rows.append({"task": task, "classes": int(df.classes.iloc[0]), "crossing": mean,
+                     "low": float(lo), "high": float(hi),
+                     "per_seed": ", ".join(str(int(v)) for v in df.crossing),
+                     "null_mean": float(null.mean()), "null_low": float(n_lo),
+                     "null_high": float(n_hi), "null_share": float((null >= mean).mean())})
+    return pd.DataFrame(rows)
+
+
+def crossing_chart(study: dict):
+    """Crossing index per task with its bootstrap interval (points and bars), the number of
+    classes (black ticks), and the null's central 95% range (grey band)."""
+    import altair as alt
+    t = study["summary"]
+    base = alt.Chart(t).encode(y=alt.Y("task:N", sort=list(t.task), title=None))
+    band = base.mark_bar(color="lightgrey", opacity=0.6, size=14).encode(
+        x=alt.X("null_low:Q", title="component index"), x2="null_high:Q")
+    bars = base.mark_rule(strokeWidth=2).encode(x="low:Q", x2="high:Q")
+    pts = base.mark_point(filled=True, size=70).encode(
+        x="crossing:Q", tooltip=["task", "classes", "crossing", "low", "high", "per_seed",
+                                 "null_low", "null_high"])
+    ticks = base.mark_tick(color="black", thickness=2, size=18).encode(x="classes:Q")
+    return (band + bars + pts + ticks).properties(
+        width=380, title="First variance ratio below 1 (point, 95% interval) against classes (tick); "
+                         "grey: no fine-tuning")
+
+
+def components_effects(study: dict, *, margin: float = 0.01) -> dict:
+    """Diagnostics of sections 3.1.1-3.1.2 from :func:`pca_study`, intervals over the seeds
+    (:func:`bertdims.stats.seed_effect`; needs 2+ seeds, else empty) on the fine-tuned model
+    at the paper's 5 components (or the nearest grid point below): general PCA against random
+    dimensions ("better"), in-domain against general PCA ("better"), and 5 general components
+    against all dimensions ("noninferior" within ``margin``). Keys ``"<task>: <comparison>"``."""
+    from .stats import seed_effect
+    c, s = study["curves"], study["summary"]
+    out = {}
+    for task, df in c[c.model == "finetuned"].groupby("task", sort=False):
+        few = _few_n(df)
+        at = df[df.n == few].pivot_table(index="seed", columns="basis", values="accuracy")
+        if len(at) < 2:
+            continue
+        allv = s[s.task == task].set_index("seed").finetuned_all.reindex(at.index)
+        for name, a, b, claim, m in (
+                (f"general - random, {few} dims", at["general"], at["random"], "better", 0.0),
+                (f"in-domain - general, {few} dims", at["in-domain"], at["general"], "better", 0.0),
+                (f"{few} general - all dims", at["general"], allv, "noninferior", margin)):
+            out[f"{task}: {name}"] = seed_effect(a.to_numpy(), b.to_numpy(), claim=claim, margin=m,
+                                                 label=f"{task} (fine-tuned): {name}",
+                                                 metric="accuracy")
+    return out
 
 
 # ---------------------------------------------------------------------------- prose from numbers

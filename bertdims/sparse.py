@@ -21,6 +21,13 @@ Our estimator (the choice the issue leaves open):
 The sparsity is enforced by the top-k rather than an L0 penalty, so there is no penalty
 weight to tune and every run of a sweep has exactly the sparsity asked for.
 
+Every run uses the recipe of the full fine-tuning it is compared with
+(:meth:`SparseConfig.reference`, :data:`RECIPE`): the same examples, batches, steps, schedule,
+head and checkpoint rule. :func:`sparse_study` adds three controls in which only the head
+trains: sparsity 0 (the pretrained encoder untouched), and a fixed magnitude mask and a fixed
+random mask of the same sparsity (:func:`fixed_masks`); :func:`sparse_effects` compares them
+through :func:`bertdims.stats.paired_effect` on the stored per-example test predictions.
+
 Chapter: ``book/10_sparse_finetuning.ipynb``.
 """
 from __future__ import annotations
@@ -55,44 +62,85 @@ ESTIMATORS = ("topk",)
 
 
 # ------------------------------------------------------------------------------ config
+#: How a run chooses its masks: ``learned`` (scores trained with the head), or fixed before
+#: training and never changed (the controls): ``magnitude`` keeps the largest ``|W|`` of each
+#: matrix, ``random`` a uniformly random subset of each matrix (seeded by ``seed``).
+MASKS = ("learned", "magnitude", "random")
+
+#: The fields of :class:`SparseConfig` that define the training recipe. They have the names,
+#: meanings and defaults of :class:`bertdims.finetune.FinetuneConfig`'s fields, and
+#: :meth:`SparseConfig.reference` passes them to the full-fine-tuning reference unchanged, so
+#: a sparse run and its reference see the same examples in the same batches for the same
+#: number of steps, on the same schedule, and keep their state by the same checkpoint rule.
+RECIPE = ("model", "task", "layer", "token", "head", "head_hidden", "dropout", "epochs",
+          "head_lr", "warmup", "batch_size", "micro_batch_size", "weight_decay", "max_grad_norm",
+          "max_train_samples", "max_eval_samples", "max_seq_len", "early_stopping_fraction",
+          "patience", "eval_every", "frozen_epochs", "seed", "device", "precision")
+
+#: Part of every stored sparse run's key: bump when what a run computes changes. 2: the
+#: reference's recipe (batches, steps, head statistics, checkpoint rule), fixed-mask controls,
+#: stored per-example predictions.
+SPARSE_VERSION = 2
+
+
 @dataclass
 class SparseConfig(ConfigMixin):
     """Sparse fine-tuning of ``model`` on ``task`` (see the module docstring).
 
-    ``layers``: encoder layers 1..L whose matrices are masked (None = all);
-    ``weights``: which matrices of those layers (keys of :data:`MATRICES`; None = all six);
-    ``sparsity``: fraction of each masked matrix set to zero, in [0, 1).
-    ``layer``/``token``/``head``/``head_hidden``/``dropout`` describe the classifier as in
-    :class:`bertdims.finetune.FinetuneConfig` (the head reads ``[CLS]`` of the top layer).
+    Mask (what only sparse fine-tuning has):
+
+    * ``sparsity``: fraction of each masked matrix set to zero, in [0, 1); 0 keeps every
+      weight (the frozen pretrained encoder with a trained head);
+    * ``mask``: ``learned`` | ``magnitude`` | ``random`` (:data:`MASKS`);
+    * ``layers``: encoder layers 1..L whose matrices are masked (None = all);
+      ``weights``: which matrices of those layers (keys of :data:`MATRICES`; None = all six);
+    * ``score_lr``: peak learning rate of the mask scores (they start at ``|W| / mean|W|``,
+      a scale of about 1, so they need a larger rate than the weights' ``lr``).
+
+    Recipe (:data:`RECIPE`): the fields, meanings and defaults of
+    :class:`bertdims.finetune.FinetuneConfig`; :meth:`reference` is the full fine-tuning with
+    the same recipe, :meth:`from_reference` a sparse run with a given reference's recipe.
+    A run that trains mask scores trains for ``epochs`` like the reference; a run in which
+    nothing of the encoder trains (sparsity 0, fixed masks) trains its head on features
+    computed once for ``frozen_epochs``, exactly as the engine trains a frozen encoder's head.
     """
 
     model: str = "embedded"
     task: str = "rotten_tomatoes"
     sparsity: float = 0.1
+    mask: str = "learned"
     layers: list[int] | None = None
     weights: list[str] | None = None
     estimator: str = "topk"
     score_lr: float = 1e-2
-    head_lr: float = 1e-3
-    epochs: float = 1.0
-    batch_size: int = 32
-    warmup: float = 0.1
-    max_train_samples: int | None = 1000
-    max_eval_samples: int | None = 500
-    max_seq_len: int = 64
-    seed: int = 0
     layer: int = -1
     token: str = "cls"
     head: str = "linear"
     head_hidden: int = 256
     dropout: float = 0.1
+    epochs: float = 1.0
+    head_lr: float | None = None
+    warmup: float = 0.1
+    batch_size: int = 16
+    micro_batch_size: int = 16
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_seq_len: int = 128
+    early_stopping_fraction: float = 0.0
+    patience: int = 2
+    eval_every: int | None = None
+    frozen_epochs: float = 40.0
+    seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
 
     dims = None  # the classifier reads all dimensions (SelectiveClassifier asks for it)
 
     def __post_init__(self):
-        from .tokens import check_token
         check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
+        check_choice("mask", self.mask, MASKS)
         check_choice("estimator", self.estimator, ESTIMATORS)
         if self.layers is not None:
             if not isinstance(self.layers, (list, tuple)) or not self.layers or not all(
@@ -107,24 +155,26 @@ class SparseConfig(ConfigMixin):
             if unknown or not self.weights:
                 raise bad("weights", self.weights, "choose from: " + ", ".join(MATRICES)
                           + f" (unknown: {unknown})")
-        for name in ("score_lr", "head_lr", "epochs"):
-            check_range(name, getattr(self, name), 0, low_open=True)
-        check_range("warmup", self.warmup, 0, 1, high_open=True)
-        check_range("dropout", self.dropout, 0, 1, high_open=True)
-        check_range("batch_size", self.batch_size, 1, integer=True)
-        check_range("max_seq_len", self.max_seq_len, 2, integer=True)
-        check_range("seed", self.seed, 0, integer=True)
-        for name in ("max_train_samples", "max_eval_samples"):
-            if getattr(self, name) is not None:
-                check_range(name, getattr(self, name), 1, integer=True)
-        check_choice("head", self.head, ("linear", "mlp"))
-        check_range("layer", self.layer, -1, integer=True)
-        if self.layer == 0:
-            raise bad("layer", self.layer, "expected -1 (top) or a layer number >= 1")
-        check_range("head_hidden", self.head_hidden, 1, integer=True)
-        self.token = check_token(self.token)
-        from .tasks import get_task
-        get_task(self.task)
+        check_range("score_lr", self.score_lr, 0, low_open=True)
+        self.reference()            # the recipe fields are checked by the engine's own config
+
+    def reference(self, **changes):
+        """The full fine-tuning with this run's recipe: a
+        :class:`bertdims.finetune.FinetuneConfig` built from the :data:`RECIPE` fields (and
+        ``changes``, e.g. ``freeze=L`` for the head alone on the frozen encoder)."""
+        from .training import finetune_module
+        return finetune_module().FinetuneConfig(**{**{f: getattr(self, f) for f in RECIPE}, **changes})
+
+    @classmethod
+    def from_reference(cls, reference, **sparse) -> "SparseConfig":
+        """A sparse run with the recipe of ``reference`` (a ``FinetuneConfig``) and the mask
+        fields in ``sparse`` (``sparsity``, ``mask``, ``layers``, ``weights``, ``score_lr``)."""
+        return cls(**{f: getattr(reference, f) for f in RECIPE}, **sparse)
+
+    @property
+    def trains_mask(self) -> bool:
+        """Whether mask scores train: a learned mask that zeroes something."""
+        return self.mask == "learned" and self.sparsity > 0
 
     def validate(self, num_layers: int) -> None:
         """Layer numbers must exist in a model with ``num_layers`` encoder layers."""
@@ -173,8 +223,18 @@ class MaskedLinear(nn.Module):
         self.n_keep = self.weight.numel() - int(round(self.sparsity * self.weight.numel()))
 
     def mask(self) -> torch.Tensor:
-        """The current binary mask (out, in), 1 = kept, as float (differentiable in scores)."""
-        return _TopKMask.apply(self.scores, self.n_keep)
+        """The current binary mask (out, in), 1 = kept, as float (differentiable in scores).
+
+        Without gradients (evaluation) the mask is computed once per state of the scores and
+        reused: the top-k of a large matrix costs more than the matrix product it masks."""
+        if torch.is_grad_enabled() and self.scores.requires_grad:
+            return _TopKMask.apply(self.scores, self.n_keep)
+        key = (self.scores._version, self.scores.data_ptr(), self.scores.device)
+        cached = getattr(self, "_mask_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, _TopKMask.apply(self.scores.detach(), self.n_keep))
+            self._mask_cache = cached
+        return cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight * self.mask(), self.bias)
@@ -352,14 +412,19 @@ def apply_mask(pretrained: nn.Module, stored: StoredMask | dict[str, torch.Tenso
     return model
 
 
-def storage_sizes(model: nn.Module, saved: dict[str, int]) -> dict[str, float]:
+def storage_sizes(model: nn.Module, saved: dict[str, int],
+                  masks: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """Bytes of a task stored as masks against a full fp32 checkpoint of the classifier.
 
-    ``saved`` is the output of :func:`save_mask`. Returns the byte counts and the ratios
+    ``saved`` is the output of :func:`save_mask`; ``masks`` the saved masks (by default those
+    of the model's :class:`MaskedLinear` modules). Returns the byte counts and the ratios
     ``mask / masked weights in fp32`` (1/32 up to byte padding) and ``task / full checkpoint``.
     """
     mods = masked_modules(model)
-    n_masked = sum(m.weight.numel() for m in mods.values())
+    if masks is None:
+        n_masked = sum(m.weight.numel() for m in mods.values())
+    else:
+        n_masked = sum(m.numel() for m in masks.values())
     n_all = sum(p.numel() for p in model.parameters() if p is not None) - sum(
         m.scores.numel() for m in mods.values())
     task_bytes = saved["mask_bytes"] + saved["head_bytes"] + saved["index_bytes"]
@@ -369,108 +434,274 @@ def storage_sizes(model: nn.Module, saved: dict[str, int]) -> dict[str, float]:
             "task_over_checkpoint": task_bytes / (4 * n_all)}
 
 
+# ------------------------------------------------------------------------------ fixed masks
+def _n_keep(numel: int, sparsity: float) -> int:
+    """Entries a mask keeps: the same rounding as :class:`MaskedLinear`."""
+    return numel - int(round(sparsity * numel))
+
+
+def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Bool mask (same shape as ``weight``) keeping the ``1 - sparsity`` fraction of entries
+    with the largest ``|W|``: magnitude pruning, the mask the learned scores start from."""
+    n_keep = _n_keep(weight.numel(), sparsity)
+    mask = torch.zeros(weight.numel(), dtype=torch.bool)
+    mask[torch.topk(weight.detach().abs().flatten().cpu(), n_keep, sorted=False).indices] = True
+    return mask.reshape(weight.shape)
+
+
+def random_mask(weight: torch.Tensor, sparsity: float, generator: torch.Generator) -> torch.Tensor:
+    """Bool mask keeping a uniformly random ``1 - sparsity`` fraction of the entries."""
+    n_keep = _n_keep(weight.numel(), sparsity)
+    mask = torch.zeros(weight.numel(), dtype=torch.bool)
+    mask[torch.randperm(weight.numel(), generator=generator)[:n_keep]] = True
+    return mask.reshape(weight.shape)
+
+
+def fixed_masks(encoder: nn.Module, config: SparseConfig) -> dict[str, torch.Tensor]:
+    """The masks of a run that does not learn them: parameter name -> bool (out, in), for the
+    matrices ``config`` masks. ``magnitude`` (and ``learned`` at sparsity 0: all kept) does not
+    depend on the seed; ``random`` draws from its own generator seeded by ``config.seed``, so
+    it leaves the global random state (dropout, the head's initialisation) untouched."""
+    params = dict(encoder.named_parameters())
+    gen = torch.Generator().manual_seed(int(config.seed))
+    out = {}
+    for name in maskable_weights(encoder, config.layers, config.weights).values():
+        w = params[name]
+        out[name] = (random_mask(w, config.sparsity, gen) if config.mask == "random"
+                     else magnitude_mask(w, config.sparsity))
+    return out
+
+
 # ------------------------------------------------------------------------------ training
+@dataclass
+class SparseTraining:
+    """What :func:`train_sparse` returns: the classifier, ``metrics`` ({split: {metric:
+    value}}), ``history`` (the engine's columns: one row per evaluation), ``steps`` (training
+    loss per step; empty for head-only runs), ``info`` (steps, checkpoint rule, sizes,
+    seconds) and ``predictions`` ({split: (predictions (N,), labels (N,))})."""
+
+    model: nn.Module
+    metrics: dict
+    history: pd.DataFrame
+    steps: pd.DataFrame
+    info: dict
+    predictions: dict
+
+
+def _engine():
+    from .training import finetune_module
+    return finetune_module()
+
+
 def build_sparse_classifier(config: SparseConfig, device: str | torch.device = "cpu"):
-    """The classifier (:class:`bertdims.heads.SelectiveClassifier`) over the pretrained encoder
-    with the chosen matrices replaced by :class:`MaskedLinear`; only scores and head train."""
+    """The classifier (:class:`bertdims.heads.SelectiveClassifier`) over the pretrained
+    encoder: with :class:`MaskedLinear` matrices whose scores train (a learned mask), or with
+    the fixed mask applied to the weights (magnitude, random, sparsity 0) and every encoder
+    parameter frozen. The random state is consumed as the engine does (seed, then the
+    backbone, then the head), so the head starts where the reference's head starts."""
+    from accelerate.utils import set_seed
     from transformers import AutoTokenizer
 
     from .heads import SelectiveClassifier, load_backbone
-    from .models import resolve_model
+    from .models import quiet_transformers, resolve_model
     from .tasks import get_task
-    from .distances import quiet_transformers
     path = resolve_model(config.model)
+    set_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(path)
     with quiet_transformers():
         encoder = load_backbone(path)
     config.validate(int(encoder.config.num_hidden_layers))
-    torch.manual_seed(config.seed)
-    clf = SelectiveClassifier(encoder, AutoTokenizer.from_pretrained(path), config, get_task(config.task))
-    sparsify(clf.encoder, config.sparsity, config.layers, config.weights)
+    if not config.trains_mask:
+        encoder = apply_mask(encoder, fixed_masks(encoder, config), check_fingerprint=False)
+    clf = SelectiveClassifier(encoder, tokenizer, config.reference(), get_task(config.task))
+    if config.trains_mask:
+        sparsify(clf.encoder, config.sparsity, config.layers, config.weights)
+    else:
+        for p in clf.encoder.parameters():
+            p.requires_grad_(False)
     return clf.to(device)
 
 
-def train_sparse(config: SparseConfig, *, data=None):
-    """Learn the masks and the head. Returns ``(classifier, metrics, history)``:
-    ``metrics`` = {split: {metric: value}} for the task's evaluation splits, ``history`` a
-    DataFrame (step, loss, lr, seconds).
+def _splits(config: SparseConfig, task, tokenizer, data):
+    """Encoded splits: the engine's (:func:`bertdims.finetune.prepare_splits` with the
+    reference's sizes and checkpoint rule), or ``data`` (split -> ``datasets.Dataset``)."""
+    from .training import encode_split
+    if data is None:
+        data = _engine().prepare_splits(task, max_train_samples=config.max_train_samples,
+                                        max_eval_samples=config.max_eval_samples,
+                                        early_stopping_fraction=config.early_stopping_fraction)
+    return {name: encode_split(task, ds, tokenizer, config.max_seq_len) for name, ds in data.items()}
 
-    By default the data are those of the fine-tuning engine with the same sizes
-    (:func:`bertdims.finetune.prepare_splits`: the same training examples less the 10 % it
-    holds out for early stopping, the same evaluation examples); there is no early stopping
-    here. ``data`` overrides them (a mapping split -> ``datasets.Dataset``)."""
-    from .device import pick_device
+
+def train_sparse(config: SparseConfig, *, data=None) -> SparseTraining:
+    """Train one sparse run with the reference's recipe (:meth:`SparseConfig.reference`).
+
+    * Learned mask: the engine's loop, with the mask scores in place of the weights: the
+      same examples in the same batches (``batch_size``, the engine's epoch order), the same
+      number of steps (``epochs``), slanted triangular schedule (``warmup``), head learning
+      rate and weight decay, gradient clipping, head input statistics, evaluation points and
+      checkpoint rule (final state, or lowest development loss when
+      ``early_stopping_fraction`` > 0). Scores peak at ``score_lr``, without weight decay.
+    * Fixed mask (magnitude, random, or sparsity 0): no encoder parameter trains, so the head
+      is trained by the engine's own head-only loop on features computed once
+      (``frozen_epochs``), as for any frozen encoder.
+
+    ``data`` overrides the engine's splits (a mapping split -> ``datasets.Dataset``).
+    """
+    from types import SimpleNamespace
+
+    from .device import pick_device, pick_precision
     from .tasks import get_task
-    from .training import evaluate, make_loader, slanted_triangular
-
+    from .training import Collator
+    ft = _engine()
     task = get_task(config.task)
     device = pick_device(config.device)
+    precision = pick_precision(config.precision, device)
     clf = build_sparse_classifier(config, device)
-    if data is None:  # the same examples as the engine's runs (without its early-stopping dev part)
-        from .finetune import prepare_splits
-        data = prepare_splits(task, max_train_samples=config.max_train_samples,
-                              max_eval_samples=config.max_eval_samples)
-    tok = clf.tokenizer
-    loader = make_loader(task, data["train"], tok, batch_size=config.batch_size,
-                         max_seq_len=config.max_seq_len, shuffle=True, seed=config.seed)
+    enc = _splits(config, task, clf.tokenizer, data)
+    train = enc["train"]
+    collate = Collator(clf.tokenizer.pad_token_id or 0, task.is_regression)
+    ref = config.reference() if config.trains_mask else config.reference(freeze=clf.num_layers)
+    eval_bs = max(2 * ref.micro_batch_size, 32)
+    monitor = "dev" if "dev" in enc else "validation"
+    steps_per_epoch = math.ceil(len(train) / ref.batch_size)
+    epochs = ref.epochs if config.trains_mask else ref.frozen_epochs
+    total = max(1, math.ceil(epochs * steps_per_epoch))
+    eval_every = ft._eval_every(ref, steps_per_epoch, total)
+    acc = SimpleNamespace(device=device, num_processes=1, process_index=0)
+    info = {"n_train": len(train), "n_dev": len(enc["dev"]) if "dev" in enc else 0,
+            "checkpoint_rule": "best_dev_loss" if "dev" in enc else "final",
+            "monitor_split": monitor if monitor in enc else None, "sparse_version": SPARSE_VERSION,
+            "precision": precision, "total_steps": total, "steps_per_epoch": steps_per_epoch,
+            "epochs_run": epochs, "batch_size": ref.batch_size, "mask": config.mask,
+            "trains_mask": config.trains_mask}
+    if not config.trains_mask:
+        core, metrics, history, info, _, preds = ft._train_frozen(
+            ref, task, clf, enc, collate, eval_bs, acc, precision, total, steps_per_epoch,
+            eval_every, monitor, info, False)
+        return SparseTraining(core.eval(), metrics, history, pd.DataFrame(columns=["step", "loss", "lr"]),
+                              info, preds)
+    return _train_learned(config, ref, task, clf, enc, collate, eval_bs, acc, precision, total,
+                          steps_per_epoch, eval_every, monitor, info)
+
+
+def _sparse_optimizer(clf, config: SparseConfig, ref) -> torch.optim.AdamW:
+    """AdamW over the mask scores (``score_lr``, no weight decay) and the head (the engine's
+    head learning rate; weight decay on its weights, not its biases, as the engine does)."""
+    from .training import layer_lrs
+    head_lr = layer_lrs(ref, clf.num_layers)["head"]
     scores = [m.scores for m in masked_modules(clf).values()]
-    groups = [{"params": list(clf.head.parameters()), "lr": config.head_lr, "weight_decay": 0.01}]
-    if config.sparsity > 0:
-        groups.insert(0, {"params": scores, "lr": config.score_lr, "weight_decay": 0.0})
-    else:  # nothing to choose: the mask keeps every weight
-        for s in scores:
-            s.requires_grad_(False)
-    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999))
-    total = max(1, math.ceil(config.epochs * len(loader)))
-    schedule = slanted_triangular(optimizer, total, config.warmup)
-    history, step, start = [], 0, time.time()
+    decay = [p for n, p in clf.head.named_parameters() if not n.endswith("bias")]
+    no_decay = [p for n, p in clf.head.named_parameters() if n.endswith("bias")]
+    groups = [{"params": scores, "lr": config.score_lr, "weight_decay": 0.0, "layer": "scores"},
+              {"params": decay, "lr": head_lr, "weight_decay": ref.weight_decay, "layer": "head"},
+              {"params": no_decay, "lr": head_lr, "weight_decay": 0.0, "layer": "head"}]
+    return torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
+
+
+def _train_learned(config, ref, task, clf, enc, collate, eval_bs, acc, precision, total,
+                   steps_per_epoch, eval_every, monitor, info) -> SparseTraining:
+    """The engine's training loop (one process) with the mask scores and the head training."""
+    from .device import autocast
+    from .training import slanted_triangular
+    ft = _engine()
+    device, train = acc.device, enc["train"]
+    feats = ft._features_of(clf, train, collate, eval_bs, device, precision, train_mode=True)
+    clf.head.fit_stats(feats, ft._labels_tensor(task, train) if task.is_regression else None)
+    del feats
+    optimizer = _sparse_optimizer(clf, config, ref)
+    scheduler = slanted_triangular(optimizer, total, ref.warmup)
+    head_group = 1
+    loss_fn = ft._loss_fn(task)
+    state, steps = ft._LoopState(), []
+    t0 = time.perf_counter()
     clf.train()
-    while step < total:
-        for batch in loader:
-            inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")
-                      if k in batch}
-            logits = clf(**inputs)
-            labels = batch["labels"].to(device)
-            loss = F.mse_loss(logits[:, 0], labels) if task.is_regression else F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            history.append({"step": step, "loss": loss.item(), "lr": schedule.get_last_lr()[-1]})
-            step += 1
-            if step >= total:
-                break
+    while state.step < total and not state.stopped:
+        epoch, pos = divmod(state.step, steps_per_epoch)
+        order = ft._epoch_order(ref.seed, epoch, len(train))
+        batch_idx = order[pos * ref.batch_size:(pos + 1) * ref.batch_size]
+        g, step_loss = len(batch_idx), 0.0
+        for i in range(0, g, ref.micro_batch_size):
+            batch = collate([train[int(j)] for j in batch_idx[i:i + ref.micro_batch_size]])
+            labels = batch.pop("labels").to(device)
+            inputs = {k: v.to(device) for k, v in batch.items() if k != "index"}
+            with autocast(device, precision):
+                logits = clf(**inputs)
+            loss_sum = ft._loss_sum(loss_fn, task, logits, labels, clf.head)
+            (loss_sum / g).backward()
+            step_loss += float(loss_sum.detach())
+        state.loss_sum += step_loss
+        state.loss_count += g
+        if ref.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in clf.parameters() if p.requires_grad],
+                                           ref.max_grad_norm)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        steps.append({"step": state.step, "loss": step_loss / g, "lr": lr})
+        if state.step % eval_every == 0 or state.step == total:
+            train_loss = state.loss_sum / max(state.loss_count, 1)
+            state.loss_sum, state.loss_count = 0.0, 0
+            out, labels = ((None, None) if monitor not in enc else
+                           ft._outputs_sharded(acc, clf, enc[monitor], collate, eval_bs, precision))
+            ft._record(state, task, out, labels, monitor == "dev", clf.head, clf, ref, train_loss,
+                       optimizer.param_groups[head_group]["lr"], steps_per_epoch)
+            clf.train()
+    seconds = time.perf_counter() - t0
+    if state.best_state is not None:
+        with torch.no_grad():
+            params = dict(clf.named_parameters())
+            for name, value in state.best_state.items():
+                params[name].copy_(value.to(params[name].device))
     clf.eval()
-    metrics = {}
-    for split in task.eval_splits:
-        if split in data:
-            ev = make_loader(task, data[split], tok, batch_size=64, max_seq_len=config.max_seq_len)
-            metrics[split] = evaluate(clf, ev, task, device, precision="fp32")
-    train_s = time.time() - start
-    return clf, metrics, pd.DataFrame(history).assign(seconds=train_s)
+    outputs = {s: ft._outputs_sharded(acc, clf, enc[s], collate, eval_bs, precision)
+               for s in enc if s not in ("train", "dev")}
+    metrics, preds = ft._score_outputs(task, outputs, enc)
+    history = pd.DataFrame(state.history, columns=ft._history_columns(task))
+    info.update({"steps": state.step, "best_step": state.best_step if "dev" in enc else state.step,
+                 "stopped_early": bool(state.stopped and state.step < total),
+                 "train_seconds": seconds})
+    return SparseTraining(clf, metrics, history, pd.DataFrame(steps), info, preds)
+
+
+def _key_config(config: SparseConfig) -> dict:
+    return {**config.to_dict(), "sparse_version": SPARSE_VERSION}
 
 
 def sparse_finetune(config: SparseConfig, store=None, *, force: bool = False):
     """Run (or read back) one sparse fine-tuning. Returns the ``StoredRun``: its folder holds
-    the task as masks (:func:`load_mask` reads it), ``result.json`` has ``metrics``
-    ({split: {metric: value}}), ``sizes`` (:func:`storage_sizes`) and ``sparsity`` (measured);
-    ``.table("history")`` the training loss per step."""
+    the task as masks (:func:`load_mask` reads it) and ``pred_<split>.npy`` /
+    ``label_<split>.npy`` (per-example predictions and labels, in the engine's example
+    order); ``result.json`` has ``metrics`` ({split: {metric: value}}), ``info``, ``sizes``
+    (:func:`storage_sizes`) and ``sparsity`` (measured); ``.table("history")`` the engine's
+    evaluation rows and ``.table("steps")`` the training loss per step."""
     from .models import fingerprint_of
     from .store import ResultStore, write_payload
     store = store or ResultStore()
-    kind, cfg = "sparse_finetune", config.to_dict()
+    kind, cfg = "sparse_finetune", _key_config(config)
     fp = fingerprint_of(config.model)
     key = store.key(kind, cfg, fp)
     hit = None if force else store.get(kind, key)
     if hit is not None:
         return hit
+    t0 = time.perf_counter()
     with store.writing(kind, cfg, fp, key=key) as folder:
-        clf, metrics, history = train_sparse(config)
-        masks = extract_mask(clf)
-        saved = save_mask(masks, folder, head_state=clf.head.state_dict(), config=cfg, fingerprint=fp)
+        res = train_sparse(config)
+        clf = res.model
+        masks = extract_mask(clf) if config.trains_mask else fixed_masks(clf.encoder, config)
+        saved = save_mask(masks, folder, head_state=clf.head.state_dict(), config=config.to_dict(),
+                          fingerprint=fp)
         measured = StoredMask(masks).sparsity
-        write_payload(folder, {"metrics": metrics, "sizes": storage_sizes(clf, saved),
-                               "sparsity": measured, "history": history,
-                               "masked_weights": list(masks)})
+        arrays = {}
+        for split, (p, y) in res.predictions.items():
+            arrays[f"pred_{split}"], arrays[f"label_{split}"] = np.asarray(p), np.asarray(y)
+        write_payload(folder, {"metrics": res.metrics, "info": {**res.info,
+                                                                "seconds": time.perf_counter() - t0},
+                               "sizes": storage_sizes(clf, saved, masks),
+                               "sparsity": measured, "history": res.history, "steps": res.steps,
+                               "masked_weights": list(masks), **arrays})
     return store.get(kind, key)
 
 
@@ -481,116 +712,187 @@ def load_sparse_task(folder: str | Path, pretrained: nn.Module | None = None, de
     from transformers import AutoTokenizer
 
     from .heads import SelectiveClassifier, load_backbone
-    from .models import resolve_model
+    from .models import quiet_transformers, resolve_model
     from .tasks import get_task
     stored = load_mask(folder)
     config = SparseConfig.from_dict(stored.config)
     path = resolve_model(config.model)
-    from .distances import quiet_transformers
     if pretrained is None:
         with quiet_transformers():
             pretrained = load_backbone(path)
     clf = SelectiveClassifier(apply_mask(pretrained, stored), AutoTokenizer.from_pretrained(path),
-                              config, get_task(config.task))
+                              config.reference(), get_task(config.task))
     clf.head.load_state_dict(stored.head_state)
     return clf.to(device).eval()
 
 
-# ------------------------------------------------------------------------------ sweeps
-def sparsity_sweep(base: SparseConfig, sparsities: Sequence[float], seeds: Sequence[int],
-                   store=None) -> pd.DataFrame:
-    """Sparse fine-tuning for every sparsity and seed (each run cached in the store).
-    One row per run and split: ``setting="sparse"``, ``sparsity, seed, split``, the task's
-    metrics, ``mask_bytes``, ``task_bytes``, ``full_checkpoint_fp32_bytes``."""
+# ------------------------------------------------------------------------------ the study
+FULL, FROZEN = "full fine-tuning", "pretrained (sparsity 0)"
+#: The setting name of each kind of mask, as the study's tables and charts call it.
+SETTINGS = {"learned": "learned mask", "magnitude": "magnitude mask", "random": "random mask"}
+
+
+@dataclass
+class SparseStudy:
+    """Everything :func:`sparse_study` ran, read back from the store.
+
+    ``scores``: one row per run and evaluation split (``setting, sparsity, seed, split``, the
+    task's metrics, ``steps``, ``seconds``); ``histories``: the engine's evaluation rows of
+    every run (``setting, sparsity, seed, step, epoch, train_loss, dev_loss, dev_<metric>``);
+    ``predictions``: (setting, sparsity) -> test predictions (S, N), one row per seed in the
+    order of ``seeds``; ``labels``: the test labels (N,); ``metric``: the task's headline metric.
+    """
+
+    scores: pd.DataFrame
+    histories: pd.DataFrame
+    predictions: dict
+    labels: np.ndarray
+    metric: str
+    seeds: list
+    runs: dict = field(default_factory=dict, repr=False)
+
+
+def _check_sparsities(sparsities) -> list[float]:
     if not isinstance(sparsities, (list, tuple)) or not sparsities:
         raise bad("sparsities", sparsities, "expected a non-empty list of numbers in [0, 1)")
     for s in sparsities:
         check_range("sparsities", s, 0.0, 1.0, high_open=True)
-    rows = []
-    for sparsity in sparsities:
-        for seed in seeds:
-            run = sparse_finetune(base.replace(sparsity=float(sparsity), seed=int(seed)), store)
-            res = run.json()
-            for split, ms in res["metrics"].items():
-                rows.append({"setting": "sparse", "sparsity": float(sparsity), "seed": int(seed),
-                             "split": split, **ms,
-                             **{k: res["sizes"][k] for k in ("mask_bytes", "task_bytes",
-                                                             "full_checkpoint_fp32_bytes")}})
-    return pd.DataFrame(rows)
+    return [float(s) for s in sparsities]
 
 
-def full_finetuning(base: SparseConfig, seeds: Sequence[int], store=None,
-                    lr: float | None = None) -> pd.DataFrame:
-    """The reference: standard full fine-tuning (the engine, :func:`bertdims.finetune.finetune`)
-    with the same model, task, data sizes and epochs, and the engine's learning rate unless
-    ``lr`` is given (so the runs are the ones other chapters store). Same columns as
-    :func:`sparsity_sweep` with ``setting="full fine-tuning"`` and ``sparsity=0``."""
-    from .distances import _finetune_module
-    ft = _finetune_module()
-    rows = []
+def _study_runs(base: SparseConfig, sparsities, seeds, control_sparsity) -> list[tuple]:
+    """(setting, sparsity, seed, config or None for full fine-tuning) of every run."""
+    runs = []
     for seed in seeds:
-        extra = {} if lr is None else {"lr": lr}
-        cfg = ft.FinetuneConfig(model=base.model, task=base.task, epochs=base.epochs, **extra,
-                                max_train_samples=base.max_train_samples,
-                                max_eval_samples=base.max_eval_samples,
-                                max_seq_len=base.max_seq_len, seed=int(seed))
-        from .distances import quiet_transformers
-        with quiet_transformers():
-            run = ft.finetune(cfg, store=store, progress=False)
-        for split, ms in run.metrics.items():
-            rows.append({"setting": "full fine-tuning", "sparsity": 0.0, "seed": int(seed),
-                         "split": split, **ms})
-    return pd.DataFrame(rows)
+        runs.append((FULL, 0.0, seed, None))
+        runs.append((FROZEN, 0.0, seed, base.replace(sparsity=0.0, mask="learned", seed=seed)))
+        for s in sparsities:
+            if s > 0:
+                runs.append((SETTINGS["learned"], s, seed,
+                             base.replace(sparsity=s, mask="learned", seed=seed)))
+        if control_sparsity is not None:
+            for mask in ("magnitude", "random"):
+                runs.append((SETTINGS[mask], control_sparsity, seed,
+                             base.replace(sparsity=control_sparsity, mask=mask, seed=seed)))
+    return runs
 
 
-def sparse_vs_full(base: SparseConfig, sparsities: Sequence[float], seeds: Sequence[int],
-                   store=None, lr: float | None = None) -> pd.DataFrame:
-    """:func:`sparsity_sweep` and :func:`full_finetuning` in one table."""
-    return pd.concat([sparsity_sweep(base, sparsities, seeds, store),
-                      full_finetuning(base, seeds, store, lr=lr)], ignore_index=True)
+def sparse_study(base: SparseConfig, sparsities: Sequence[float], seeds: Sequence[int], *,
+                 control_sparsity: float | None = None, store=None, split: str = "test") -> SparseStudy:
+    """Run (or read back) the sparse fine-tuning study, every run with ``base``'s recipe.
+
+    Per seed: full fine-tuning (the engine, :meth:`SparseConfig.reference`); the pretrained
+    encoder with a trained head (sparsity 0); a learned mask at each sparsity > 0 of
+    ``sparsities``; and, at ``control_sparsity``, the two fixed-mask controls (magnitude and
+    random; the head trains, the mask does not). Each run is cached in the store.
+    """
+    from .models import quiet_transformers
+    from .tasks import get_task
+    sparsities = _check_sparsities(sparsities)
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise bad("seeds", seeds, "expected a non-empty list of integers >= 0")
+    if control_sparsity is not None:
+        check_range("control_sparsity", control_sparsity, 0.0, 1.0, low_open=True, high_open=True)
+    ft = _engine()
+    metric = get_task(base.task).metric
+    rows, hists, preds, labels, runs = [], [], {}, None, {}
+    for setting, sparsity, seed, cfg in _study_runs(base, sparsities, seeds, control_sparsity):
+        if cfg is None:
+            with quiet_transformers():
+                run = ft.finetune(base.replace(seed=int(seed)).reference(), store=store, progress=False)
+            metrics, history, info = run.metrics, run.history, run.info
+            pred, lab = run.predictions(split), run.labels(split)
+        else:
+            run = sparse_finetune(cfg, store)
+            res = run.json()
+            metrics, history, info = res["metrics"], run.table("history"), res["info"]
+            pred, lab = run.array(f"pred_{split}"), run.array(f"label_{split}")
+        if labels is None:
+            labels = np.asarray(lab)
+        elif not np.array_equal(labels, lab):
+            raise ConfigError(f"the {setting} run (seed {seed}) was scored on other {split} examples "
+                              "than the first run; every run must use the same max_eval_samples")
+        runs[(setting, sparsity, seed)] = run
+        preds.setdefault((setting, sparsity), []).append(np.asarray(pred))
+        for sp, ms in metrics.items():
+            rows.append({"setting": setting, "sparsity": sparsity, "seed": int(seed), "split": sp,
+                         **ms, "steps": info.get("steps"),
+                         "seconds": info.get("seconds", info.get("train_seconds_this_call"))})
+        hists.append(history.assign(setting=setting, sparsity=sparsity, seed=int(seed)))
+    return SparseStudy(scores=pd.DataFrame(rows), histories=pd.concat(hists, ignore_index=True),
+                       predictions={k: np.stack(v) for k, v in preds.items()}, labels=labels,
+                       metric=metric, seeds=[int(s) for s in seeds], runs=runs)
 
 
-def sparse_summary(df: pd.DataFrame, metric: str, split: str = "test") -> pd.DataFrame:
+def sparse_effects(study: SparseStudy, *, sparsity: float, margin: float,
+                   control_margin: float = 0.0, match_claim: str = "equivalent",
+                   n_boot: int = 2000) -> dict:
+    """The chapter's comparisons, each a :class:`bertdims.stats.Effect` from
+    :func:`bertdims.stats.paired_effect` on the test predictions (paired by seed and example):
+
+    * ``"match"``: the learned mask at ``sparsity`` against full fine-tuning (``match_claim``,
+      ``margin``): the paper's "sparse models achieve comparable results";
+    * ``"vs magnitude"``, ``"vs random"``: the learned mask against the fixed magnitude and
+      random masks at the same sparsity (better, ``control_margin``): does learning the mask
+      matter, or would any mask of that sparsity do;
+    * ``"vs pretrained"``: the learned mask against the pretrained encoder with a trained head
+      (better, ``control_margin``): does the mask add to what the head learns alone;
+    * ``"sparsity <s>"`` for every other learned sparsity: against full fine-tuning
+      (``match_claim``, ``margin``), for the curve; not a verdict on its own.
+
+    Comparisons whose runs are not in the study are left out.
+    """
+    from .stats import paired_effect
+    p, y, m = study.predictions, study.labels, study.metric
+    learned = (SETTINGS["learned"], float(sparsity))
+    if learned not in p:
+        raise bad("sparsity", sparsity, "the verdict sparsity must be one of the learned "
+                  "sparsities run: " + ", ".join(f"{s:g}" for (k, s) in p if k == SETTINGS["learned"]))
+    out = {}
+
+    def effect(a, b, claim, marg, label):
+        return paired_effect(p[a], p[b], y, metric=m, claim=claim, margin=marg, label=label,
+                             n_boot=n_boot)
+
+    out["match"] = effect(learned, (FULL, 0.0), match_claim, margin,
+                          f"learned mask ({sparsity:g}) - full fine-tuning")
+    for mask in ("magnitude", "random"):
+        key = (SETTINGS[mask], float(sparsity))
+        if key in p:
+            out[f"vs {mask}"] = effect(learned, key, "better", control_margin,
+                                       f"learned mask - {mask} mask ({sparsity:g})")
+    out["vs pretrained"] = effect(learned, (FROZEN, 0.0), "better", control_margin,
+                                  "learned mask - pretrained encoder, head only")
+    for setting, s in sorted(p):
+        if setting == SETTINGS["learned"] and s != float(sparsity):
+            out[f"sparsity {s:g}"] = effect((setting, s), (FULL, 0.0), match_claim, margin,
+                                            f"learned mask ({s:g}) - full fine-tuning")
+    return out
+
+
+def sparse_summary(scores: pd.DataFrame, metric: str, split: str = "test") -> pd.DataFrame:
     """Mean and standard deviation over seeds of ``metric`` per setting and sparsity."""
-    d = df[df["split"] == split]
+    d = scores[scores["split"] == split]
     g = d.groupby(["setting", "sparsity"], sort=False)[metric]
-    out = g.agg(mean="mean", sd="std", seeds="size").reset_index()
-    return out.sort_values(["setting", "sparsity"], ascending=[False, True], ignore_index=True)
+    return g.agg(mean="mean", sd="std", seeds="size").reset_index()
 
 
-def sparse_findings(df: pd.DataFrame, metric: str, split: str = "test", tolerance: float = 0.01) -> str:
-    """The paper's claim on sparsification beside ours, in Markdown; "matches" means a mean
-    within ``tolerance`` of full fine-tuning's."""
-    s = sparse_summary(df, metric, split)
-    full = s[s["setting"] == "full fine-tuning"].iloc[0]
-    sp = s[s["setting"] == "sparse"].set_index("sparsity")
-    text = ["**Paper** (Radiya-Dixit & Wang): a task can be learned by only zeroing "
-            "pretrained weights: masks that set a few per cent up to about 40 % of the weights of "
-            "the chosen layers to zero perform comparably to full fine-tuning."]
-    spread = "" if pd.isna(full["sd"]) else f" ± {full['sd']:.3f}"
-    here = (f"**Here** ({metric}, {split} split, mean{' ± sd' if spread else ''} over "
-            f"{int(full['seeds'])} seed(s)): full fine-tuning {full['mean']:.3f}{spread}")
-    if 0.0 in sp.index:
-        here += f"; the frozen pretrained encoder with a trained head (sparsity 0) {sp.loc[0.0, 'mean']:.3f}"
-    text.append(here + ".")
-    masked = sp[sp.index > 0]
-    if len(masked):
-        parts = ", ".join(f"{x:g}: {m:.3f}" for x, m in masked["mean"].items())
-        ok = masked[masked["mean"] >= full["mean"] - tolerance]
-        text.append(f"Learned masks by sparsity: {parts}. " + (
-            f"At sparsity {', '.join(f'{x:g}' for x in ok.index)} the masked model reaches full "
-            f"fine-tuning's score (within {tolerance}, or above it), which **agrees** with the paper."
-            if len(ok) else
-            f"No sparsity tried comes within {tolerance} of full fine-tuning (best "
-            f"{masked['mean'].max():.3f} at {masked['mean'].idxmax():g}), so with this training budget "
-            "the claim is **not reproduced**."))
-        if 0.0 in sp.index:
-            gain = masked["mean"].max() - sp.loc[0.0, "mean"]
-            text.append(f"The best mask is {gain:+.3f} against the frozen encoder: "
-                        + ("learning which weights to zero does add to what the head alone learns."
-                           if gain > tolerance else
-                           "the mask adds little beyond what the head learns on its own."))
-    return "\n\n".join(text)
+def study_seconds(scores: pd.DataFrame) -> pd.DataFrame:
+    """Seconds per run (as measured when it was computed), mean per setting: for estimating
+    what a larger preset costs. ``scores``: :attr:`SparseStudy.scores`."""
+    d = scores.drop_duplicates(["setting", "sparsity", "seed"])
+    return d.groupby(["setting", "sparsity"], sort=False)["seconds"].agg(["mean", "size"]).reset_index()
+
+
+def sparse_findings(effects: dict) -> str:
+    """The verdicts of :func:`sparse_effects` in Markdown, one line per comparison
+    (:meth:`bertdims.stats.Effect.sentence`), each with why an inconclusive one is
+    inconclusive (:func:`bertdims.distances.verdict_note`)."""
+    from .distances import verdict_note
+    lines = []
+    for key, eff in effects.items():
+        lines.append(f"* **{key}**: {eff.sentence()}. {verdict_note(eff)}")
+    return "\n".join(lines)
 
 
 def storage_table(run) -> pd.DataFrame:
@@ -624,7 +926,8 @@ def verify_stored_task(run, store=None) -> dict:
         task, device = get_task(config.task), pick_device(config.device)
         clf = load_sparse_task(run.path, device=device)
         data = prepare_splits(task, max_train_samples=config.max_train_samples,
-                              max_eval_samples=config.max_eval_samples)
+                              max_eval_samples=config.max_eval_samples,
+                              early_stopping_fraction=config.early_stopping_fraction)
         reloaded = {split: evaluate(clf, make_loader(task, data[split], clf.tokenizer, batch_size=64,
                                                      max_seq_len=config.max_seq_len),
                                     task, device, precision="fp32")
@@ -637,25 +940,70 @@ def verify_stored_task(run, store=None) -> dict:
     return {"stored": stored, "reloaded": res["reloaded"], "identical": stored == res["reloaded"]}
 
 
-def sparsity_chart(df: pd.DataFrame, metric: str, split: str = "test"):
-    """Task metric against sparsity for sparse fine-tuning (mean and seed spread), with full
-    fine-tuning as a dashed rule. ``df``: rows of :func:`sparsity_sweep` and
-    :func:`full_finetuning` concatenated."""
+def sparsity_chart(scores: pd.DataFrame, metric: str, split: str = "test"):
+    """Task metric against sparsity: learned masks (mean and seed spread, a line), the fixed
+    magnitude and random masks (points) and the pretrained encoder with a trained head (at
+    sparsity 0), with full fine-tuning as a dashed rule. ``scores``: :attr:`SparseStudy.scores`."""
     import altair as alt
-    if metric not in df.columns:
+    if metric not in scores.columns:
         raise bad("metric", metric, "choose a metric column of the table")
-    d = df[df["split"] == split]
-    sparse, full = d[d["setting"] == "sparse"], d[d["setting"] != "sparse"]
+    d = scores[scores["split"] == split]
+    full = d[d["setting"] == FULL]
+    learned = d[d["setting"].isin([SETTINGS["learned"], FROZEN])].assign(setting=SETTINGS["learned"])
+    controls = d[d["setting"].isin([SETTINGS["magnitude"], SETTINGS["random"], FROZEN])]
     x = alt.X("sparsity:Q", title="sparsity (fraction of masked weights set to 0)")
-    line = alt.Chart(sparse).mark_line(point=True).encode(
-        x=x, y=alt.Y(f"mean({metric}):Q", title=f"{metric} ({split})", scale=alt.Scale(zero=False)),
-        color=alt.Color("setting:N"), tooltip=["sparsity", f"mean({metric}):Q"])
-    err = alt.Chart(sparse).mark_errorbar(extent="stdev").encode(
-        x=x, y=alt.Y(f"{metric}:Q", title=f"{metric} ({split})"))
+    y = alt.Y(f"mean({metric}):Q", title=f"{metric} ({split})", scale=alt.Scale(zero=False))
+    color = alt.Color("setting:N", title=None)
+    line = alt.Chart(learned).mark_line(point=True).encode(
+        x=x, y=y, color=color, tooltip=["setting", "sparsity", f"mean({metric}):Q"])
+    err = alt.Chart(d[d["setting"] != FULL]).mark_errorbar(extent="stdev").encode(
+        x=x, y=alt.Y(f"{metric}:Q", title=f"{metric} ({split})"), color=color)
+    points = alt.Chart(controls).mark_point(size=80, filled=True, shape="diamond").encode(
+        x=x, y=y, color=color, tooltip=["setting", "sparsity", f"mean({metric}):Q"])
     rule = alt.Chart(full).mark_rule(strokeDash=[4, 3]).encode(
-        y=f"mean({metric}):Q", color=alt.Color("setting:N"), tooltip=[f"mean({metric}):Q"])
-    return (line + err + rule).properties(width=380, height=240,
-                                          title="Fine-tuning by sparsification vs full fine-tuning")
+        y=f"mean({metric}):Q", color=color, tooltip=["setting", f"mean({metric}):Q"])
+    return (line + err + points + rule).properties(
+        width=380, height=240, title="Learned masks, fixed masks and full fine-tuning")
+
+
+def history_chart(histories: pd.DataFrame, facet: str = "setting", title: str | None = None):
+    """Training curves behind the verdicts: training loss (mean since the previous
+    evaluation) and validation loss against the epoch, one panel per ``facet`` value, one line
+    per run (seed, and sparsity where there are several). Head-only runs (sparsity 0, fixed
+    masks, a frozen encoder) run ``frozen_epochs`` passes on features computed once, hence
+    their longer x axis. ``histories``: :attr:`SparseStudy.histories` or
+    :attr:`bertdims.distances.LayerStudy.histories` (columns ``<facet>, seed, epoch,
+    train_loss, dev_loss``)."""
+    import altair as alt
+    d = histories.copy()
+    run = "seed " + d["seed"].astype(int).astype(str)
+    if "sparsity" in d and d["sparsity"].nunique() > 1:
+        run = run + ", sparsity " + d["sparsity"].map(lambda s: f"{s:g}")
+    d["run"] = run
+    long = d.melt(id_vars=[facet, "run", "epoch"], value_vars=["train_loss", "dev_loss"],
+                  var_name="loss", value_name="value").dropna(subset=["value"])
+    long["loss"] = long["loss"].map({"train_loss": "training", "dev_loss": "validation"})
+    return alt.Chart(long).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch"), y=alt.Y("value:Q", title="loss", scale=alt.Scale(zero=False)),
+        color=alt.Color("loss:N", title=None), detail="run:N",
+        tooltip=[facet, "run", "epoch", "loss", alt.Tooltip("value:Q", format=".3f")],
+    ).properties(width=200, height=150).facet(facet=alt.Facet(f"{facet}:N", title=None), columns=3
+    ).resolve_scale(x="independent").properties(
+        title=title or "Training curves of the runs behind the verdicts")
+
+
+# ------------------------------------------------------------------------------ older names
+def sparsity_sweep(base: SparseConfig, sparsities: Sequence[float], seeds: Sequence[int],
+                   store=None) -> pd.DataFrame:
+    """The learned-mask rows of :func:`sparse_study` (kept for the older namespace)."""
+    scores = sparse_study(base, sparsities, seeds, store=store).scores
+    return scores[scores["setting"] == SETTINGS["learned"]].reset_index(drop=True)
+
+
+def sparse_vs_full(base: SparseConfig, sparsities: Sequence[float], seeds: Sequence[int],
+                   store=None) -> pd.DataFrame:
+    """:attr:`SparseStudy.scores` of :func:`sparse_study` without controls (older name)."""
+    return sparse_study(base, sparsities, seeds, store=store).scores
 
 
 def register_cli(sub) -> None:
@@ -664,6 +1012,8 @@ def register_cli(sub) -> None:
     p.add_argument("--model", default="embedded")
     p.add_argument("--task", default="rotten_tomatoes")
     p.add_argument("--sparsity", type=float, default=0.1)
+    p.add_argument("--mask", default="learned", help="learned (default), or a fixed control: "
+                   "magnitude, random")
     p.add_argument("--layers", type=lambda s: [int(x) for x in s.split(",")], default=None,
                    help="comma-separated encoder layers 1..L (default: all)")
     p.add_argument("--weights", type=lambda s: s.split(","), default=None,
@@ -675,8 +1025,9 @@ def register_cli(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
 
     def run(args) -> int:
-        cfg = SparseConfig(model=args.model, task=args.task, sparsity=args.sparsity, layers=args.layers,
-                           weights=args.weights, max_train_samples=args.max_train_samples,
+        cfg = SparseConfig(model=args.model, task=args.task, sparsity=args.sparsity, mask=args.mask,
+                           layers=args.layers, weights=args.weights,
+                           max_train_samples=args.max_train_samples,
                            max_eval_samples=args.max_eval_samples, max_seq_len=args.max_seq_len,
                            epochs=args.epochs, seed=args.seed)
         res = sparse_finetune(cfg).json()

@@ -66,10 +66,22 @@ def task_names(source: str | None = None) -> list[str]:
 def get_task(name: str) -> Task:
     """The registered task called ``name``; a clear error listing the known ones otherwise."""
     _ensure_registered()
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise ConfigError(f"parameter 'task' = {name!r} is not a known task; choose one of: "
                           + ", ".join(_REGISTRY))
     return _REGISTRY[name]
+
+
+def data_version(name: str) -> dict:
+    """The version of a task's data, for result keys: for an embedded task its package, the
+    installed version and a hash of its data files; for a hub task the data set, config and
+    cached revision. Two runs with different data get different keys when it is included."""
+    task = get_task(name)
+    if task.source == "embedded":
+        from ._embedded import data_version as embedded_version
+        return embedded_version(name)
+    from ._hub import data_version as hub_version
+    return hub_version(name)
 
 
 def _ensure_registered() -> None:
@@ -151,14 +163,6 @@ def compute_metrics(task: Task | str, predictions: Sequence, labels: Sequence) -
         else:
             raise ValueError(f"unknown metric {m!r} for task {task.name!r}")
     return out
-
-
-def chance_level(task: Task | str, train_labels: Sequence | None = None) -> float:
-    """Headline metric of a constant guess: 1/num_labels for accuracy, 0 otherwise."""
-    task = get_task(task) if isinstance(task, str) else task
-    if task.metric == "accuracy":
-        return 1.0 / task.num_labels
-    return 0.0
 
 
 # ---------------------------------------------------------------------------- overview

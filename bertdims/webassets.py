@@ -20,6 +20,12 @@ bundle's top-level names do not leak into the page, and exposes only
 
 The book's ``_config.yml`` lists :data:`JS_FILE` under ``sphinx: config: html_js_files`` and
 loads this module as a Sphinx extension (``sphinx: extra_extensions``), see :func:`setup`.
+
+Math (``$...$`` in Markdown) is typeset by MathJax 3 served from ``_static/`` too:
+:func:`write_static` copies :data:`MATHJAX_SCRIPT` (TeX input, SVG output, every TeX package
+built in, so no font files and nothing loaded on demand once the menu is off) out of the
+``django-static-mathjax`` package; ``_config.yml`` points ``mathjax_path`` at it and sets
+``mathjax3_config`` to ``{options: {enableMenu: false}}``.
 """
 from __future__ import annotations
 
@@ -39,6 +45,11 @@ from ._validate import ConfigError, bad
 
 JS_FILE = "bertdims-vega.js"
 """Name of the file written into the book's ``_static/`` folder (keep in sync with _config.yml)."""
+
+MATHJAX_SCRIPT = "mathjax/tex-svg-full.js"
+"""MathJax, relative to ``_static/`` (``sphinx: config: mathjax_path`` in _config.yml)."""
+MATHJAX_PACKAGE = ("mathjax", "django-static-mathjax==3.2.2.1")   # import name, pip requirement
+_MATHJAX_PARTS = ("tex-svg-full.js",)   # all TeX packages, SVG output: no fonts, nothing lazy
 
 # Bundled by vl-convert (ES module imports named vega, vegaLite, vegaEmbed); assigns globals.
 _SNIPPET = "window.vega = vega;\nwindow.vegaLite = vegaLite;\nwindow.vegaEmbed = vegaEmbed;\n"
@@ -129,7 +140,37 @@ def write_static(static_dir: Path) -> list[str]:
     static_dir = Path(static_dir)
     static_dir.mkdir(parents=True, exist_ok=True)
     (static_dir / JS_FILE).write_text(offline_js(), encoding="utf-8")
+    write_mathjax(static_dir)
     return [JS_FILE]
+
+
+def mathjax_source() -> Path:
+    """The ``es5`` folder of MathJax 3 inside the installed ``django-static-mathjax``."""
+    import importlib.util
+
+    module, requirement = MATHJAX_PACKAGE
+    spec = importlib.util.find_spec(module)
+    folder = (Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax" / "es5"
+              if spec and spec.submodule_search_locations else None)
+    if folder is None or not (folder / Path(MATHJAX_SCRIPT).name).is_file():
+        raise ConfigError(f"MathJax for the offline book comes from the package {requirement!r}; "
+                          f"install it with: pip install --no-deps {requirement}")
+    return folder
+
+
+def write_mathjax(static_dir: Path) -> Path:
+    """Copy MathJax into ``static_dir/mathjax/`` (skipped when already there); returns the script."""
+    import shutil
+
+    source, target = mathjax_source(), Path(static_dir) / Path(MATHJAX_SCRIPT).parent
+    for part in _MATHJAX_PARTS:
+        src, dst = source / part, target / part
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        elif not dst.is_file() or dst.stat().st_size != src.stat().st_size:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+    return Path(static_dir) / MATHJAX_SCRIPT
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +206,9 @@ class PageReport:
         every console message.
     dom : str
         the DOM after scripts ran (``--dump-dom``).
+    raw_tex : list of str
+        TeX left untypeset in the page's visible text (``$...$``, ``\\(``, ``\\[``, ``$$``),
+        outside code blocks and typeset math (:func:`raw_tex`).
     """
 
     charts: list[str]
@@ -172,6 +216,7 @@ class PageReport:
     errors: list[str]
     console: list[str]
     dom: str = field(repr=False)
+    raw_tex: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -245,7 +290,22 @@ def check_page(html_root: Path, page: str, *, chromium: str = CHROMIUM, budget_m
         if re.search(r'<(svg|canvas)[^>]*class="marks"', inner):
             rendered.append(chart_id)
     errors = [c for c in console if _CONSOLE_ERROR.search(c)]
-    return PageReport(charts, rendered, errors, console, run.stdout)
+    return PageReport(charts, rendered, errors, console, run.stdout, raw_tex(run.stdout))
+
+
+_HIDDEN = re.compile(r"<(script|style|pre|code|mjx-container|mjx-assistive-mml|svg|textarea|head)"
+                     r"\b[^>]*>.*?</\1>", re.S | re.I)
+_TEX = re.compile(r"\$\$|\$[^$\s][^$\n]{0,200}?\$|\\\(|\\\[|\\begin\{")
+
+
+def raw_tex(dom: str) -> list[str]:
+    """TeX a reader would see as source: math delimiters in the visible text of a dumped DOM
+    (scripts, styles, code blocks and MathJax's typeset output are left out)."""
+    import html
+
+    text = _HIDDEN.sub(" ", dom)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    return [m.group(0)[:60] for m in _TEX.finditer(text)]
 
 
 def _chart_divs(dom: str) -> Iterator[tuple[str, str]]:
@@ -265,13 +325,18 @@ def _check_bundle_present(app) -> None:
     if app.builder.format != "html":
         return
     folders = [Path(app.confdir) / p for p in app.config.html_static_path]
+    from sphinx.util import logging
     if not any((folder / JS_FILE).is_file() for folder in folders):
-        from sphinx.util import logging
-
         logging.getLogger(__name__).warning(
             "%s is missing from html_static_path %s: Altair charts would load Vega from a CDN. "
             "Call bertdims.webassets.write_static(<book>/_static) before building.",
             JS_FILE, list(app.config.html_static_path))
+    mathjax = getattr(app.config, "mathjax_path", "") or ""
+    if "://" in mathjax or not any((folder / mathjax).is_file() for folder in folders):
+        logging.getLogger(__name__).warning(
+            "mathjax_path %r is not a file in html_static_path %s: math would load MathJax from "
+            "a CDN. Set mathjax_path: %s and call bertdims.webassets.write_static(<book>/_static).",
+            mathjax, list(app.config.html_static_path), MATHJAX_SCRIPT)
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
@@ -279,7 +344,8 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
 
     Sphinx 7.4 registers an inline script added with ``app.add_js_file(None, body=...)``
     twice (once with filename ``None``, once with ``''``), so jupyter-book 1.0.4 pages repeat
-    ``const THEBE_JS_URL = ...`` and the second copy throws a SyntaxError in the browser.
+    ``const THEBE_JS_URL = ...`` and the second copy throws a SyntaxError in the browser. A
+    local ``mathjax_path`` is likewise added twice, and a second MathJax throws.
     """
     scripts = context.get("script_files")
     if not isinstance(scripts, list):
@@ -287,7 +353,10 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     seen, kept = set(), []
     for js in scripts:
         attrs = tuple(sorted(getattr(js, "attributes", {}).items()))
-        key = (getattr(js, "filename", str(js)) or "", attrs)
+        filename = getattr(js, "filename", str(js)) or ""
+        # a file loads once, whatever its attributes (MathJax is added both by sphinx.ext.mathjax
+        # with defer and again by myst-nb when mathjax_path is local); inline scripts by body
+        key = filename.split("?")[0] if filename else ("", attrs)
         if key not in seen:
             seen.add(key)
             kept.append(js)

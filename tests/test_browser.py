@@ -5,6 +5,8 @@ the project's ``_config.yml``, ``bertdims.webassets.write_static``), opens the c
 headless Debian Chromium (``.ci/install-browser.sh``) with every host name unresolvable, and
 reads the DOM after scripts ran. Two negative controls show the check can fail: without the
 bundle, and with a ``VEGA_DEBUG`` whose versions do not match Altair's, no chart renders.
+A third page holds ``$...$`` math: MathJax from ``_static/`` typesets it (no page shows raw
+TeX), and without the local MathJax the TeX stays visible (the check can fail).
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = "book/chart.html"
+MATH_PAGE = "book/math.html"
+MATH = ("# Math\n\nThe share of variance $\\lambda_k / \\sum_j \\lambda_j$ of component $k$, and "
+        "a display:\n\n$$\n\\hat{y} = \\operatorname{softmax}(W h_{[CLS]} + b)\n$$\n")
 
 CELLS = [
     "import altair as alt\nimport pandas as pd\nfrom bertdims import charts\ncharts.enable_offline()",
@@ -58,8 +63,9 @@ def html_root(tmp_path_factory) -> Path:
     (src / "book").mkdir(parents=True)
     shutil.copyfile(ROOT / "_config.yml", src / "_config.yml")
     (src / "_toc.yml").write_text("format: jb-book\nroot: book/intro\n"
-                                  "chapters:\n  - file: book/chart\n")
+                                  "chapters:\n  - file: book/chart\n  - file: book/math\n")
     (src / "book" / "intro.md").write_text("# Browser check\n\nA page without charts.\n")
+    (src / "book" / "math.md").write_text(MATH)
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# Chart")]
     nb.cells += [nbformat.v4.new_code_cell(code) for code in CELLS]
@@ -124,3 +130,29 @@ def test_check_fails_when_versions_differ(html_root, tmp_path):
     report = webassets.check_page(_variant(html_root, tmp_path, wrong), PAGE)
     assert report.rendered == [] and not report.ok
     assert any("vega-lite" in e for e in report.errors), report.console
+
+
+def test_math_renders_offline(html_root):
+    page = (html_root / MATH_PAGE).read_text()
+    assert f"_static/{webassets.MATHJAX_SCRIPT}" in page and "cdn" not in page.lower(), page[:3000]
+    report = webassets.check_page(html_root, MATH_PAGE)
+    assert report.raw_tex == [], report.raw_tex
+    assert report.dom.count("<mjx-container") == 3, report.dom[:3000]
+    assert report.errors == [], report.errors
+
+
+def test_no_page_shows_raw_tex(html_root):
+    pages = sorted(p.relative_to(html_root).as_posix() for p in html_root.rglob("*.html")
+                   if "_static" not in p.parts and p.name not in ("search.html", "genindex.html"))
+    assert MATH_PAGE in pages and PAGE in pages, pages
+    for page in pages:
+        assert webassets.check_page(html_root, page).raw_tex == [], page
+
+
+def test_raw_tex_is_seen_without_local_mathjax(html_root, tmp_path):
+    copy = tmp_path / "html"
+    shutil.copytree(html_root, copy)
+    shutil.rmtree(copy / "_static" / "mathjax")
+    report = webassets.check_page(copy, MATH_PAGE)
+    assert report.raw_tex, "without MathJax the TeX must be visible"
+    assert any("lambda" in t or t.startswith("\\") for t in report.raw_tex), report.raw_tex

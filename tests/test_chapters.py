@@ -16,8 +16,9 @@ STEMS = chapter_stems(ROOT)
 
 
 def test_chapters_are_listed_in_toc_order():
-    assert STEMS[0] == "01_model_and_tasks"
-    assert STEMS == sorted(STEMS)
+    numbered = [s for s in STEMS if s[:2].isdigit()]
+    assert numbered[0] == "01_model_and_tasks"
+    assert numbered == sorted(numbered)
 
 
 @pytest.mark.parametrize("stem", STEMS)
@@ -54,7 +55,7 @@ def test_bad_parameters_are_rejected_before_running():
         resolve_parameters(path, "default", {"tasks": "bbc_news"}, ROOT)
     with pytest.raises(ConfigError, match="'preset' = 'huge'"):
         resolve_parameters(path, "huge", None, ROOT)
-    with pytest.raises(ConfigError, match="is not a chapter; choose one of: 01_model_and_tasks"):
+    with pytest.raises(ConfigError, match="is not a chapter; choose one of: .*01_model_and_tasks"):
         chapter_path("no_such_chapter", ROOT)
 
 

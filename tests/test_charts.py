@@ -99,3 +99,56 @@ def test_heatmap_of_missing_values_has_a_valid_label_rule():
     df = pd.DataFrame({"a": ["x", "y"], "b": ["u", "v"], "v": [np.nan, np.nan]})
     spec = json.dumps(charts.heatmap(df, "a", "b", "v").to_dict())
     assert "< nan" not in spec.lower()
+
+
+# ------------------------------------------------------------ charts of chapters 2, 3 and 5
+def _fake_runs():
+    from types import SimpleNamespace
+    runs = {}
+    for task, metric in (("rotten_tomatoes", "accuracy"), ("stsb", "pearson")):
+        for seed in (0, 1):
+            hist = pd.DataFrame({"step": [2, 4], "epoch": [0.5, 1.0], "lr": [1e-4, 0.0],
+                                 "train_loss": [0.7, 0.6], "dev_loss": [0.69, 0.65],
+                                 f"dev_{metric}": [0.55 + seed / 100, 0.6]})
+            runs[task, seed] = SimpleNamespace(config=SimpleNamespace(task=task), history=hist,
+                                               info={"total_steps": 4})
+    return runs
+
+
+def test_trend_chart_orders_integer_layers_numerically():
+    """The layer axis came out 2, 4, 6, 0, 1, 3, 5: a sort list of strings does not sort
+    integer values. The sort list keeps the values' own type."""
+    from bertdims.fewdims_charts import _natural_order, trend_chart
+    df = pd.DataFrame({"layer": [2, 4, 6, 0, 1, 3, 5], "value": np.linspace(0.5, 0.8, 7)})
+    spec = trend_chart(df, "layer", column=None).to_dict()
+    sort = spec["layer"][0]["encoding"]["x"]["sort"]
+    assert sort == [0, 1, 2, 3, 4, 5, 6] and all(isinstance(v, int) for v in sort)
+    assert _natural_order(pd.Series(["10", "2", "all", "1"])) == ["1", "2", "10", "all"]
+    spec = trend_chart(df, "layer", column=None, x_type="Q").to_dict()
+    assert spec["layer"][0]["encoding"]["x"]["type"] == "quantitative"
+
+
+def test_history_frame_and_curve_chart():
+    from bertdims.fewdims_charts import curve_chart, history_frame
+    hist = history_frame(_fake_runs(), ["task", "seed"])
+    assert list(hist.columns[:2]) == ["task", "seed"] and len(hist) == 8
+    assert hist["dev_score"].notna().all() and set(hist["metric"]) == {"accuracy", "pearson"}
+    assert (hist["total_steps"] == 4).all()
+    spec = curve_chart(hist).to_dict()
+    assert len(spec["vconcat"]) == 2 and spec["vconcat"][0]["facet"]["field"] == "task"
+    svg = vlc.vegalite_to_svg(spec)
+    assert svg.startswith("<svg") and 'class="marks"' in svg
+    with pytest.raises(ConfigError, match="'names'"):
+        history_frame(_fake_runs(), ["task"])
+    with pytest.raises(ConfigError, match="'history'"):
+        curve_chart(hist.drop(columns="dev_loss"))
+
+
+def test_scores_frame_scores_each_row():
+    from bertdims.fewdims_charts import scores_frame
+    labels = np.array([0, 1, 1, 0])
+    preds = {3: np.array([[0, 1, 1, 0], [1, 1, 1, 1]]), "probe": np.array([[0, 1, 0, 0]])}
+    df = scores_frame(preds, labels, "accuracy", "layer", seeds=[7, 9])
+    assert df[df.layer == 3]["seed"].tolist() == [7, 9]
+    assert df[df.layer == 3]["value"].tolist() == [1.0, 0.5]
+    assert df[df.layer == "probe"][["seed", "value"]].values.tolist() == [[0, 0.75]]

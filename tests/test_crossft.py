@@ -75,7 +75,10 @@ def synth_tasks():
 def _tiny_multitask(tiny_bert, dims=([0, 1, 2], [5, 9])):
     enc = bd.load_encoder(tiny_bert)
     torch.manual_seed(0)
-    return MultiTaskModel(enc.model, enc.tokenizer, [SENTIMENT, TOPIC], dims, [2, 3]).eval()
+    model = MultiTaskModel(enc.model, enc.tokenizer, [SENTIMENT, TOPIC], dims, [2, 3]).eval()
+    for t, d in zip(model.tasks, model.dims):        # input statistics away from the identity
+        model.heads[t].fit_stats(0.5 + 3.0 * torch.randn(64, len(d)))
+    return model
 
 
 def _batch(model, texts=("a good film", "the soup was awful today", "piano")):
@@ -152,7 +155,8 @@ def test_one_forward_pass_answers_every_task_like_its_own_head(synth_tasks, tiny
         hidden = model.encoder(**batch, output_hidden_states=True).hidden_states[-1][:, 0]   # (B, H)
         for task, dims in zip(model.tasks, model.dims):
             head = model.heads[task]
-            separate = hidden[:, dims] @ head.weight.T + head.bias
+            z = (hidden[:, dims] - head.input_mean) / head.input_scale     # standardised input
+            separate = z @ head.weight.T + head.bias
             torch.testing.assert_close(out[task], separate)
             torch.testing.assert_close(model.task_logits(task, **batch), separate)
             # the engine's classifier built from the shared encoder and this task's head
@@ -196,6 +200,11 @@ def test_joint_training_learns_and_is_stored(synth_tasks, tiny_bert, store, monk
     for task, g in h.groupby("task"):
         assert g.loss.tail(6).mean() < g.loss.head(6).mean(), task
     assert run.score(SENTIMENT) > 0.8 and run.score(TOPIC) > 0.6
+    # each head standardises its own dimensions with statistics of its task's training split
+    model = run.load()
+    for t, d in zip(model.tasks, model.dims):
+        assert model.heads[t].input_mean.shape == (len(d),)
+        assert not torch.allclose(model.heads[t].input_scale, torch.ones(len(d)))
     # one forward pass of the saved model gives the same predictions as the per-task heads
     model = run.load()
     data = tasks_mod.load_task(TOPIC)["test"]["text"][:8]
@@ -213,8 +222,8 @@ def test_joint_training_learns_and_is_stored(synth_tasks, tiny_bert, store, monk
 
 # ---------------------------------------------------------------------------- cross-fine-tuning
 from bertdims.crossft import (CrossConfig, disjoint_dims, multitask_table, multitask_vs_single,  # noqa: E402
-                              pair_matrix, retention, sequential, shared_dims, summarize_shared,
-                              transplant_head)
+                              pair_matrix, retention, retention_predictions, sequential,
+                              shared_dims, summarize_shared, transplant_head)
 
 
 def _engine():
@@ -266,8 +275,11 @@ def test_disjoint_dims_is_greedy_in_task_order():
 @pytest.mark.slow
 def test_sequential_a_then_b(synth_tasks, tiny_bert, cross_store):
     from bertdims.finetune import finetune
+    from bertdims.dims import chance_score
+    from bertdims.stats import metric_scores
     config = _cross_config(tiny_bert)
-    pairs = sequential(config, store=cross_store)
+    res = sequential(config, store=cross_store)
+    pairs = res.pairs
     assert len(pairs) == 2 * 2                                 # 2 modes x 2 ordered pairs
     assert set(zip(pairs["first"], pairs["second"])) == {(SENTIMENT, TOPIC), (TOPIC, SENTIMENT)}
     all_rows, few = pairs[pairs["mode"] == "all"], pairs[pairs["mode"] == "few"]
@@ -282,11 +294,25 @@ def test_sequential_a_then_b(synth_tasks, tiny_bert, cross_store):
     assert row.second_alone == pytest.approx(alone.score("test"))
     first = finetune(config.finetune_config(SENTIMENT, 0), store=cross_store, progress=False)
     assert row.first_before == pytest.approx(first.score("test"))
-    chance = 0.5                                               # share of the gain over chance kept
-    expected = (row.first_after - chance) / (row.first_before - chance) if row.first_before > chance \
-        else float("nan")
-    assert row.retention == pytest.approx(expected, nan_ok=True)
+    # chance is the majority class of A's training split, not 1 / number of classes
+    chance = chance_score(SENTIMENT)
+    assert row.chance == pytest.approx(chance)
+    gain = row.first_before - chance
+    assert row.retention == pytest.approx((row.first_after - chance) / gain if gain > 0
+                                          else float("nan"), nan_ok=True)
+    assert row.retention_control == pytest.approx((row.first_control - chance) / gain if gain > 0
+                                                  else float("nan"), nan_ok=True)
     assert row.transfer == pytest.approx(row.second_after - row.second_alone)
+    # the control trains A on A for as many steps as B got
+    assert (pairs.control_steps == pairs.second_steps).all()
+    # the stored predictions give the table's scores, one row per seed
+    for _, r in pairs.iterrows():
+        key = (r["mode"], r["first"], r["second"])
+        for what, task in (("first_after", r["first"]), ("first_control", r["first"]),
+                           ("first_before", r["first"]), ("second_after", r["second"])):
+            p = res.predictions[key + (what,)]
+            assert p.shape == (1, len(res.labels[task]))
+            assert metric_scores(p, res.labels[task], "accuracy")[0] == pytest.approx(r[what])
     matrix = pair_matrix(pairs, "retention")
     assert len(matrix) == 4 and set(matrix.columns) == {"mode", "first", "second", "retention"}
 
@@ -296,7 +322,10 @@ def test_sequential_is_read_back_from_the_store(synth_tasks, tiny_bert, cross_st
     config = _cross_config(tiny_bert)
     before = sequential(config, store=cross_store)
     monkeypatch.setattr(_engine(), "_train", lambda *a, **k: pytest.fail("retrained"))
-    pd.testing.assert_frame_equal(sequential(config, store=cross_store), before)
+    again = sequential(config, store=cross_store)
+    pd.testing.assert_frame_equal(again.pairs, before.pairs)
+    for key, p in before.predictions.items():
+        np.testing.assert_array_equal(again.predictions[key], p)
 
 
 @pytest.mark.slow
@@ -311,6 +340,9 @@ def test_head_survives_exactly_when_b_leaves_the_encoder_alone(synth_tasks, tiny
     kept = retention(first, frozen, store=cross_store, device="cpu")
     for split in ("validation", "test"):
         assert kept[split] == pytest.approx(first.metrics[split])
+        preds, labels = retention_predictions(first, frozen, store=cross_store, split=split)
+        np.testing.assert_array_equal(preds, first.predictions(split))     # same example order
+        np.testing.assert_array_equal(labels, first.labels(split))
     moved = finetune(config.finetune_config(TOPIC, 0, init_from=first.model_dir), store=cross_store,
                      progress=False)
     hybrid = transplant_head(first.model_dir, moved.model_dir)
@@ -356,31 +388,77 @@ def test_multitask_against_single(synth_tasks, tiny_bert, cross_store):
             torch.testing.assert_close(out[t], model.single_task(t).eval()(**batch))
 
 
-def test_claims_and_sentences_follow_the_numbers():
-    from bertdims.crossft import claims_table, describe_claims, describe_pairs
-    pairs = pd.DataFrame({
-        "mode": ["all", "all", "few", "few"], "seed": 0,
-        "first": ["a", "b", "a", "b"], "second": ["b", "a", "b", "a"],
-        "first_before": [0.9, 0.8, 0.9, 0.8], "first_after": [0.6, 0.5, 0.9, 0.79],
-        "retention": [0.25, 0.0, 1.0, 0.97], "second_alone": 0.8, "second_after": [0.82, 0.8, 0.7, 0.8],
-        "transfer": [0.02, 0.0, -0.1, 0.0]})
-    text = describe_pairs(pairs)
-    assert "keeps on average 12% of its gain" in text and "helped B in 1 of 2 pairs" in text
-    shared = pd.DataFrame({"seed": 0, "target": ["a"] * 4, "kind": ["all", "own", "other task", "random"],
-                           "source": ["all", "own", "b", "random"], "dims": ["all", "1 2", "3 4", "5 6"],
-                           "metric": "accuracy", "value": [0.90, 0.89, 0.80, 0.60]})
-    joint = pd.DataFrame({"seed": [0, 0], "task": ["a", "a"], "setting": ["single", "joint"],
-                          "dims": "1 2", "metric": "accuracy", "value": [0.85, 0.86], "model_dir": ""})
-    claims = claims_table(pairs, shared, joint).set_index("rule")
-    assert claims["verdict"].tolist() == ["agrees", "differs", "agrees", "agrees", "agrees"]
-    assert "98.9%" in claims["ours"].iloc[0]            # 0.89 / 0.90 of the all-dimension score
-    assert describe_claims(claims.reset_index()).startswith("Where we differ: *dimensions selected")
-    at_chance = pairs.assign(retention=np.nan)
-    assert "undefined" in describe_pairs(at_chance)
-    assert (claims_table(at_chance)["verdict"] == "undecided").all()
+def _fake_sequential(after_right: float, few_right: float, seeds: int = 3, n: int = 400):
+    """A Sequential of one ordered pair (a, b) whose predictions are right on the given share
+    of the examples (the control and the all-dimension B always the same predictions, right
+    on 0.9)."""
+    from bertdims.crossft import Sequential
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+
+    def right(share):
+        out = np.stack([y.copy() for _ in range(seeds)])
+        for row in out:
+            wrong = rng.choice(n, int(round((1 - share) * n)), replace=False)
+            row[wrong] = 1 - row[wrong]
+        return out
+
+    base = right(0.9)                       # a share of 0.9 reuses these very predictions
+
+    def pred(share):
+        return base.copy() if share == 0.9 else right(share)
+
+    preds = {}
+    for mode in ("all", "few"):
+        preds[(mode, "a", "b", "first_after")] = pred(after_right)
+        preds[(mode, "a", "b", "first_control")] = base.copy()
+        preds[(mode, "a", "b", "second_after")] = pred(few_right if mode == "few" else 0.9)
+    return Sequential(pairs=pd.DataFrame(), predictions=preds, labels={"a": y, "b": y},
+                      runs={})
+
+
+def test_cross_effects_compare_with_the_control_and_all_dims(synth_tasks, monkeypatch):
+    from bertdims import crossft
+    monkeypatch.setattr(crossft, "get_task", lambda name: bd.get_task(SENTIMENT))
+    same = crossft.cross_effects(_fake_sequential(0.9, 0.9), retention_margin=0.05,
+                                 few_margin=0.02, n_boot=300)
+    assert list(same.claim_id) == ["p1-cross-retention"] * 2 + ["p1-cross-few-dims"]
+    assert list(same["mode"]) == ["all", "few", "few vs all"]
+    assert (same.scale == "ratio").all() and (same.claim == "noninferior").all()
+    assert (same.estimate == 0).all() and (same.verdict == "reproduced").all()
+    assert same.margin.tolist() == [0.05, 0.05, 0.02]
+    lost = crossft.cross_effects(_fake_sequential(0.6, 0.7), retention_margin=0.05,
+                                 few_margin=0.02, n_boot=300)
+    assert (lost.verdict == "not reproduced").all()            # 0.6 / 0.9 and 0.7 / 0.9
+    assert lost.estimate.iloc[0] == pytest.approx(0.6 / 0.9 - 1, abs=0.01)
+
+
+def test_matched_epochs_gives_the_control_as_many_examples_as_b():
+    from bertdims.crossft import matched_epochs
+    assert matched_epochs(1.0, 1000, 1000) == 1.0
+    assert matched_epochs(2.0, 500, 750) == pytest.approx(3.0)     # 2 x 750 = 3 x 500 examples
+    with pytest.raises(bd.ConfigError, match="n_first"):
+        matched_epochs(1.0, 0, 10)
 
 
 def test_cli_rejects_a_task_listed_twice(synth_tasks, capsys):
     from bertdims.cli import main
     assert main(["crossft", "--tasks", f"{SENTIMENT},{TOPIC},{SENTIMENT}"]) == 2
     assert "listed more than once" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_rankings_are_shared_with_the_few_dimensions_chapter(synth_tasks, tiny_bert, store,
+                                                            monkeypatch):
+    """rank_run reads the ranking run_dims stored for the same fine-tuned model (one key
+    layout), so the two chapters select the same dimensions without ranking twice."""
+    from bertdims import dims as dims_mod
+    from bertdims.crossft import rank_run
+    from bertdims.finetune import finetune
+    config = _cross_config(tiny_bert)
+    cfg = config.finetune_config(SENTIMENT, 0)
+    stored = dims_mod.run_dims(cfg, store=store, methods=["single"], ks=[1, 2], modes=["refit"])
+    run = finetune(cfg, store=store, progress=False)
+    monkeypatch.setattr(dims_mod, "rank_dimensions", lambda *a, **k: pytest.fail("ranked again"))
+    table = rank_run(run, "single", store=store)
+    assert table["dim"].tolist() == stored.rankings["dim"].tolist()

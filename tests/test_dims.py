@@ -4,15 +4,19 @@ Synthetic representations with planted informative dimensions check that both ra
 methods find them; the end-to-end test fine-tunes the tiny BERT through the engine.
 """
 import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from bertdims import ConfigError
-from bertdims.dims import (LinearHead, Representations, check_ks, constant_score, evaluate_k,
+from bertdims.dims import (LinearHead, Representations, chance_score, check_ks, evaluate_k,
                            mask, rank_dimensions, single_dimension_scores, top_dims)
 from bertdims.tasks import Task
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 BINARY = Task(name="synthetic_binary", source="embedded", text_fields=("text",),
               label_type="classification", label_names=("neg", "pos"), metrics=("accuracy",))
@@ -135,11 +139,29 @@ def test_evaluate_k_regression_and_without_head():
     assert df["value"].iloc[1] > df["value"].iloc[0]
 
 
-def test_constant_score_is_the_majority_class_not_one_over_classes():
+def test_chance_is_the_majority_training_class_not_one_over_classes():
     train, test = np.array([1, 1, 1, 0]), np.array([1, 1, 1, 0, 0])
-    assert constant_score(BINARY, train, test) == pytest.approx(0.6)
-    assert constant_score(BINARY, 1 - train, test) == pytest.approx(0.4)
-    assert constant_score(REGRESSION, np.array([0.5, 2.0]), np.array([1.0, 3.0])) == 0.0
+    assert chance_score(BINARY, train, test) == pytest.approx(0.6)
+    assert chance_score(BINARY, 1 - train, test) == pytest.approx(0.4)
+    assert chance_score(REGRESSION, np.array([0.5, 2.0]), np.array([1.0, 3.0])) == 0.0
+    assert chance_score(THREE, np.array([2, 2, 0]), np.array([0, 1, 2, 2])) == pytest.approx(0.5)
+
+
+def test_chance_reads_the_examples_fine_tuning_uses():
+    import bertdims.tasks
+    from bertdims.dims import constant_predictions
+    from finetune_tasks import register_test_tasks
+    cls, reg = register_test_tasks()
+    assert not hasattr(bertdims.tasks, "chance_level")          # one definition of chance
+    preds, labels = constant_predictions(cls, max_eval_samples=30)
+    assert preds.shape == (1, 30) and labels.shape == (30,)
+    train = bertdims.load_task(cls)["train"]["label"]
+    assert (preds == np.bincount(train).argmax()).all()
+    assert chance_score(cls, max_eval_samples=30) == pytest.approx(np.mean(labels == preds[0]))
+    assert chance_score(cls, split="validation") == pytest.approx(
+        chance_score(BINARY.__class__(**{**BINARY.__dict__, "name": cls}), train,
+                     bertdims.load_task(cls)["validation"]["label"]))
+    assert chance_score(reg) == 0.0
 
 
 def test_mask_keeps_only_chosen_dims():
@@ -250,3 +272,31 @@ def test_finetune_grid_checks_every_config_before_training(store):
     with pytest.raises(ConfigError, match="'seed'"):
         finetune_grid(base, seed=3, store=store)
     assert len(store.runs()) == 0
+
+
+def test_grid_probe_and_constant_predictions_line_up(tiny_bert, store):
+    """Per-example predictions of fine-tuning runs (one row per seed), of the frozen probe and
+    of the constant guess, all on the same examples in the same order."""
+    import bertdims
+    from bertdims.dims import constant_predictions, grid_predictions, probe_baseline, probe_predictions
+    from bertdims.finetune import FinetuneConfig
+    from finetune_tasks import register_test_tasks
+    cls, _ = register_test_tasks()
+    base = FinetuneConfig(model=tiny_bert, task=cls, max_train_samples=32, max_eval_samples=30,
+                          max_seq_len=24, device="cpu", precision="fp32")
+    preds, labels = grid_predictions(base, store=store, seed=[0, 1])
+    assert preds.shape == (2, 30) and labels.shape == (30,)
+    runs = bertdims.finetune_grid(base, store=store, seed=[0, 1])
+    test = runs[(runs.split == "test") & runs.headline]
+    assert list(test["value"]) == pytest.approx([np.mean(p == labels) for p in preds])
+    table = probe_baseline(tiny_bert, [cls], store=store, layers=[1, -1], max_train_samples=32,
+                           max_eval_samples=30, max_seq_len=24, device="cpu")
+    assert sorted(set(table["layer"])) == [-1, 1]
+    probe, probe_labels = probe_predictions(tiny_bert, cls, store=store, layer=2,
+                                            max_train_samples=32, max_eval_samples=30, max_seq_len=24)
+    assert len(store.runs("probe")) == 2             # layer 2 is layer -1: read back, not refitted
+    np.testing.assert_array_equal(probe_labels, labels)
+    row = table[(table.layer == -1) & (table.split == "test") & table.headline]
+    assert probe.shape == (1, 30) and row["value"].iloc[0] == pytest.approx(np.mean(probe[0] == labels))
+    const, const_labels = constant_predictions(cls, max_train_samples=32, max_eval_samples=30)
+    np.testing.assert_array_equal(const_labels, labels)

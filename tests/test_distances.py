@@ -146,48 +146,133 @@ def test_study_configs_validate():
     assert ("single layer", 2, [2]) in runs and ("top n layers", 2, [5, 6]) in runs
 
 
-def test_findings_follow_the_numbers(pair):
-    a, b = pair
-    from bertdims.distances import _tag, distance_findings
-    near = {n: p.detach() + 1e-4 * torch.randn_like(p) for n, p in a.named_parameters()}
-    near2 = {n: p.detach() + 1e-4 * torch.randn_like(p) for n, p in a.named_parameters()}
-    other = random_init_like(a, seed=3)
-    df = pd.concat([_tag(weight_distances(a, near), "fine-tuned vs pretrained", 0, None),
-                    _tag(weight_distances(a, other), "pretrained vs random init", 3, None),
-                    _tag(weight_distances(near, near2), "seed vs seed", 0, 1)])
-    text = distance_findings(df)
-    assert "**agrees**" in text and "Two fine-tunings" in text
-    far = pd.concat([_tag(weight_distances(a, other), "fine-tuned vs pretrained", 0, None),
-                     _tag(weight_distances(a, other), "pretrained vs random init", 3, None)])
-    assert "**does not hold**" in distance_findings(far)
+def _study_table(a, moved: dict, rand, seeds=(0, 1, 2)):
+    """A distances table: per seed, model a moved by ``moved[seed]`` (name -> tensor)."""
+    from bertdims.distances import _tag
+    parts = [_tag(weight_distances(a, moved[s]), "fine-tuned vs pretrained", s, None) for s in seeds]
+    parts.append(_tag(weight_distances(a, rand), "pretrained vs random init", 9, None))
+    return pd.concat(parts, ignore_index=True)
 
 
-def test_layer_findings():
-    from bertdims.distances import layer_findings
-    rows = [("full", 6, "all", 0.80), ("head only", 0, "", 0.70), ("single layer", 1, "1", 0.72),
-            ("single layer", 6, "6", 0.78), ("top n layers", 1, "6", 0.75), ("top n layers", 3, "4,5,6", 0.795)]
-    df = pd.DataFrame([{"setting": s, "n": n, "train_layers": t, "seed": 0, "accuracy": v}
-                       for s, n, t, v in rows])
-    text = layer_findings(df, "accuracy")
-    assert "The top 3 layer(s)" in text and "layer 6 (0.780" in text
-    assert "not reproduced" in layer_findings(df[df["n"] != 3], "accuracy")
+def _moved(a, scale_of_layer, seed):
+    """a's tensors scaled by 1 + s (s = scale_of_layer(layer), layer 0 = embeddings, varied a
+    little by seed and layer): each layer's relative distance is exactly that s."""
+    from bertdims.distances import parameter_layer
+    out = {}
+    for n, p in a.named_parameters():
+        layer = parameter_layer(n)
+        layer = 0 if layer is None else layer
+        s = scale_of_layer(layer) * (1 + 0.02 * ((seed * 7 + layer) % 3))
+        out[n] = p.detach() * (1 + s)
+    return out
+
+
+def test_layer_lr_decay_is_off_in_the_distance_runs():
+    from bertdims.training import layer_lrs
+    for cfg in (DistanceConfig(), LayerStudyConfig()):
+        ft = cfg.finetune_config(0) if isinstance(cfg, DistanceConfig) else \
+            __import__("bertdims.distances", fromlist=["_finetune_config"])._finetune_config(cfg, 0)
+        assert ft.layer_lr_decay == 1.0
+        lrs = [v for k, v in layer_lrs(ft, 6).items() if k != "head"]
+        assert max(lrs) == min(lrs)                     # every block learns at the same rate
+    assert DistanceConfig(layer_lr_decay=0.95).finetune_config(0).layer_lr_decay == 0.95
+    with pytest.raises(ConfigError, match="'layer_lr_decay'"):
+        DistanceConfig(layer_lr_decay=1.5)
+
+
+def test_relative_distance_is_l2_over_the_pretrained_norm(pair):
+    a, _ = pair
+    moved = {n: 1.1 * p.detach() for n, p in a.named_parameters()}
+    agg = layer_distances(weight_distances(a, moved))
+    np.testing.assert_allclose(agg["rel_l2"], 0.1, rtol=1e-5)   # float32 weights
+
+
+def test_closeness_verdict_follows_the_distances(pair):
+    from bertdims.distances import closeness_effect
+    a, rand = pair
+    near = _study_table(a, {s: _moved(a, lambda n: 1e-3, s) for s in range(3)}, rand)
+    eff = closeness_effect(near, margin=0.5)
+    assert eff.verdict == "reproduced" and eff.high < -0.9 and eff.n_seeds == 3
+    far = _study_table(a, {s: {n: p.detach() + (r.detach() - p.detach()) * (1 + 0.01 * s)
+                               for (n, p), r in zip(a.named_parameters(), rand.parameters())}
+                           for s in range(3)}, rand)
+    assert closeness_effect(far, margin=0.5).verdict == "not reproduced"
+
+
+def test_layer_variation_verdict_and_lr_normalisation(pair):
+    from bertdims.distances import layer_profile, layer_variation_effect
+    a, rand = pair                                    # tiny BERT: layers 1 and 2
+    same = _study_table(a, {s: _moved(a, lambda n: 1e-3, s) for s in range(3)}, rand)
+    assert layer_variation_effect(same, margin=0.1).verdict == "not reproduced"
+    top = _study_table(a, {s: _moved(a, lambda n: 2e-3 if n == 2 else 1e-3, s) for s in range(3)}, rand)
+    eff = layer_variation_effect(top, margin=0.1)
+    assert eff.verdict == "reproduced" and 0.8 < eff.estimate < 1.2     # the top moves ~2x
+    # the same twofold gap made by a learning rate twice as large on the top layer is no layer effect
+    lrs = {0: 0.5, 1: 0.5, 2: 1.0, "head": 1.0}
+    assert layer_variation_effect(top, margin=0.1, lrs=lrs).verdict == "not reproduced"
+    prof = layer_profile(top, lrs=lrs)
+    assert list(prof["layer"]) == [0, 1, 2] and (prof["low"] <= prof["mean"]).all()
+
+
+def test_effect_helpers_and_records(store):
+    from bertdims.distances import (effect_chart, effects_table, glue_effects,
+                                    record_known_verdicts, verdict_note)
+    from bertdims.scorecard import KIND
+    from bertdims.stats import seed_effect
+    eff = seed_effect([0.01, 0.012, 0.011], [1.0], claim="worse", margin=0.5, scale="ratio")
+    unsure = seed_effect([0.9, 1.3], [1.0], claim="worse", margin=0.5, scale="ratio")
+    assert eff.verdict == "reproduced" and unsure.verdict == "inconclusive"
+    assert "Inconclusive" in verdict_note(unsure) and "2 seeds" in verdict_note(unsure)
+    values = glue_effects({"close": eff})
+    assert values["close_verdict"] == "reproduced" and values["close_seeds"] == 3
+    table = effects_table({"close": eff, "unsure": unsure})
+    assert list(table["verdict"]) == ["reproduced", "inconclusive"]
+    assert effect_chart(table).to_dict()
+    params = {"model": "embedded", "seeds": [0, 1, 2]}
+    missing = record_known_verdicts(store, "09_weight_distances", {"close": eff, "other": eff},
+                                    {"close": "p3-close-to-pretrained", "other": "p3-not-registered"},
+                                    params)
+    assert missing == ["p3-not-registered"]
+    assert len(store.runs(KIND)) == 1
+
+
+def test_layer_effects_pair_by_seed_and_example():
+    from bertdims.distances import LayerStudy, layer_effects, layer_findings
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+
+    def preds(acc):
+        return np.stack([np.where(rng.random(300) < acc, y, 1 - y) for _ in range(3)])
+
+    study = LayerStudy(table=pd.DataFrame(), labels=y, histories=pd.DataFrame(), metric="accuracy",
+                       predictions={("full", 6): preds(0.85), ("head only", 0): preds(0.6),
+                                    ("top n layers", 3): preds(0.85), ("single layer", 1): preds(0.7)})
+    eff = layer_effects(study, margin=0.02, n_boot=500)
+    assert list(eff) == ["top 3", "head only", "layer 1"]
+    assert eff["head only"].verdict == "not reproduced" and eff["top 3"].claim == "noninferior"
+    assert "top 3" in layer_findings(eff)
 
 
 @pytest.mark.slow
 def test_distance_and_layer_studies_end_to_end(tiny_bert, store):
     cfg = DistanceConfig(model=tiny_bert, seeds=[0, 1], max_train_samples=16, max_eval_samples=8,
                          max_seq_len=16, random_seed=1)
-    from bertdims.distances import distance_study, layer_study, comparison_summary
+    from bertdims.distances import closeness_effect, comparison_summary, distance_study, layer_study
     run = distance_study(cfg, store)
     assert distance_study(cfg, store).path == run.path          # read back
-    summary = comparison_summary(run.table("distances")).set_index("comparison")
+    dist = run.table("distances")
+    summary = comparison_summary(dist).set_index("comparison")
     assert list(summary["runs"]) == [2, 1, 1]
     ft, rnd = summary.loc["fine-tuned vs pretrained"], summary.loc["pretrained vs random init"]
     assert 0 < ft["l1"] < rnd["l1"] and 0 < ft["angular"] < rnd["angular"]
     assert set(run.table("metrics")["split"]) == {"validation", "test"}
-    table = layer_study(LayerStudyConfig(model=tiny_bert, single_layers=[2], top_n=[1],
+    assert closeness_effect(dist, margin=0.5).n_seeds == 2
+    study = layer_study(LayerStudyConfig(model=tiny_bert, seeds=[0], single_layers=[2], top_n=[1],
                                          max_train_samples=16, max_eval_samples=8, max_seq_len=16),
                         store)
+    table = study.table
     assert list(table["setting"]) == ["full", "head only", "single layer", "top n layers"]
     assert list(table["train_layers"]) == ["all", "", "2", "2"]
     assert table["accuracy"].between(0, 1).all()
+    assert study.predictions[("full", 2)].shape == (1, 8) and study.labels.shape == (8,)
+    assert set(study.histories["comparison"]) == {"full", "head only", "layer 2", "top 1"}

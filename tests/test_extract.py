@@ -156,3 +156,21 @@ def test_extract_bad_input_before_work(tiny, store):
     from datasets import Dataset
     with pytest.raises(bd.ConfigError, match="label"):
         extract(tiny, "toy", "train", store=store, data=Dataset.from_dict({"text": ["a"]}))
+
+
+def test_damaged_extraction_is_reported_and_recomputed(tiny, store):
+    """A stored extraction whose array was truncated after writing is never read as valid."""
+    from bertdims.extract import extract
+    from bertdims.store import DamagedEntryWarning
+    ds = _dataset()
+    kw = dict(layers=[-1], max_seq_len=16, chunk_size=8, device="cpu", store=store,
+              progress=False, data=ds)
+    rep = extract(tiny, "toy", "train", **kw)
+    good = np.array(rep[-1])
+    assert rep.meta["files"] and "layer_-1.npy" not in rep.meta["files"]   # resolved layer name
+    layer_file = next(rep.path.glob("layer_*.npy"))
+    with open(layer_file, "r+b") as fh:
+        fh.truncate(layer_file.stat().st_size - 16)
+    with pytest.warns(DamagedEntryWarning, match="layer_"):
+        again = extract(tiny, "toy", "train", **kw)
+    np.testing.assert_allclose(np.array(again[-1]), good, atol=1e-6)

@@ -76,6 +76,7 @@ def encoder_state(backbone) -> dict:
     ({"layer_lr_decay": 0.0}, "layer_lr_decay", "(0, 1]"),
     ({"patience": 0}, "patience", "[1, inf]"),
     ({"early_stopping_fraction": 1.0}, "early_stopping_fraction", "[0, 1)"),
+    ({"frozen_epochs": 0}, "frozen_epochs", "(0, inf]"),
     ({"train_layers": []}, "train_layers", "at least one layer"),
     ({"train_layers": [1], "freeze": 1}, "train_layers", "either train_layers or freeze"),
     ({"task": "no_such_task"}, "task", "choose one of"),
@@ -151,7 +152,7 @@ def test_token_and_dims_reach_the_head_with_the_right_shape(tiny_bert, token):
 def test_mlp_head_and_regression_output_shape(tiny_bert):
     model = build(tiny_bert, task=REG_TASK, head="mlp", head_hidden=8).eval()
     assert model(**batch_of(model)).shape == (2, 1)
-    assert model.head[0].in_features == 32 and model.head[0].out_features == 8
+    assert model.head.net[0].in_features == 32 and model.head.net[0].out_features == 8
 
 
 def test_frozen_layers_get_no_gradient(tiny_bert):
@@ -238,7 +239,7 @@ def test_store_caches_the_run_and_the_model(tiny_bert, store, monkeypatch):
     first = finetune(cfg, store=store, progress=False)
     assert not first.cached and first.model_dir == first.path / "model"
     assert first.path.parent == store.root / "finetune"
-    assert list(first.history.columns) == ["step", "epoch", "lr", "train_loss", "dev_accuracy"]
+    assert list(first.history.columns) == ["step", "epoch", "lr", "train_loss", "dev_loss", "dev_accuracy"]
     monkeypatch.setattr(ft, "_train", lambda *a, **k: pytest.fail("retrained a stored run"))
     second = finetune(cfg, store=store, progress=False)
     assert second.cached and second.path == first.path and second.metrics == first.metrics
@@ -309,7 +310,7 @@ def test_runs_of_different_precision_follow_each_other_in_one_process(tiny_bert)
 
 def test_killed_run_resumes_to_the_same_result(tiny_bert, tmp_path):
     # 86 training examples, batch 16 -> 6 steps per epoch, 12 steps; checkpoints every 2 steps.
-    cfg = config(tiny_bert, epochs=2.0, checkpoint_every=2, lr=1e-3)
+    cfg = config(tiny_bert, epochs=2.0, checkpoint_every=2, eval_every=6, lr=1e-3)
     full = finetune(cfg, out_dir=tmp_path / "full", progress=False)
     with pytest.raises(ft.TrainingInterrupted):
         finetune(cfg, out_dir=tmp_path / "cut", progress=False, _stop_after_steps=5)
@@ -324,15 +325,216 @@ def test_killed_run_resumes_to_the_same_result(tiny_bert, tmp_path):
     assert not (tmp_path / "cut" / "checkpoint").exists()
 
 
-def test_early_stopping_restores_the_best_checkpoint(tiny_bert):
-    run = finetune(config(tiny_bert, epochs=6.0, eval_every=1, patience=2, lr=1e-3,
-                          max_train_samples=40), progress=False)
+# ---------------------------------------------------------------------------- checkpoint rule
+def _dev_loss(model, task_name, dataset) -> float:
+    """Mean loss (the engine's definition) of ``model`` on a task split."""
+    from bertdims.training import make_loader
+    task = ft.get_task(task_name)
+    loader = make_loader(task, dataset, model.tokenizer, batch_size=32, max_seq_len=32)
+    outs, labels = [], []
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            labels.append(batch.pop("labels"))
+            outs.append(model(**{k: v for k, v in batch.items() if k != "index"}))
+    return ft._mean_loss(task, torch.cat(outs).numpy(), torch.cat(labels).numpy(), model.head)
+
+
+def test_checkpoint_rule_keeps_the_lowest_dev_loss_state(tiny_bert, monkeypatch):
+    # a learning rate far too high makes training diverge after a while; the kept state must be
+    # the one of lowest development loss, not the final one
+    monkeypatch.setattr(ft, "MIN_DEV_SAMPLES", 30)
+    run = finetune(config(tiny_bert, epochs=8.0, eval_every=2, patience=100, lr=0.1, head_lr=1.0, warmup=0.99,
+                          early_stopping_fraction=0.1), progress=False)
     hist = run.history
-    best = hist["dev_accuracy"].max()
-    assert run.info["best_step"] == int(hist.loc[hist["dev_accuracy"] == best, "step"].iloc[0])
-    if run.info["stopped_early"]:
-        tail = hist["dev_accuracy"].to_numpy()[-2:]
-        assert (tail <= best).all() and len(hist) < run.info["total_steps"]
+    assert run.info["checkpoint_rule"] == "best_dev_loss" and run.info["n_dev"] == 30
+    assert run.info["monitor_split"] == "dev"
+    losses = hist["dev_loss"].to_numpy()
+    assert np.isfinite(losses).all()
+    best = losses.min()
+    assert run.info["best_step"] == int(hist["step"][losses == best].iloc[-1])   # later wins a tie
+    assert run.info["best_step"] < run.info["steps"] and losses[-1] > best        # it did diverge
+    dev = ft.prepare_splits(CLS_TASK, early_stopping_fraction=0.1)["dev"]
+    assert _dev_loss(run.model, CLS_TASK, dev) == pytest.approx(best, rel=1e-4)
+
+
+def test_final_state_rule_watches_validation_and_keeps_the_last_state(tiny_bert):
+    run = finetune(config(tiny_bert, epochs=2.0, lr=1e-3, max_train_samples=48), progress=False)
+    assert run.config.early_stopping_fraction == 0.0
+    assert run.info["checkpoint_rule"] == "final" and run.info["n_dev"] == 0
+    assert run.info["monitor_split"] == "validation" and run.info["best_step"] == run.info["steps"]
+    assert list(run.history["step"]) == [2, 4, 6]      # 3 steps per epoch: every ceil(3 / 2) steps
+    val = ft.prepare_splits(CLS_TASK, max_train_samples=48)["validation"]
+    assert _dev_loss(run.model, CLS_TASK, val) == pytest.approx(run.history["dev_loss"].iloc[-1],
+                                                                rel=1e-4)
+    assert run.history["dev_accuracy"].iloc[-1] == pytest.approx(run.score("validation"))
+
+
+def test_a_development_split_is_at_least_min_dev_samples(monkeypatch):
+    assert ft.MIN_DEV_SAMPLES == 300
+    monkeypatch.setattr(ft, "MIN_DEV_SAMPLES", 30)
+    splits = ft.prepare_splits(CLS_TASK, early_stopping_fraction=0.01)
+    assert len(splits["dev"]) == 30 and len(splits["train"]) == 96 - 30
+    assert len(ft.prepare_splits(CLS_TASK, early_stopping_fraction=0.5)["dev"]) == 48
+    assert "dev" not in ft.prepare_splits(CLS_TASK)
+    with pytest.raises(ConfigError, match="'early_stopping_fraction'"):   # too few left to train
+        ft.prepare_splits(CLS_TASK, max_train_samples=38, early_stopping_fraction=0.1)
+
+
+# ---------------------------------------------------------------------------- head input
+def test_head_statistics_come_from_the_pretrained_features_and_stay_fixed(tiny_bert, tmp_path):
+    # a frozen encoder: eval-mode features of the pretrained model
+    cfg = config(tiny_bert, layer=1, token="mean", dims=[0, 5, 9], freeze=2, max_train_samples=48)
+    run = finetune(cfg, out_dir=tmp_path, progress=False)
+    pre = build(tiny_bert, layer=1, token="mean", dims=[0, 5, 9])
+    train = ft.prepare_splits(CLS_TASK, max_train_samples=48)["train"]
+    enc = ft.encode_split(ft.get_task(CLS_TASK), train, pre.tokenizer, 32)
+    feats = ft._features_of(pre, enc, Collator(pre.tokenizer.pad_token_id, False), 32, "cpu", "fp32")
+    head = run.model.head
+    torch.testing.assert_close(head.input_mean, feats.mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(head.input_scale, feats.std(0, unbiased=False), rtol=1e-4, atol=1e-6)
+    assert not any(n.startswith("head.input") for n, _ in run.model.named_parameters())
+    loaded = load_finetuned(tmp_path / "model").head
+    for name in ("input_mean", "input_scale", "target_mean", "target_scale"):
+        torch.testing.assert_close(getattr(loaded, name), getattr(head, name))
+    # fine-tuning: computed once before training (the same whatever the learning rate), and
+    # kept fixed while the encoder moves
+    tuned = [finetune(cfg.replace(freeze=0, lr=lr), progress=False).model for lr in (1e-4, 1e-3)]
+    torch.testing.assert_close(tuned[0].head.input_mean, tuned[1].head.input_mean)
+    torch.testing.assert_close(tuned[0].head.input_scale, tuned[1].head.input_scale)
+    after = ft._features_of(tuned[1], enc, Collator(pre.tokenizer.pad_token_id, False), 32, "cpu", "fp32")
+    assert not torch.allclose(after.mean(0), tuned[1].head.input_mean, atol=1e-4)
+
+
+def test_standardised_head_learns_a_feature_that_barely_varies():
+    # the label sits in a feature of standard deviation 1e-3 around 9 (like dimension 99 of the
+    # embedded model's lower-layer [CLS]); with fixed statistics the head learns it in 200 steps
+    # of AdamW at lr 1e-2, without them it cannot
+    from bertdims.heads import Head
+    gen = torch.Generator().manual_seed(0)
+    signal = torch.randn(512, 4, generator=gen)
+    x = 9.0 + 1e-3 * signal
+    y = (signal[:, 0] + 0.5 * signal[:, 1] > 0).long()
+
+    def trained_accuracy(standardise: bool) -> float:
+        torch.manual_seed(0)
+        head = Head("linear", 4, 2, dropout=0.0)
+        if standardise:
+            head.fit_stats(x)
+        opt = torch.optim.AdamW(head.parameters(), lr=1e-2)
+        for step in range(200):
+            idx = torch.arange(step * 16, step * 16 + 16) % 512
+            loss = torch.nn.functional.cross_entropy(head(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return float((head(x).argmax(1) == y).float().mean())
+
+    assert trained_accuracy(True) > 0.9
+    assert trained_accuracy(False) < 0.75
+
+
+def test_regression_head_starts_at_the_training_mean_and_reports_in_label_units(tiny_bert):
+    run = finetune(config(tiny_bert, task=REG_TASK, freeze=2, frozen_epochs=20.0, token="mean",
+                          max_train_samples=96), progress=False)
+    train = np.asarray(ft.prepare_splits(REG_TASK, max_train_samples=96)["train"]["label"])
+    head = run.model.head
+    assert float(head.target_mean) == pytest.approx(train.mean(), rel=1e-5)
+    assert float(head.target_scale) == pytest.approx(train.std(), rel=1e-5)
+    fresh = ft.SelectiveClassifier(run.model.encoder, run.model.tokenizer, run.config,
+                                   ft.get_task(REG_TASK))
+    x = torch.randn(8, 32)
+    fresh.head.fit_stats(x, torch.as_tensor(train))
+    out = fresh.head.eval()(x)                      # untrained: the training mean on average
+    assert float(out.detach().mean()) == pytest.approx(train.mean(), abs=1e-5)
+    preds = run.predictions("test")
+    assert abs(preds.mean() - train.mean()) < 0.3                              # label units
+    assert run.metrics["test"]["pearson"] > 0.3
+
+
+def test_an_old_head_file_without_statistics_still_loads(tiny_bert, tmp_path):
+    run = finetune(config(tiny_bert, max_train_samples=24), out_dir=tmp_path, progress=False)
+    head_file = tmp_path / "model" / "head.pt"
+    state = torch.load(head_file, weights_only=True)
+    torch.save({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}, head_file)
+    head = load_finetuned(tmp_path / "model").head
+    torch.testing.assert_close(head.weight, run.model.head.weight)
+    assert torch.equal(head.input_mean, torch.zeros(32)) and torch.equal(head.input_scale, torch.ones(32))
+
+
+# ---------------------------------------------------------------------------- fast paths
+def test_truncated_encoder_gives_the_layer_output_of_the_full_one(tiny_bert):
+    from bertdims.heads import truncated
+    model = build(tiny_bert).eval()
+    batch = batch_of(model)
+    with torch.no_grad():
+        full = model.encoder(**batch, output_hidden_states=True).hidden_states
+        for layer in (0, 1):
+            with truncated(model.encoder, layer) as cut:
+                assert cut and len(model.encoder.encoder.layer) == layer
+                out = model.encoder(**batch).last_hidden_state
+            torch.testing.assert_close(out, full[layer], rtol=0, atol=0)
+        with truncated(model.encoder, 2) as cut:
+            assert not cut
+    assert len(model.encoder.encoder.layer) == 2
+
+
+def test_frozen_fast_path_matches_the_full_loop(tiny_bert):
+    cfg = config(tiny_bert, freeze=2, frozen_epochs=3.0, token="mean", max_train_samples=64)
+    fast = finetune(cfg, progress=False)
+    slow = finetune(cfg, progress=False, _fast_frozen=False)
+    assert fast.info["fast_frozen"] and not slow.info["fast_frozen"]
+    assert fast.info["steps"] == slow.info["steps"] == 12      # frozen_epochs, not epochs
+    np.testing.assert_allclose(fast.history.to_numpy(float), slow.history.to_numpy(float),
+                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(fast.predictions("test"), slow.predictions("test"))
+    assert fast.metrics == slow.metrics
+    enc_fast, enc_pre = encoder_state(fast.model.encoder), encoder_state(load_backbone(tiny_bert))
+    assert all(torch.equal(enc_fast[k], enc_pre[k]) for k in enc_pre)
+
+
+def test_head_on_rescaled_features_learns_the_same(tiny_bert, tmp_path):
+    # the last layer's output squeezed to 9 + 1e-3 * (its values): standardised, the head sees
+    # the same inputs and learns the same predictions
+    squeezed = load_backbone(tiny_bert)
+    norm = squeezed.encoder.layer[-1].output.LayerNorm
+    with torch.no_grad():
+        norm.bias.mul_(1e-3).add_(9.0)
+        norm.weight.mul_(1e-3)
+    squeezed.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path)
+    runs = [finetune(config(m, freeze=2, frozen_epochs=20.0, token="mean"), progress=False)
+            for m in (tiny_bert, str(tmp_path))]
+    agree = np.mean(runs[0].predictions("test") == runs[1].predictions("test"))
+    assert agree >= 0.95 and abs(runs[0].score() - runs[1].score()) <= 0.05
+
+
+# ---------------------------------------------------------------------------- predictions
+def test_predictions_are_stored_and_read_back(tiny_bert, store):
+    cfg = config(tiny_bert, max_train_samples=32, max_eval_samples=30)
+    first = finetune(cfg, store=store, progress=False)
+    assert (first.path / "pred_test.npy").exists() and (first.path / "label_validation.npy").exists()
+    second = finetune(cfg, store=store, progress=False)
+    assert second.cached
+    for split in ("validation", "test"):
+        p, y = second.predictions(split), second.labels(split)
+        assert p.shape == y.shape == (30,)
+        np.testing.assert_array_equal(p, first.predictions(split))
+        expected = ft.prepare_splits(CLS_TASK, max_eval_samples=30)[split]["label"]
+        np.testing.assert_array_equal(y, expected)
+        assert ft.compute_metrics(ft.get_task(CLS_TASK), p, y) == second.metrics[split]
+    texts = ft.prepare_splits(CLS_TASK, max_eval_samples=30)["test"]["text"]
+    np.testing.assert_array_equal(first.model.predict(texts), first.predictions("test"))
+    with pytest.raises(ConfigError, match="'split'"):
+        second.predictions("train")
+
+
+def test_engine_version_is_part_of_the_store_key(tiny_bert, store, monkeypatch):
+    cfg = config(tiny_bert, max_train_samples=16)
+    first = finetune(cfg, store=store, progress=False)
+    monkeypatch.setattr(ft, "ENGINE_VERSION", ft.ENGINE_VERSION + 1)
+    assert finetune(cfg, store=store, progress=False).path != first.path
 
 
 # ---------------------------------------------------------------------------- real model

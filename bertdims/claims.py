@@ -1,0 +1,176 @@
+"""The claims the book tests: one registry, read by the chapters and by the scorecard.
+
+Each :class:`Claim` quotes its paper (``words``: the paper's own words, or, where only the
+paper page's summary states the result, that summary, said so in ``where``), names the chapter
+that tests it, the comparison ``A`` against ``B`` that the chapter measures, the claim kind
+(see :func:`bertdims.stats.verdict_of`) and a margin fixed before running, with its reason.
+
+The papers (texts in ``shared/papers/``):
+
+* ``p1``: *Few Dimensions are Enough: Fine-tuning BERT with Selected Dimensions Revealed Its
+  Redundant Nature* (2025); only its abstract and the paper page's summary are at hand.
+* ``p2``: Matton & de Oliveira, *Emergent Properties of Finetuned Language Representation
+  Models* (full text).
+* ``p3``: Radiya-Dixit & Wang, *How fine can fine-tuning be? Learning efficient language
+  models* (abstract, cut short, and the paper page's summary).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from ._validate import bad
+
+PAPERS = {
+    "p1": "Few Dimensions are Enough (2025)",
+    "p2": "Matton & de Oliveira, Emergent Properties of Finetuned Language Representation Models",
+    "p3": "Radiya-Dixit & Wang, How fine can fine-tuning be?",
+}
+SHORT = {"p1": "Few Dimensions", "p2": "Matton & de Oliveira", "p3": "Radiya-Dixit & Wang"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of one paper, as the book tests it.
+
+    ``compares`` says what A and B are (the effect is A against B on ``scale``: ``A - B`` or
+    ``A / B - 1``); ``claim`` is the kind (equivalent, better, worse, noninferior);
+    ``default_margin`` is on that scale, with ``margin_reason`` in one line. A chapter may
+    declare its own margin in its parameters cell; the recorded verdict keeps the one used.
+    """
+
+    id: str
+    paper: str              # "p1", "p2" or "p3" (see PAPERS)
+    where: str
+    words: str
+    paper_number: str
+    chapter: str            # stem of the chapter that records the verdict
+    claim: str
+    scale: str
+    default_margin: float
+    margin_reason: str
+    compares: str
+
+    @property
+    def paper_name(self) -> str:
+        return SHORT[self.paper]
+
+
+_SUMMARY = "paper page's summary"
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("p2-finetune-beats-probe", "p2", "section 2, Table 2",
+          "Test-set performance of finetuned BERT over each experimental setup.",
+          "fine-tuned 93.7 / 94.7 / 99.33% vs frozen [CLS] probe 88.0 / 90.4 / 99.02% "
+          "(IMDB / AG-news / DBpedia)",
+          "02_baselines", "better", "difference", 0.0,
+          "the paper's smallest gap is 0.3 points (DBpedia): any real advantage counts",
+          "A: full fine-tuning, B: linear probe on the frozen [CLS] vector, same test examples"),
+    Claim("p1-tokens-equivalent", "p1", "abstract",
+          "outputs other than the CLS vector in the final layer contain equivalent information",
+          "equivalent (no number given)",
+          "03_token_and_layer", "equivalent", "difference", 0.02,
+          "two accuracy points: a smaller gap between token vectors would not change which to use",
+          "A: head on another last-layer token vector (e.g. mean), B: head on [CLS]"),
+    Claim("p1-lower-layers-weaker", "p1", "abstract",
+          "the contribution of lower layers decreases",
+          "decreases (no number given)",
+          "03_token_and_layer", "worse", "difference", 0.01,
+          "a shortfall under one accuracy point would not be called a decrease",
+          "A: head on a lower layer's [CLS] (the lowest layer run), B: head on the last layer"),
+    Claim("p1-higher-layers-alike", "p1", "abstract",
+          "there is little difference among higher layers",
+          "little difference (no number given)",
+          "03_token_and_layer", "equivalent", "difference", 0.02,
+          "two accuracy points, the same band as for token vectors",
+          "A: head on an upper-half layer below the top, B: head on the last layer"),
+    Claim("p1-few-dims-enough", "p1", f"abstract; the 98% is from the {_SUMMARY}",
+          "most tasks require only 2-3 dimensions",
+          "2-3 selected dims reach > 98% of full",
+          "04_few_dimensions", "noninferior", "ratio", 0.02,
+          "the paper's own bar: at least 98% of the full model's score",
+          "A: fine-tuning afresh with a head on the top k (2 or 3) selected dims, "
+          "B: full fine-tuning, same seeds"),
+    Claim("p1-selected-beat-random", "p1", _SUMMARY,
+          "carefully selected hidden dimensions",
+          "selected dims (implied: better than other dims)",
+          "04_few_dimensions", "better", "difference", 0.0,
+          "a control: any real advantage of the selection counts",
+          "A: fine-tuning afresh on the top k selected dims, B: on k random dims, same seeds"),
+    Claim("p3-freeze-lower-cheap", "p3", f"{_SUMMARY} (findings); the abstract is cut short",
+          "Only a subset of layers need to be fine-tuned for effective performance.",
+          "a subset of layers is enough (no number given)",
+          "05_freezing", "noninferior", "difference", 0.02,
+          "a cost under two accuracy points is small next to what fine-tuning adds",
+          "A: lower half of the layers frozen, B: full fine-tuning"),
+    Claim("p1-frozen-encoder-costs", "p1", "abstract",
+          "hidden layers may change significantly during fine-tuning",
+          "freezing pretrained layers costs performance (no number given)",
+          "05_freezing", "worse", "difference", 0.01,
+          "a shortfall under one accuracy point would not show that the layers must change",
+          "A: whole encoder frozen (only the head trains), B: full fine-tuning"),
+    Claim("p1-cross-retention", "p1", "abstract",
+          "enabling it to handle multiple tasks simultaneously",
+          "task A survives fine-tuning on B (no number given)",
+          "06_cross_finetuning", "noninferior", "ratio", 0.05,
+          "keeping 95% of task A's score counts as surviving",
+          "A: A's stored head on the encoder fine-tuned on A then B, "
+          "B: A's head on the A-tuned encoder"),
+    Claim("p1-cross-few-dims", "p1", "abstract",
+          "its number of dimensions may be excessive",
+          "a few dims suffice after cross-fine-tuning (no number given)",
+          "06_cross_finetuning", "noninferior", "ratio", 0.02,
+          "the same 98% bar as for few dimensions on one task",
+          "A: task B fine-tuned after A with a head on a few selected dims, B: with all dims"),
+    Claim("p2-variance-ratio-classes", "p2", "section 3.1.3, Figure 4",
+          "the point at which we encounter the first principal component that explains less "
+          "variance in the finetuned model than the pretrained model roughly corresponds to the "
+          "number of classes",
+          "first ratio < 1 at component 2 / 5 / 14 for 2 / 4 / 14 classes",
+          "07_pca", "equivalent", "difference", 2.0,
+          "'roughly': the paper's own cases are off by 0 or 1 component",
+          "A: first component with fine-tuned/pretrained variance ratio below 1, "
+          "B: number of classes"),
+    Claim("p2-salient-neurons", "p2", "section 3.2.2, Table 3",
+          "using a linear classification on even a single neuron from the [CLS] token "
+          "embedding provides equal performance to scores from models which utilize the full "
+          "embedding",
+          "5 neurons: 93.8 / 94.3 / 99.0% vs all 93.7 / 94.7 / 99.33% (IMDB / AG-news / DBpedia)",
+          "08_salient_neurons", "noninferior", "difference", 0.01,
+          "the paper's 5-neuron gaps are at most 0.4 points; one point keeps that meaning",
+          "A: classifier on the few selected neurons of the fine-tuned [CLS], B: on all dims"),
+    Claim("p3-close-to-pretrained", "p3", "abstract",
+          "the fine-tuned models are close in parameter space to the pre-trained one",
+          "close (no number in the abstract)",
+          "09_weight_distances", "worse", "ratio", 0.5,
+          "'close' read as: less than half the distance to a random initialisation",
+          "A: distance fine-tuned to pretrained, "
+          "B: distance of a random initialisation to pretrained"),
+    Claim("p3-closeness-varies-by-layer", "p3", "abstract",
+          "with the closeness varying from layer to layer",
+          "varies by layer (no number in the abstract)",
+          "09_weight_distances", "better", "ratio", 0.1,
+          "a 10% difference in relative distance between layers counts as varying",
+          "A: relative distance of the top layer, B: of the bottom layer, no layer-wise "
+          "learning-rate decay"),
+    Claim("p3-sparse-matches-full", "p3", f"{_SUMMARY} (findings)",
+          "Sparse models with many zeroed entries can achieve comparable results.",
+          "comparable (no number given)",
+          "10_sparse_finetuning", "equivalent", "difference", 0.02,
+          "two accuracy points, the band used for other 'equivalent' claims",
+          "A: sparse-mask fine-tuning at the chapter's sparsity, B: full fine-tuning, same recipe"),
+)
+
+
+def claim_by_id(claim_id: str) -> Claim:
+    """The registered claim ``claim_id``; ConfigError naming the known ids otherwise."""
+    for c in CLAIMS:
+        if c.id == claim_id:
+            return c
+    raise bad("claim_id", claim_id, "choose one of: " + ", ".join(c.id for c in CLAIMS))
+
+
+def claims_table(claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
+    """The registry as a DataFrame, one row per claim."""
+    return pd.DataFrame([asdict(c) for c in claims])
