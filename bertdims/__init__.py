@@ -2,7 +2,15 @@
 
 One public namespace for the library; chapters do ``import bertdims as bd``.
 """
-from ._version import __version__
+import os as _os
+
+# Before torch loads its OpenMP runtime: idle worker threads sleep instead of spinning. On a
+# machine with more busy processes than cores, spinning threads made small eigen-decompositions
+# 100x slower (measured: TorchPCA.fit on 1000 x 384 took 13 s with 2 spinning threads, 0.09 s
+# with this setting). Set OMP_WAIT_POLICY yourself to override.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from ._version import __version__  # noqa: E402
 from ._validate import ConfigError
 from .device import pick_device, pick_precision
 from .models import (EMBEDDED_MODEL, Encoder, ModelNotAvailableError, cached_encoder, load_encoder,
@@ -17,8 +25,11 @@ from .extract import encode
 from .overview import project_task, project_tasks, projection_chart
 from .chapters import build_book, run_chapter
 from . import charts
-from .dims import (LinearHead, Representations, chosen_dims, constant_baseline, evaluate_k, finetune_grid, model_size, probe_baseline, rank_dimensions, retrain_k, run_dims, run_dims_grid, summarize_runs)  # noqa: E501
-from .fewdims_charts import compare_runs_chart, share_chart, trend_chart
+from .dims import (chance_score, constant_predictions, grid_predictions, probe_predictions,  # noqa: E501
+                   LinearHead, Representations, chosen_dims, constant_baseline, evaluate_k, finetune_grid, model_size, probe_baseline, rank_dimensions, retrain_k, run_dims, run_dims_grid, summarize_runs)  # noqa: E501
+from .fewdims_charts import (compare_runs_chart, curve_chart, history_frame, scores_frame, share_chart,
+                             trend_chart)
+from . import findings
 from .distances import (DistanceConfig, LayerStudyConfig, aggregate_distances, comparison_summary, distance_chart, distance_findings, distance_study, kind_chart, layer_distances, layer_findings, layer_study, layer_study_chart, layer_summary, random_init_like, weight_distances)  # noqa: E501
 from .sparse import (SparseConfig, StoredMask, apply_mask, load_mask, load_sparse_task, save_mask, sparse_findings, sparse_finetune, sparse_summary, sparse_vs_full, sparsity_chart, sparsity_sweep, storage_table, verify_stored_task)  # noqa: E501
 from ._embedded import general_corpus
@@ -31,3 +42,9 @@ from .scorecard import (chapter_params, forest_chart, preset_params, record_verd
                         scorecard_table, verdict_counts)
 from .neurons import NeuronSelector, single_neuron_accuracy
 from .pca import TorchPCA
+from .report import effect_chart, effects_table, glue_effects, record_known_verdicts, verdict_note
+from .dims import (RetrainStudy, effects_frame, pick_effect, random_dims, retrain_effects,  # noqa: E402
+                   retrain_study, selected_dims, selection_stability)
+from .crossft import Sequential, cross_effects, matched_epochs  # noqa: E402
+from .sparse import sparse_effects, sparse_study  # noqa: E402
+from .distances import closeness_effect, layer_variation_effect  # noqa: E402

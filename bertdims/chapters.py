@@ -261,6 +261,16 @@ def run_chapter(name: str, *, preset: str = "default", params: dict | None = Non
     return final
 
 
+#: Pages that only read what the other chapters stored (the scorecard): shown where the table
+#: of contents puts them, executed after every other chapter.
+EXECUTE_LAST = ("scorecard",)
+
+
+def execution_order(stems: list[str]) -> list[str]:
+    """``stems`` in table-of-contents order, except the :data:`EXECUTE_LAST` pages at the end."""
+    return [s for s in stems if s not in EXECUTE_LAST] + [s for s in stems if s in EXECUTE_LAST]
+
+
 def build_book(preset: str = "default", *, root: Path | None = None,
                chapters: list[str] | None = None, execute: bool = True,
                progress: bool = True) -> Path:
@@ -274,7 +284,7 @@ def build_book(preset: str = "default", *, root: Path | None = None,
     for stem in stems:   # every chapter's parameters, before the first kernel starts
         path = root / "book" / f"{stem}.ipynb"
         check_parameters(path, resolve_parameters(path, preset, None, root), root)
-    for i, stem in enumerate(stems, 1):
+    for i, stem in enumerate(execution_order(stems), 1):
         if execute or not (executed / f"{stem}.ipynb").exists():
             print(f"[{i}/{len(stems)}] executing {stem} (preset {preset})", flush=True)
             run_chapter(stem, preset=preset, out_dir=executed, root=root, progress=progress)

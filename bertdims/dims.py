@@ -41,6 +41,13 @@ The pipeline, for one fine-tuned model (book chapter ``04_few_dimensions``):
 :func:`run_dims` runs the whole pipeline for one fine-tuning config through the results
 store (kinds ``dims_rank`` and ``dims_k``), so that a chapter reruns from stored results.
 
+4. :func:`retrain_study` is the paper's protocol and the chapter's primary measure: for every
+   task, seed and k, fine-tune afresh with a head on the top k selected dimensions and on k
+   random ones (:func:`random_dims`); :func:`retrain_effects` judges them against the full
+   model and against each other with :func:`bertdims.stats.paired_effect`, and
+   :func:`selection_stability` says how often the seeds select the same dimensions. The
+   masked and refit modes above are diagnostics.
+
 The module also holds the small experiment runners of the other chapters of that paper
 (:func:`finetune_grid`, :func:`probe_baseline`), the references every chapter compares with
 (:func:`chance_score`, the one definition of chance; :func:`constant_baseline`), and the readers

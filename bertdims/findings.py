@@ -9,8 +9,14 @@ that no rule that decides a verdict lives in a notebook cell.
 * :func:`least_favourable`: when one claim is tested several times (on each task, on each
   token vector, on each upper layer), the effect recorded for the scorecard is the one least
   favourable to the claim.
-* :func:`verdict_sentence`, :func:`tally`: the verdict with its numbers, or why there is none.
-* :func:`plateau_table`: whether each validation curve has flattened by the end of training.
+* :func:`lower_layer`, :func:`upper_layers`, :func:`half_frozen`: which runs stand for
+  "lower layers", "higher layers" and "the lower half frozen" (None or empty when the
+  chapter's parameters leave them out: the claim then cannot be judged, and says so).
+* :func:`claim_sentence`, :func:`verdict_sentence`, :func:`tally`, :func:`learning_sentence`:
+  the verdict with its numbers, or why there is none.
+* :func:`plateau_table`, :func:`budget_table`: whether each validation curve has flattened by
+  the end of training, and whether a longer budget would have gained more than a tolerance
+  (the calibration of the training budget, chapter 2).
 """
 from __future__ import annotations
 

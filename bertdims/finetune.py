@@ -45,7 +45,7 @@ from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_dims, 
 from .device import DEVICES, PRECISIONS, autocast, pick_device, pick_precision
 from .heads import HEADS, SelectiveClassifier, load_backbone, load_finetuned, save_finetuned
 from .store import ResultStore, write_payload
-from .tasks import Task, compute_metrics, get_task, load_task
+from .tasks import Task, compute_metrics, data_version, get_task, load_task
 from .tokens import check_token
 from .training import (DEFAULT_HEAD_LR, Collator, EncodedDataset, apply_freezing, build_optimizer,  # noqa: F401
                        encode_split, evaluate, layer_lrs, make_loader, predict_loader,
@@ -167,10 +167,16 @@ class FinetuneConfig(ConfigMixin):
         if isinstance(self.dims, str):
             self.dims = parse_int_list(self.dims)
         elif self.dims is not None:   # numpy integers (e.g. from a ranking) become ints
+            if not isinstance(self.dims, (list, tuple, np.ndarray)):
+                raise bad("dims", self.dims, "expected None (all dimensions) or a list of "
+                          "dimension numbers such as [3, 17]")
             self.dims = [int(d) if isinstance(d, np.integer) else d for d in self.dims]
         if isinstance(self.train_layers, str):
             self.train_layers = _parse_layers(self.train_layers)
         elif self.train_layers is not None:
+            if not isinstance(self.train_layers, (list, tuple, np.ndarray)):
+                raise bad("train_layers", self.train_layers, "expected None or a list of layer "
+                          "numbers such as [5, 6]")
             self.train_layers = [int(n) if isinstance(n, np.integer) else n for n in self.train_layers]
         if not isinstance(self.model, str) or not self.model:
             raise bad("model", self.model, "expected a model name or folder")
@@ -396,51 +402,58 @@ def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
 
     cfg = _key_config(config)
     ckpt_dir = None
-    if store is not None:
-        fingerprint = fingerprint_of(base)
-        key = store.key(KIND, cfg, fingerprint)
-        hit = store.get(KIND, key)
-        if hit is not None:
-            run = _read_run(hit.path, config)
-            if out_dir is not None:
-                _export(run, out_dir)
-            return run
-        ckpt_dir = store.root / KIND / ".checkpoints" / key
-    elif out_dir is not None:
-        ckpt_dir = out_dir / "checkpoint"
+    with contextlib.ExitStack() as hold:
+        if store is not None:
+            fingerprint = fingerprint_of(base)
+            data = data_version(config.task)
+            key = store.key(KIND, cfg, fingerprint, data=data)
+            if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+                # one process trains a key; another asking for it waits, then reads it (the
+                # lock also keeps two processes off one checkpoint folder). Not under a
+                # multi-process launcher, whose ranks all train the same run together.
+                hold.enter_context(store.lock(KIND, key))
+            hit = store.get(KIND, key)
+            if hit is not None:
+                run = _read_run(hit.path, config)
+                if out_dir is not None:
+                    _export(run, out_dir)
+                return run
+            ckpt_dir = store.root / KIND / ".checkpoints" / key
+        elif out_dir is not None:
+            ckpt_dir = out_dir / "checkpoint"
 
-    with _quiet_transformers(not progress):
-        model, metrics, history, info, acc, preds = _train(config, task, model_path, ckpt_dir,
-                                                           progress, resume, _stop_after_steps,
-                                                           _fast_frozen)
-    main = acc.is_main_process
-    run_path, model_dir = None, None
-    if store is not None:
-        if main:
-            with store.writing(KIND, cfg, fingerprint) as tmp, _quiet_transformers(not progress):
-                save_finetuned(model, tmp / "model")
-                write_payload(tmp, {"metrics": metrics, "info": info, "history": history,
-                                    **_prediction_arrays(preds)})
-        acc.wait_for_everyone()
-        run_path = store.path(KIND, key)
-        model_dir = run_path / "model"
-    if out_dir is not None:
-        if main:
-            with _quiet_transformers(not progress):
-                _write_out_dir(out_dir, config.to_dict(), metrics, history, info, model=model,
-                               preds=preds)
-        acc.wait_for_everyone()
-        if model_dir is None:
-            run_path, model_dir = out_dir, out_dir / "model"
-    if model_dir is None:  # neither store nor out_dir: keep the model in a temporary folder
-        model_dir = Path(tempfile.mkdtemp(prefix="bertdims-finetune-")) / "model"
         with _quiet_transformers(not progress):
-            save_finetuned(model, model_dir)
-    if main and ckpt_dir is not None:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return FinetuneRun(config=config, metrics=metrics, history=history, model_dir=model_dir,
-                       path=run_path, info=info, cached=False, model=model.eval(),
-                       _outputs={s: (np.asarray(p), np.asarray(y)) for s, (p, y) in preds.items()})
+            model, metrics, history, info, acc, preds = _train(config, task, model_path, ckpt_dir,
+                                                               progress, resume, _stop_after_steps,
+                                                               _fast_frozen)
+        main = acc.is_main_process
+        run_path, model_dir = None, None
+        if store is not None:
+            if main:
+                with store.writing(KIND, cfg, fingerprint, key=key) as tmp, _quiet_transformers(not progress):
+                    save_finetuned(model, tmp / "model")
+                    write_payload(tmp, {"metrics": metrics, "info": info, "history": history,
+                                        **_prediction_arrays(preds)})
+            acc.wait_for_everyone()
+            run_path = store.path(KIND, key)
+            model_dir = run_path / "model"
+        if out_dir is not None:
+            if main:
+                with _quiet_transformers(not progress):
+                    _write_out_dir(out_dir, config.to_dict(), metrics, history, info, model=model,
+                                   preds=preds)
+            acc.wait_for_everyone()
+            if model_dir is None:
+                run_path, model_dir = out_dir, out_dir / "model"
+        if model_dir is None:  # neither store nor out_dir: keep the model in a temporary folder
+            model_dir = Path(tempfile.mkdtemp(prefix="bertdims-finetune-")) / "model"
+            with _quiet_transformers(not progress):
+                save_finetuned(model, model_dir)
+        if main and ckpt_dir is not None:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        return FinetuneRun(config=config, metrics=metrics, history=history, model_dir=model_dir,
+                           path=run_path, info=info, cached=False, model=model.eval(),
+                           _outputs={s: (np.asarray(p), np.asarray(y)) for s, (p, y) in preds.items()})
 
 
 def _key_config(config: FinetuneConfig) -> dict:

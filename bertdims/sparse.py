@@ -33,6 +33,7 @@ Chapter: ``book/10_sparse_finetuning.ipynb``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
+from .finetune import FinetuneConfig as _EngineConfig
 
 #: Short names of the weight matrices of a BERT layer -> module path inside the layer.
 MATRICES = {
@@ -76,6 +78,14 @@ RECIPE = ("model", "task", "layer", "token", "head", "head_hidden", "dropout", "
           "head_lr", "warmup", "batch_size", "micro_batch_size", "weight_decay", "max_grad_norm",
           "max_train_samples", "max_eval_samples", "max_seq_len", "early_stopping_fraction",
           "patience", "eval_every", "frozen_epochs", "seed", "device", "precision")
+
+_ENGINE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(_EngineConfig)}
+
+
+def _recipe_default(name: str):
+    """The engine's default for a recipe field, so a sparse run's recipe follows it."""
+    return field(default=_ENGINE_DEFAULTS[name])
+
 
 #: Part of every stored sparse run's key: bump when what a run computes changes. 2: the
 #: reference's recipe (batches, steps, head statistics, checkpoint rule), fixed-mask controls,
@@ -113,28 +123,28 @@ class SparseConfig(ConfigMixin):
     weights: list[str] | None = None
     estimator: str = "topk"
     score_lr: float = 1e-2
-    layer: int = -1
-    token: str = "cls"
-    head: str = "linear"
-    head_hidden: int = 256
-    dropout: float = 0.1
-    epochs: float = 1.0
-    head_lr: float | None = None
-    warmup: float = 0.1
-    batch_size: int = 16
-    micro_batch_size: int = 16
-    weight_decay: float = 0.01
-    max_grad_norm: float | None = 1.0
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    max_seq_len: int = 128
-    early_stopping_fraction: float = 0.0
-    patience: int = 2
-    eval_every: int | None = None
-    frozen_epochs: float = 40.0
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
+    layer: int = _recipe_default('layer')
+    token: str = _recipe_default('token')
+    head: str = _recipe_default('head')
+    head_hidden: int = _recipe_default('head_hidden')
+    dropout: float = _recipe_default('dropout')
+    epochs: float = _recipe_default('epochs')
+    head_lr: float | None = _recipe_default('head_lr')
+    warmup: float = _recipe_default('warmup')
+    batch_size: int = _recipe_default('batch_size')
+    micro_batch_size: int = _recipe_default('micro_batch_size')
+    weight_decay: float = _recipe_default('weight_decay')
+    max_grad_norm: float | None = _recipe_default('max_grad_norm')
+    max_train_samples: int | None = _recipe_default('max_train_samples')
+    max_eval_samples: int | None = _recipe_default('max_eval_samples')
+    max_seq_len: int = _recipe_default('max_seq_len')
+    early_stopping_fraction: float = _recipe_default('early_stopping_fraction')
+    patience: int = _recipe_default('patience')
+    eval_every: int | None = _recipe_default('eval_every')
+    frozen_epochs: float = _recipe_default('frozen_epochs')
+    seed: int = _recipe_default('seed')
+    device: str = _recipe_default('device')
+    precision: str = _recipe_default('precision')
 
     dims = None  # the classifier reads all dimensions (SelectiveClassifier asks for it)
 
@@ -151,7 +161,9 @@ class SparseConfig(ConfigMixin):
         if self.weights is not None:
             if isinstance(self.weights, str):
                 self.weights = [self.weights]
-            unknown = [w for w in self.weights if w not in MATRICES]
+            if not isinstance(self.weights, (list, tuple)):
+                raise bad("weights", self.weights, "choose a list from: " + ", ".join(MATRICES))
+            unknown = [w for w in self.weights if not isinstance(w, str) or w not in MATRICES]
             if unknown or not self.weights:
                 raise bad("weights", self.weights, "choose from: " + ", ".join(MATRICES)
                           + f" (unknown: {unknown})")

@@ -78,10 +78,16 @@ def data_version(name: str) -> dict:
     cached revision. Two runs with different data get different keys when it is included."""
     task = get_task(name)
     if task.source == "embedded":
-        from ._embedded import data_version as embedded_version
-        return embedded_version(name)
-    from ._hub import data_version as hub_version
-    return hub_version(name)
+        from ._embedded import DATA_FILES, data_version as embedded_version
+        if name in DATA_FILES:
+            return embedded_version(name)
+    elif task.source == "hub":
+        from ._hub import data_version as hub_version
+        return hub_version(name)
+    # a task registered at run time (by a user or a test): its loader names its data
+    loader = task.loader
+    return {"source": task.source, "task": name,
+            "loader": f"{getattr(loader, '__module__', '?')}.{getattr(loader, '__qualname__', repr(loader))}"}
 
 
 def _ensure_registered() -> None:

@@ -57,10 +57,6 @@ REQUIRED = {"ExtractConfig": {"task": "stsb"}}
 #: by this test; the fix belongs to the module's owner). strict: a fixed one fails as XPASS,
 #: so remove it from here then.
 KNOWN_GAPS = {
-    ("FinetuneConfig", "dims"): "dims=object() -> TypeError (finetune.py __post_init__)",
-    ("FinetuneConfig", "train_layers"): "train_layers=False -> TypeError (finetune.py)",
-    ("PCAConfig", "sizes"): "sizes=':' or None -> ValueError/TypeError (pca.py)",
-    ("SparseConfig", "weights"): "weights=object() -> TypeError (sparse.py)",
 }
 FIELDS = [pytest.param(cls, f.name, id=f"{cls.__name__}.{f.name}",
                        marks=[pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[cls.__name__, f.name])]

@@ -21,6 +21,16 @@ def test_chapters_are_listed_in_toc_order():
     assert numbered == sorted(numbered)
 
 
+def test_the_scorecard_is_shown_first_and_executed_last():
+    """The scorecard reads what the chapters stored: `bertdims book` runs it after them, and
+    nbval (which runs the prepared notebooks in file-name order) does too."""
+    from bertdims.chapters import execution_order
+    assert STEMS[0] == "scorecard"
+    order = execution_order(STEMS)
+    assert order[-1] == "scorecard" and order[:-1] == STEMS[1:]
+    assert sorted(f"{s}.ipynb" for s in STEMS)[-1] == "scorecard.ipynb"
+
+
 @pytest.mark.parametrize("stem", STEMS)
 def test_chapter_is_clean_and_parameterised(stem):
     nb = nbformat.read(str(ROOT / "book" / f"{stem}.ipynb"), as_version=4)

@@ -170,7 +170,8 @@ def test_retrain_study_on_tiny_bert(tiny_bert, store, monkeypatch):
     assert set(study.runs) == {(cls, setting, seed) for seed in (0, 1) for setting in
                                ("full", "selected 1", "selected 2", "random 1", "random 2")}
     assert study.runs[(cls, "random 1", 1)].config.dims == random_dims(32, 1, 1, cls)
-    import bertdims.finetune as ft
+    import importlib
+    ft = importlib.import_module("bertdims.finetune")      # the module, not the function
     monkeypatch.setattr(ft, "_train", lambda *a, **k: pytest.fail("retrained"))
     again = retrain_study(base, res.rankings, ks=[1, 2], store=store)
     pd.testing.assert_frame_equal(again.scores, s)

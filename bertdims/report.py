@@ -1,0 +1,106 @@
+"""How a chapter shows its verdicts: effects as a table, a chart, glued numbers and sentences,
+and the records the scorecard reads.
+
+The numbers come from :mod:`bertdims.stats` (:class:`~bertdims.stats.Effect`); this module only
+presents and records them, so a change to a chart or a sentence touches no statistics.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pandas as pd
+
+
+def verdict_note(effect) -> str:
+    """Why a verdict came out as it did, in one sentence: for an inconclusive one, what the
+    interval straddles and at which scale (seeds, test examples), so a reader knows what more
+    data would settle."""
+    scale = f"{effect.n_seeds} seed{'s' if effect.n_seeds != 1 else ''}" + (
+        f" and {effect.n_examples} test examples" if effect.n_examples else "")
+    if effect.verdict != "inconclusive":
+        where = "holds" if effect.verdict == "reproduced" else "fails"
+        return f"The whole 95% interval lies where the claim {where} ({scale})."
+    width = effect.high - effect.low
+    fmt = (lambda x: f"{100 * x:.1f}%") if effect.scale == "ratio" else (lambda x: f"{x:.3f}")
+    why = ("one seed: the interval holds only the finite test set, not seed-to-seed variation"
+           if effect.n_seeds == 1 else
+           "few seeds" if effect.n_seeds < 5 else "the seeds disagree")
+    more = "More seeds or test examples" if effect.n_examples else "More seeds"
+    return (f"Inconclusive: the interval (width {fmt(width)}) holds values on both sides of the "
+            f"claim's boundary, with {scale}; {why}. {more} would narrow it.")
+
+
+def glue_effects(effects: Mapping[str, Any], prefix: str = "") -> dict:
+    """Glue each effect's numbers and words for the chapter's Markdown (myst-nb ``glue``,
+    not displayed): ``<prefix><key>_<field>`` for the fields ``estimate, low, high, margin,
+    score_a, score_b, verdict, seeds, examples, sentence, note`` and, on the ratio scale,
+    ``ratio, ratio_low, ratio_high`` (``A / B``; spaces in keys become ``_``). Returns the
+    glued values; without myst-nb (tests) nothing is glued."""
+    values = {}
+    for key, eff in effects.items():
+        name = prefix + key.replace(" ", "_")
+        for f in ("estimate", "low", "high", "margin", "score_a", "score_b", "verdict"):
+            values[f"{name}_{f}"] = getattr(eff, f)
+        if eff.scale == "ratio":                        # A / B itself, e.g. 0.01 of the reference
+            for f in ("estimate", "low", "high"):
+                values[f"{name}_ratio" + ("" if f == "estimate" else f"_{f}")] = 1.0 + getattr(eff, f)
+        values[f"{name}_seeds"], values[f"{name}_examples"] = eff.n_seeds, eff.n_examples
+        values[f"{name}_sentence"], values[f"{name}_note"] = eff.sentence(), verdict_note(eff)
+    try:
+        from myst_nb import glue
+    except ImportError:
+        return values
+    for k, v in values.items():
+        glue(k, v, display=False)
+    return values
+
+
+def effects_table(effects: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per effect: ``comparison, label, metric, scale, estimate, low, high, claim,
+    margin, verdict, seeds, examples, p_value``."""
+    return pd.DataFrame([{"comparison": k, "label": e.label, "metric": e.metric, "scale": e.scale,
+                          "estimate": e.estimate, "low": e.low, "high": e.high, "claim": e.claim,
+                          "margin": e.margin, "verdict": e.verdict, "seeds": e.n_seeds,
+                          "examples": e.n_examples, "p_value": e.p_value}
+                         for k, e in effects.items()])
+
+
+def effect_chart(table: pd.DataFrame, title: str = "Effects with 95% intervals"):
+    """Each effect of :func:`effects_table` as a point with its interval, coloured by verdict,
+    with 0 (dashed) and the claim's margin (grey ticks); one row per comparison."""
+    import altair as alt
+    colors = {"reproduced": "#59a14f", "not reproduced": "#e15759", "inconclusive": "#f28e2b"}
+    d = table.assign(lo_m=-table["margin"], hi_m=table["margin"])
+    y = alt.Y("comparison:N", title=None, sort=list(d["comparison"]))
+    color = alt.Color("verdict:N", scale=alt.Scale(domain=list(colors), range=list(colors.values())))
+    bars = alt.Chart(d).mark_rule(strokeWidth=2).encode(
+        x=alt.X("low:Q", title="effect (A - B, or A / B - 1 for ratios)"), x2="high:Q", y=y, color=color)
+    pts = alt.Chart(d).mark_point(filled=True, size=70).encode(
+        x="estimate:Q", y=y, color=color,
+        tooltip=["label", "claim", alt.Tooltip("estimate:Q", format="+.3f"),
+                 alt.Tooltip("low:Q", format="+.3f"), alt.Tooltip("high:Q", format="+.3f"),
+                 "margin", "verdict", "seeds", "examples"])
+    margins = alt.Chart(d).mark_tick(color="grey", thickness=2).encode(x="lo_m:Q", y=y) + \
+        alt.Chart(d).mark_tick(color="grey", thickness=2).encode(x="hi_m:Q", y=y)
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 3]).encode(x="x:Q")
+    return (zero + margins + bars + pts).properties(width=380, title=title)
+
+
+def record_known_verdicts(store, chapter: str, effects: Mapping[str, Any], claim_ids: Mapping[str, str],
+                          params: dict, scale_note: dict | None = None) -> list[str]:
+    """Record each effect whose key ``claim_ids`` maps to a claim id registered for
+    ``chapter`` in :data:`bertdims.claims.CLAIMS` (:func:`bertdims.scorecard.record_verdict`).
+    Returns the ids that are not registered for the chapter (their effects are shown in the
+    chapter but not on the scorecard)."""
+    from .claims import CLAIMS
+    from .scorecard import record_verdict
+    known = {c.id for c in CLAIMS if c.chapter == chapter}
+    missing = []
+    for key, claim_id in claim_ids.items():
+        if key not in effects:
+            continue
+        if claim_id in known:
+            record_verdict(store, chapter, claim_id, effects[key], params=params, scale_note=scale_note)
+        else:
+            missing.append(claim_id)
+    return missing
