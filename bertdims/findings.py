@@ -353,3 +353,11 @@ def learning_sentence(effects: Mapping[int, Effect], plateau: pd.DataFrame | Non
         parts.append(f"the head stays below the probe for {named(what, low)}{why}")
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
+
+
+def share_words(value: float, missing: str, fmt: str = ".0%") -> str:
+    """``value`` formatted (a share, by default as a whole percentage), or ``missing`` when it
+    could not be measured (NaN, None): glued prose never shows "nan"."""
+    if value is None or not np.isfinite(float(value)):
+        return missing
+    return format(float(value), fmt)

@@ -104,3 +104,26 @@ def record_known_verdicts(store, chapter: str, effects: Mapping[str, Any], claim
         else:
             missing.append(claim_id)
     return missing
+
+
+def plain_numbers_in_notebooks() -> bool:
+    """In an IPython kernel, show numpy scalars as plain Python numbers (``0.75``, not
+    ``np.float64(0.75)``, numpy 2's repr), so that myst-nb's ``glue`` can format every number a
+    chapter glues (``{glue:text}`x:.3f``` fails on the numpy repr). Called when bertdims is
+    imported; returns False outside a kernel, where it does nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    import numpy as np
+    plain = shell.display_formatter.formatters["text/plain"]
+    # concrete types: IPython uses a class's own __repr__ before a printer of its base class
+    for t in (np.float16, np.float32, np.float64, np.longdouble):
+        plain.for_type(t, lambda x, p, cycle: p.text(repr(float(x))))
+    for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64):
+        plain.for_type(t, lambda x, p, cycle: p.text(repr(int(x))))
+    plain.for_type(np.bool_, lambda x, p, cycle: p.text(repr(bool(x))))
+    return True

@@ -24,3 +24,16 @@ def make_tiny_bert(folder: str | Path, *, seed: int = 0, num_layers: int = 2, hi
     BertModel(config, add_pooling_layer=False).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def predictions_right_on(labels, share: float, seeds: int, rng) -> "np.ndarray":
+    """Simulated binary predictions, one row per seed (``(seeds, N)``), each right on exactly
+    ``round(share * N)`` of the ``labels`` (0/1), the wrong examples drawn with ``rng``: a known
+    truth for tests of the statistics and the verdict functions."""
+    import numpy as np
+    n = len(labels)
+    out = np.stack([np.asarray(labels).copy() for _ in range(seeds)])
+    for row in out:
+        wrong = rng.choice(n, int(round((1 - share) * n)), replace=False)
+        row[wrong] = 1 - row[wrong]
+    return out

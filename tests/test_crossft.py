@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import bertdims as bd
+from bertdims.testing import predictions_right_on
 from bertdims import tasks as tasks_mod
 from bertdims.multitask import (MultiTaskModel, MultitaskConfig, TaskSampler, check_disjoint_dims,
                                 load_multitask, train_multitask)
@@ -397,11 +398,7 @@ def _fake_sequential(after_right: float, few_right: float, seeds: int = 3, n: in
     y = rng.integers(0, 2, n)
 
     def right(share):
-        out = np.stack([y.copy() for _ in range(seeds)])
-        for row in out:
-            wrong = rng.choice(n, int(round((1 - share) * n)), replace=False)
-            row[wrong] = 1 - row[wrong]
-        return out
+        return predictions_right_on(y, share, seeds, rng)
 
     base = right(0.9)                       # a share of 0.9 reuses these very predictions
 

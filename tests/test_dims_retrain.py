@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from bertdims import ConfigError
+from bertdims.testing import predictions_right_on
 from bertdims.dims import (LinearHead, Representations, evaluate_k, pick_effect, random_dims,
                            retrain_effects, selected_dims, selection_stability)
 from bertdims.tasks import Task
@@ -90,11 +91,7 @@ def _fake_study(selected_right, random_right, seeds=3, n=2000):
     y = rng.integers(0, 2, n)
 
     def right(share):
-        out = np.stack([y.copy() for _ in range(seeds)])
-        for row in out:
-            wrong = rng.choice(n, int(round((1 - share) * n)), replace=False)
-            row[wrong] = 1 - row[wrong]
-        return out
+        return predictions_right_on(y, share, seeds, rng)
 
     full = right(0.9)
     preds = {("rotten_tomatoes", "full", "all"): full}

@@ -153,3 +153,11 @@ def test_learning_sentence_explains_heads_below_the_probe():
     assert "for layer 4 the curve had flattened" in text
     with pytest.raises(ConfigError):
         learning_sentence({1: effect(0.01, 0.02)})
+
+
+def test_share_words_never_shows_nan():
+    from bertdims.findings import share_words
+    assert share_words(0.25, "not measured") == "25%"
+    assert share_words(0.0125, "x", ".1%") == "1.2%"
+    assert share_words(float("nan"), "not measurable with one seed") == "not measurable with one seed"
+    assert share_words(None, "n/a") == "n/a"
