@@ -161,7 +161,9 @@ def compute_metrics(task: Task | str, predictions: Sequence, labels: Sequence) -
         elif m == "matthews":
             out[m] = float(skm.matthews_corrcoef(y_true, y_pred))
         elif m in ("pearson", "spearman"):
-            if np.std(y_pred) == 0 or np.std(y_true) == 0:
+            # a constant (the training-mean guess) correlates with nothing: 0, not NaN. np.ptp
+            # is exact; np.std of a constant float array can come out as 1e-16.
+            if np.ptp(y_pred) == 0 or np.ptp(y_true) == 0:
                 out[m] = 0.0
             else:
                 fn = stats.pearsonr if m == "pearson" else stats.spearmanr

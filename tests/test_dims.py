@@ -144,6 +144,10 @@ def test_chance_is_the_majority_training_class_not_one_over_classes():
     assert chance_score(BINARY, train, test) == pytest.approx(0.6)
     assert chance_score(BINARY, 1 - train, test) == pytest.approx(0.4)
     assert chance_score(REGRESSION, np.array([0.5, 2.0]), np.array([1.0, 3.0])) == 0.0
+    # a training mean whose constant copies have a float std of 1e-16 is still a 0 correlation
+    train = np.full(4, 2.7001310025006533)                        # stsb's training mean
+    assert np.std(np.full(500, float(np.mean(train)))) > 0        # the trap
+    assert chance_score(REGRESSION, train, np.linspace(0, 5, 500)) == 0.0
     assert chance_score(THREE, np.array([2, 2, 0]), np.array([0, 1, 2, 2])) == pytest.approx(0.5)
 
 
