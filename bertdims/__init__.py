@@ -48,6 +48,8 @@ from .dims import (RetrainStudy, effects_frame, pick_effect, random_dims, retrai
 from .crossft import Sequential, cross_effects, matched_epochs  # noqa: E402
 from .sparse import sparse_effects, sparse_study  # noqa: E402
 from .distances import closeness_effect, layer_variation_effect  # noqa: E402
+from . import agreement  # noqa: E402
+from .agreement import AgreementConfig, outlier_retrain, rankings_study  # noqa: E402
 from .report import plain_numbers_in_notebooks as _plain_numbers  # noqa: E402
 
 _plain_numbers()

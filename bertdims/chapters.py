@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from ._validate import ConfigError, check_declared
+from .progress import PROGRESS_ENV
 
 PRESETS = ("smoke", "default", "paper")
 
@@ -218,12 +219,18 @@ def _results_root(root: Path) -> Path:
 
 def run_chapter(name: str, *, preset: str = "default", params: dict | None = None,
                 out_dir: str | os.PathLike | None = None, root: Path | None = None,
-                progress: bool = True, prepare_only: bool = False) -> Path:
+                progress: bool = True, prepare_only: bool = False, plan=None,
+                prefix: str | None = None, later_seconds: float | None = 0.0) -> Path:
     """Execute one chapter with papermill into ``out_dir`` and return the output notebook.
 
     The default output folder is ``_build/executed/<preset>/``, or
     ``_build/runs/<stem>-<hash>/`` when parameters are overridden. Results go to the store
     at ``$BERTDIMS_RESULTS`` (default ``<root>/results``).
+
+    With ``progress``, the runs the kernel computes are reported on the terminal (the kernel
+    writes them to ``$BERTDIMS_PROGRESS``, :mod:`bertdims.progress`): ``plan`` (the chapter's
+    :class:`bertdims.plan.ChapterPlan`) gives their number and estimates, ``prefix`` the tag
+    of each line (default ``[<stem>]``), ``later_seconds`` the estimate of the chapters after.
     """
     import papermill
 
@@ -244,8 +251,11 @@ def run_chapter(name: str, *, preset: str = "default", params: dict | None = Non
     final = out_dir / path.name
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".running-") as tmp:
         scratch = Path(tmp) / path.name
+        events = Path(tmp) / "progress.jsonl"
+        follow = progress and not prepare_only
         try:
-            with kernel_env():
+            with kernel_env({PROGRESS_ENV: str(events)} if follow else None), \
+                    _following(follow, prefix or f"[{path.stem}]", plan, later_seconds):
                 papermill.execute_notebook(str(path), str(scratch), parameters=injected,
                                            cwd=str(path.parent), progress_bar=progress,
                                            prepare_only=prepare_only, kernel_name="python3",
@@ -259,6 +269,71 @@ def run_chapter(name: str, *, preset: str = "default", params: dict | None = Non
     (out_dir / f"{path.stem}.parameters.json").write_text(
         json.dumps({"preset": preset, "parameters": injected}, indent=2, default=str))
     return final
+
+
+@contextlib.contextmanager
+def _following(on: bool, prefix: str, plan, later_seconds: float | None):
+    """Follow the progress file the kernel writes (``$BERTDIMS_PROGRESS``) while it runs."""
+    if not on or not os.environ.get(PROGRESS_ENV):
+        yield
+        return
+    from .progress import REPORTED_KINDS, Follower
+    todo = [] if plan is None else [(r.kind, r.key, r.label, r.seconds) for r in plan.todo
+                                    if r.kind in REPORTED_KINDS]
+    path = Path(os.environ[PROGRESS_ENV])
+    follower = Follower(path, prefix, todo, later_seconds)
+    follower._offset = path.stat().st_size if path.exists() else 0   # a file the user named
+    with follower:
+        yield
+
+
+def print_plan(preset: str, chapters: list[str] | None, root: Path,
+               overrides: dict | None = None):
+    """Print the plan of the runs the chapters will ask for (:mod:`bertdims.plan`) and return
+    it; a planner that fails says so in one line and the chapters run without a plan."""
+    from .plan import make_plan
+    from .store import ResultStore
+    try:
+        plan = make_plan(preset, chapters, store=ResultStore(_results_root(root)), root=root,
+                         overrides=overrides)
+    except ConfigError:
+        raise
+    except Exception as err:      # the plan informs; it never stops a build
+        print(f"bertdims: no plan of the runs ({type(err).__name__}: {err})", flush=True)
+        return None
+    print(plan.render(), flush=True)
+    return plan
+
+
+def render_page(notebook: str | os.PathLike, *, root: Path | None = None,
+                out_dir: str | os.PathLike | None = None) -> Path:
+    """Build one executed chapter as an HTML page like the book's (the book's
+    ``_config.yml``, offline Vega and MathJax); returns the page's HTML file. The page is
+    built in ``<out_dir>/html`` (default: the notebook's folder)."""
+    from .webassets import write_static
+    root = root or project_root()
+    notebook = Path(notebook).resolve()
+    out = Path(out_dir).resolve() if out_dir is not None else notebook.parent
+    src = out / "page-src"
+    shutil.rmtree(src, ignore_errors=True)
+    (src / "book").mkdir(parents=True)
+    shutil.copyfile(root / "_config.yml", src / "_config.yml")
+    (src / "_toc.yml").write_text(yaml.safe_dump({"format": "jb-book",
+                                                   "root": f"book/{notebook.stem}"}))
+    shutil.copyfile(notebook, src / "book" / notebook.name)
+    write_static(src / "_static")
+    _jupyter_book(src, out, root)
+    return out / "_build" / "html" / "book" / f"{notebook.stem}.html"
+
+
+def _jupyter_book(src: Path, out: Path, root: Path) -> None:
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(src),
+           "--path-output", str(out), "-W", "--quiet"]
+    if not Path(cmd[0]).exists():
+        cmd[0] = "jupyter-book"
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ChapterFailed("jupyter-book build failed:\n" + proc.stdout[-4000:] + proc.stderr[-4000:])
 
 
 #: Pages that only read what the other chapters stored (the scorecard): shown where the table
@@ -284,10 +359,17 @@ def build_book(preset: str = "default", *, root: Path | None = None,
     for stem in stems:   # every chapter's parameters, before the first kernel starts
         path = root / "book" / f"{stem}.ipynb"
         check_parameters(path, resolve_parameters(path, preset, None, root), root)
-    for i, stem in enumerate(execution_order(stems), 1):
-        if execute or not (executed / f"{stem}.ipynb").exists():
+    order = execution_order(stems)
+    todo = [s for s in order if execute or not (executed / f"{s}.ipynb").exists()]
+    plan = print_plan(preset, todo, root) if todo and progress else None
+    by_stem = {c.stem: c for c in plan.chapters} if plan is not None else {}
+    for i, stem in enumerate(order, 1):
+        if stem in todo:
             print(f"[{i}/{len(stems)}] executing {stem} (preset {preset})", flush=True)
-            run_chapter(stem, preset=preset, out_dir=executed, root=root, progress=progress)
+            later = [by_stem[s].seconds for s in todo[todo.index(stem) + 1:] if s in by_stem]
+            run_chapter(stem, preset=preset, out_dir=executed, root=root, progress=progress,
+                        plan=by_stem.get(stem), prefix=f"[{stem} {i}/{len(stems)}]",
+                        later_seconds=None if plan is None or None in later else sum(later))
     src = root / "_build" / "src"
     shutil.rmtree(src, ignore_errors=True)
     (src / "book").mkdir(parents=True)
@@ -300,13 +382,7 @@ def build_book(preset: str = "default", *, root: Path | None = None,
     for stem in stems:
         shutil.copyfile(executed / f"{stem}.ipynb", src / "book" / f"{stem}.ipynb")
     write_static(src / "_static")
-    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(src),
-           "--path-output", str(root), "-W", "--quiet"]
-    if not Path(cmd[0]).exists():
-        cmd[0] = "jupyter-book"
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ChapterFailed("jupyter-book build failed:\n" + proc.stdout[-4000:] + proc.stderr[-4000:])
+    _jupyter_book(src, root, root)
     return root / "_build" / "html" / "index.html"
 
 
@@ -324,6 +400,16 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+KEEP_MODELS_HELP = ("keep the encoder weights of every fine-tuning run (default: only of runs a "
+                    "later step loads; the others keep metrics, curves, predictions and the head)")
+
+
+def _keep_models(args) -> None:
+    if getattr(args, "keep_models", False):
+        from .finetune import KEEP_MODELS_ENV
+        os.environ[KEEP_MODELS_ENV] = "1"        # read by the kernels, which inherit it
+
+
 def register_cli(sub) -> None:
     p = sub.add_parser("run", help="execute one chapter with papermill")
     p.add_argument("chapter", help="chapter stem (e.g. 01_model_and_tasks) or its number (01)")
@@ -333,6 +419,9 @@ def register_cli(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default under _build/)")
     p.add_argument("--prepare-only", action="store_true",
                    help="inject the parameters without executing (e.g. for nbval)")
+    p.add_argument("--html", action="store_true",
+                   help="also build the executed chapter as an HTML page like the book's")
+    p.add_argument("--keep-models", action="store_true", help=KEEP_MODELS_HELP)
     p.set_defaults(func=_cmd_run)
 
     b = sub.add_parser("book", help="execute every chapter and build the HTML book")
@@ -340,6 +429,7 @@ def register_cli(sub) -> None:
     b.add_argument("--chapters", default=None, help="comma-separated subset of chapters")
     b.add_argument("--no-execute", action="store_true",
                    help="reuse executed notebooks under _build/executed/<preset>/ where present")
+    b.add_argument("--keep-models", action="store_true", help=KEEP_MODELS_HELP)
     b.set_defaults(func=_cmd_book)
 
     q = sub.add_parser("prepare", help="write every chapter with a preset's parameters injected, "
@@ -351,20 +441,33 @@ def register_cli(sub) -> None:
     c = sub.add_parser("chapters", help="list the chapters and their parameters")
     c.set_defaults(func=_cmd_chapters)
 
+    from .plan import register_cli as register_plan
+    register_plan(sub)
+
 
 def _cmd_run(args) -> int:
+    _keep_models(args)
     params = {name: _parse_value(value) for name, value in args.parameter}
+    root = project_root()
+    stem = chapter_path(args.chapter, root).stem
+    path = root / "book" / f"{stem}.ipynb"
+    check_parameters(path, resolve_parameters(path, args.preset, params, root), root)
+    plan = None if args.prepare_only else print_plan(args.preset, [stem], root, {stem: params})
     try:
-        out = run_chapter(args.chapter, preset=args.preset, params=params, out_dir=args.out,
-                          prepare_only=args.prepare_only)
+        out = run_chapter(stem, preset=args.preset, params=params, out_dir=args.out, root=root,
+                          prepare_only=args.prepare_only,
+                          plan=plan.chapters[0] if plan is not None and plan.chapters else None)
+        print(out)
+        if args.html and not args.prepare_only:
+            print(render_page(out, root=root))
     except ChapterFailed as err:
         print(f"bertdims run: {err}", file=sys.stderr)
         return 1
-    print(out)
     return 0
 
 
 def _cmd_book(args) -> int:
+    _keep_models(args)
     chapters = args.chapters.split(",") if args.chapters else None
     try:
         index = build_book(args.preset, chapters=chapters, execute=not args.no_execute)

@@ -26,8 +26,10 @@ PAPERS = {
     "p1": "Few Dimensions are Enough (2025)",
     "p2": "Matton & de Oliveira, Emergent Properties of Finetuned Language Representation Models",
     "p3": "Radiya-Dixit & Wang, How fine can fine-tuning be?",
+    "book": "this book's own findings (chapter 11: do the papers point at the same dimensions?)",
 }
-SHORT = {"p1": "Few Dimensions", "p2": "Matton & de Oliveira", "p3": "Radiya-Dixit & Wang"}
+SHORT = {"p1": "Few Dimensions", "p2": "Matton & de Oliveira", "p3": "Radiya-Dixit & Wang",
+         "book": "this book"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Claim:
     """
 
     id: str
-    paper: str              # "p1", "p2" or "p3" (see PAPERS)
+    paper: str              # "p1", "p2", "p3", or "book" for this book's own findings (PAPERS)
     where: str
     words: str
     paper_number: str
@@ -58,6 +60,7 @@ class Claim:
 
 
 _SUMMARY = "paper page's summary"
+_BOOK = "this book, chapter 11 (a question put before running; no paper claims it)"
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("p2-finetune-beats-probe", "p2", "section 2, Table 2",
@@ -179,6 +182,49 @@ CLAIMS: tuple[Claim, ...] = (
           "10_sparse_finetuning", "better", "difference", 0.0,
           "any gain over a random mask shows which weights are zeroed matters",
           "A: learned mask, B: fixed random mask at the same sparsity, head trained alike"),
+    # --- this book's own findings (paper "book"): questions no paper asks, put before running
+    Claim("book-selected-agree-salient", "book", _BOOK,
+          "the dimensions Few Dimensions selects are the salient neurons Matton & de Oliveira "
+          "find", "no paper number (our question)",
+          "11_dimension_agreement", "better", "difference", 0.1,
+          "a tenth of the top k in common beyond random rankings: one dimension of 5 or more",
+          "A: share of the top k the selection ranking and the salient neurons have in common, "
+          "B: the same under random rankings; one value per fine-tuned model (task, seed)"),
+    Claim("book-selected-agree-moved", "book", _BOOK,
+          "the dimensions Few Dimensions selects are those whose weights fine-tuning moved most",
+          "no paper number (our question)",
+          "11_dimension_agreement", "better", "difference", 0.1,
+          "a tenth of the top k in common beyond random rankings",
+          "A: top-k overlap of the selection ranking and the last block's output weights "
+          "moved most by fine-tuning, B: under random rankings; one value per fine-tuned model"),
+    Claim("book-selection-stable-seeds", "book", _BOOK,
+          "fine-tuning with another seed selects the same dimensions",
+          "no paper number (our question)",
+          "11_dimension_agreement", "better", "difference", 0.1,
+          "a tenth of the top k in common beyond random rankings",
+          "A: top-k overlap of the selections of two seeds (same task), B: under random "
+          "rankings; one value per pair of seeds and task"),
+    Claim("book-selection-shared-tasks", "book", _BOOK,
+          "different tasks select the same dimensions",
+          "no paper number (our question)",
+          "11_dimension_agreement", "better", "difference", 0.1,
+          "a tenth of the top k in common beyond random rankings",
+          "A: top-k overlap of the selections of two tasks (same seed), B: under random "
+          "rankings; one value per pair of tasks and seed"),
+    Claim("book-suffice-without-outliers", "book", _BOOK,
+          "the selected dimensions that suffice are not the outlier dimensions: they suffice "
+          "without them", "no paper number (our question)",
+          "11_dimension_agreement", "noninferior", "difference", 0.02,
+          "two accuracy points, the band used for the papers' 'comparable' claims",
+          "A: fine-tuning afresh on the top k selected dims once the outlier dims are taken "
+          "out, B: on the top k selected dims, same seeds (least favourable task)"),
+    Claim("book-outliers-alone-fall-short", "book", _BOOK,
+          "the outlier dimensions alone do not carry the task as the selected ones do",
+          "no paper number (our question)",
+          "11_dimension_agreement", "worse", "difference", 0.02,
+          "a shortfall under two accuracy points would not set the outliers apart",
+          "A: fine-tuning afresh on the k largest-magnitude dims (the outliers first), "
+          "B: on the top k selected dims, same seeds (least favourable task)"),
 )
 
 

@@ -193,7 +193,8 @@ class _Runs:
         cfg = self.config.finetune_config(task, seed, dims, init_from, **changes)
         key = cfg.to_json()
         if key not in self._runs:
-            self._runs[key] = finetune(cfg, store=self.store, progress=self.progress)
+            self._runs[key] = finetune(cfg, store=self.store, progress=self.progress,
+                                       keep_model=True)   # loaded: init_from, heads, rankings
         return self._runs[key]
 
     def ranking(self, task: str, seed: int) -> list[int]:

@@ -64,6 +64,7 @@ import numpy as np
 import pandas as pd
 
 from ._validate import ConfigError, bad, check_choice, check_range
+from . import progress as _progress
 from .tasks import Task, compute_metrics, get_task
 
 METHODS = ("single", "ablation")
@@ -595,7 +596,7 @@ def run_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: int
     retrain_ks = check_ks(list(retrain_ks), 10 ** 9) if list(retrain_ks) else []
     for m in retrain_methods:
         check_choice("retrain_methods", m, METHODS)
-    run = ft.finetune(config, store=store, progress=progress)
+    run = ft.finetune(config, store=store, progress=progress, keep_model=True)   # it is loaded
     run_key = run.path.name if run.path is not None else None   # the fine-tuned model's store key
     base = {"finetune": config.to_dict(), "fill": fill, "max_rank_samples": max_rank_samples,
             "results_version": RESULTS_VERSION}
@@ -624,6 +625,7 @@ def run_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: int
                     "by": ablation_by if ablation else None}
 
         def compute_rank(method=method):
+            _progress.run_started("dims_rank", store.key("dims_rank", rank_cfg, run_key), rank_cfg)
             reps, head = setup()
             if "single" not in state:
                 state["single"] = single_dimension_scores(reps)
@@ -634,6 +636,7 @@ def run_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: int
         rankings.append(ranking)
 
         def compute_k(ranking=ranking):
+            _progress.run_started("dims_k", store.key("dims_k", k_cfg, run_key), k_cfg)
             reps, head = setup()
             return {"scores": evaluate_k(reps, ranking, ks, head=head, modes=modes, fill=fill)}
 
@@ -681,7 +684,8 @@ def retrain_k(config, ranking: pd.DataFrame | Sequence[int], ks: Iterable[int], 
     for k in ks:
         dims = None if k == "all" else order[:k]
         metrics = full_metrics if dims is None else \
-            ft.finetune(config.replace(dims=dims), store=store, progress=progress).metrics
+            ft.finetune(config.replace(dims=dims), store=store, progress=progress,
+                        keep_model=False).metrics
         rows.append({"mode": "retrain", "k": k, "n_dims": model_size(config.model)[1] if k == "all" else k,
                      "dims": "all" if k == "all" else " ".join(map(str, dims)),
                      "metric": task.metric, "value": metrics[split][task.metric], "full": full})
@@ -782,8 +786,9 @@ def retrain_study(base, rankings: pd.DataFrame, *, ks: Sequence[int], store,
                     dims = selected_dims(r, k)
                 else:
                     dims = random_dims(hidden, k, s, t)
+                # runs on a few dimensions are only scored: stored without encoder weights
                 run = ft.finetune(base.replace(task=t, seed=int(s), dims=dims), store=store,
-                                  progress=progress)
+                                  progress=progress, keep_model=None if dims is None else False)
                 runs.append(run)
                 done[(t, "full" if how is None else f"{kind} {k}", int(s))] = run
                 rows.append({"task": t, "seed": s, "dims": kind, "k": str(k),
@@ -936,18 +941,21 @@ def _grid_configs(base, grid: dict) -> list:
     return configs
 
 
-def finetune_grid(base, *, store, progress: bool = False, **grid: Sequence) -> pd.DataFrame:
+def finetune_grid(base, *, store, progress: bool = False, keep_model: bool | None = None,
+                  **grid: Sequence) -> pd.DataFrame:
     """Fine-tune ``base`` (a ``FinetuneConfig``) for every combination of the ``grid`` values
     (e.g. ``task=[...], seed=[0, 1, 2], freeze=[0, 3, 6]``), each run through the store.
 
     Returns a tidy DataFrame, one row per (run, split, metric): the grid fields, ``split``,
     ``metric``, ``value`` and ``headline`` (True for the task's headline metric).
-    Every config is validated before the first run starts.
+    Every config is validated before the first run starts. ``keep_model=False`` stores the
+    runs lean (no encoder weights, :func:`bertdims.finetune.finetune`): for runs that only
+    their scores are read from.
     """
     ft = _engine()
     rows = []
     for combo, cfg in _grid_configs(base, grid):
-        run = ft.finetune(cfg, store=store, progress=progress)
+        run = ft.finetune(cfg, store=store, progress=progress, keep_model=keep_model)
         task = get_task(cfg.task)
         for split, metrics in run.metrics.items():
             if not isinstance(metrics, dict):
@@ -959,7 +967,7 @@ def finetune_grid(base, *, store, progress: bool = False, **grid: Sequence) -> p
 
 
 def grid_predictions(base, *, store, split: str = "test", progress: bool = False,
-                     **grid: Sequence) -> tuple[np.ndarray, np.ndarray]:
+                     keep_model: bool | None = None, **grid: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`finetune_grid` (runs or reads every combination), but returns the
     per-example predictions: ``(P, labels)`` with ``P`` (number of combinations, N), rows in
     grid order (e.g. ``seed=[0, 1, 2]`` gives one row per seed), and ``labels`` (N,), for the
@@ -968,7 +976,7 @@ def grid_predictions(base, *, store, split: str = "test", progress: bool = False
     ft = _engine()
     rows, labels = [], None
     for combo, cfg in _grid_configs(base, grid):
-        run = ft.finetune(cfg, store=store, progress=progress)
+        run = ft.finetune(cfg, store=store, progress=progress, keep_model=keep_model)
         y = run.labels(split)
         if labels is not None and (len(y) != len(labels) or not np.array_equal(y, labels)):
             raise bad("grid", combo, "every combination must be evaluated on the same examples "

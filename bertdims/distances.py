@@ -387,7 +387,8 @@ def distance_study(config: DistanceConfig, store=None, *, force: bool = False):
         tables, metrics, histories, finetuned = [], [], [], {}
         for seed in config.seeds:
             with quiet_transformers():
-                run = ft.finetune(config.finetune_config(seed), store=store, progress=False)
+                run = ft.finetune(config.finetune_config(seed), store=store, progress=False,
+                                  keep_model=True)
                 finetuned[seed] = ft.load_finetuned(run.model_dir).encoder
             tables.append(_tag(weight_distances(pretrained, finetuned[seed]),
                                "fine-tuned vs pretrained", seed, None))
@@ -618,8 +619,8 @@ def layer_study(config: LayerStudyConfig, store=None) -> LayerStudy:
                 ft_cfg = _finetune_config(config, seed, freeze=num_layers)
             else:
                 ft_cfg = _finetune_config(config, seed, train_layers=layers)
-            with quiet_transformers():
-                run = ft.finetune(ft_cfg, store=store, progress=False)
+            with quiet_transformers():     # only the full run's weights are read later
+                run = ft.finetune(ft_cfg, store=store, progress=False, keep_model=None if layers is None else False)
             row = {"setting": setting, "n": n, "seed": seed,
                    "train_layers": "all" if layers is None else ",".join(map(str, layers))}
             for split, ms in run.metrics.items():

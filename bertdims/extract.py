@@ -507,7 +507,7 @@ def standard_finetune(model: str, task: str, *, seed: int = 0, max_train_samples
     from .finetune import FinetuneConfig, finetune
     config = FinetuneConfig(model=model, task=task, seed=seed, max_train_samples=max_train_samples,
                             max_eval_samples=max_eval_samples, max_seq_len=max_seq_len, epochs=epochs)
-    return finetune(config, store=store, progress=progress)
+    return finetune(config, store=store, progress=progress, keep_model=True)   # it is loaded
 
 
 def task_arrays(encoder, task: str, *, max_train_samples: int | None, max_eval_samples: int | None,

@@ -43,7 +43,9 @@ import torch
 
 from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_dims, check_range, parse_int_list
 from .device import DEVICES, PRECISIONS, autocast, pick_device, pick_precision
-from .heads import HEADS, SelectiveClassifier, load_backbone, load_finetuned, save_finetuned
+from . import progress as _progress
+from .heads import (HEADS, SelectiveClassifier, can_run_blocks, has_weights, load_backbone,
+                    load_finetuned, save_finetuned, truncated)
 from .store import ResultStore, write_payload
 from .tasks import Task, compute_metrics, data_version, get_task, load_task
 from .tokens import check_token
@@ -60,9 +62,13 @@ SUBSET_SEED = 0   # fixed: which training/evaluation examples are used does not 
 #: Part of every stored run's key: bump when what a run computes changes, so older runs are
 #: recomputed rather than misread. 2: standardised head input and regression targets, the
 #: checkpoint rule on development loss, frozen encoders in eval mode, stored predictions.
-ENGINE_VERSION = 2
+ENGINE_VERSION = 3
 #: Smallest development split the checkpoint rule may choose on (examples).
 MIN_DEV_SAMPLES = 300
+#: environment variable: any value but "" or "0" keeps every fine-tuned model (``keep_model``)
+KEEP_MODELS_ENV = "BERTDIMS_KEEP_MODELS"
+#: the largest cached output of a frozen bottom (bytes, float32) before it is recomputed per step
+BOTTOM_CACHE_BYTES = int(os.environ.get("BERTDIMS_BOTTOM_CACHE_BYTES", 4 << 30))
 
 
 #: The fine-tuning hyper-parameters of Matton and de Oliveira (2020), section 2, for bert-base
@@ -86,6 +92,11 @@ class FinetuneConfig(ConfigMixin):
     freeze : 0 trains everything; n in 1..L freezes the embeddings and blocks 1..n.
     freeze_embeddings : also freeze the embeddings when ``freeze`` is 0.
     train_layers : if set, only these blocks (1..L) and the head train.
+
+        The frozen bottom (the embeddings and the blocks below the lowest trained one) runs in
+        eval mode, without dropout: it gives the pretrained model's features, is computed once
+        per training example and cached (blocks above it train from the cache), and
+        ``freeze=n`` and ``train_layers=[n+1..L]`` are stored as one run.
     epochs : passes over the training set (fractions allowed).
     lr : peak learning rate of the top block; block n gets ``lr * layer_lr_decay ** (L - n)``
         and the embeddings ``lr * layer_lr_decay ** L``.
@@ -371,7 +382,8 @@ def _model_size(path: str) -> tuple[int, int]:
 
 def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
              out_dir: str | Path | None = None, progress: bool = True, resume: bool = True,
-             _stop_after_steps: int | None = None, _fast_frozen: bool = True) -> FinetuneRun:
+             keep_model: bool | None = None, _stop_after_steps: int | None = None,
+             _fast_frozen: bool = True, _cache_bottom: bool = True) -> FinetuneRun:
     """Fine-tune ``config.model`` on ``config.task`` and evaluate on validation and test.
 
     With ``store``, the run is kept under kind ``"finetune"`` keyed by the config and the base
@@ -380,6 +392,19 @@ def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
     training. With ``out_dir``, writes ``config.json``, ``metrics.json``, ``history.csv`` and
     ``model/`` there. Checkpoints (in the store, or ``out_dir/checkpoint``) let a killed run
     resume where it stopped (``resume=True``) and end with the same result.
+
+    ``keep_model``: None (default) keeps the weights of a run trained now and accepts any
+    stored run; ``False`` stores a lean run (metrics, history, predictions and the head in
+    ``model/head.pt``, not the encoder's weights, about 90 MB for the embedded model);
+    ``True`` needs the weights: a run stored lean is trained again and replaced by a full one.
+    Steps that load a model (rankings, PCA, distances, cross-fine-tuning) ask with True. The
+    environment variable ``BERTDIMS_KEEP_MODELS=1`` keeps every model.
+
+    Training only the top blocks (``freeze``/``train_layers`` with the embeddings and the
+    blocks below the lowest trained one frozen) runs that frozen bottom in eval mode, once per
+    training example, and trains the blocks above from its cached output (the same result as
+    running it every step, up to float rounding); ``_cache_bottom=False`` (a test hook) runs
+    it every step.
 
     ``_stop_after_steps`` is a test hook: raise :class:`TrainingInterrupted` once that many
     optimizer steps are done (after any checkpoint due at that step), like a killed job.
@@ -397,10 +422,14 @@ def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
             raise bad("init_from", config.init_from,
                       "expected a model folder saved by finetune (run.model_dir)")
     model_path = resolve_model(base)
-    config.validate(*_model_size(model_path))
+    num_layers, hidden_size = _model_size(model_path)
+    config.validate(num_layers, hidden_size)
     out_dir = Path(out_dir) if out_dir is not None else None
+    keep_all = os.environ.get(KEEP_MODELS_ENV, "") not in ("", "0")
+    want = keep_model is True or keep_all              # the weights must be there
+    keep = keep_model is not False or keep_all         # a run trained now keeps them
 
-    cfg = _key_config(config)
+    cfg = _key_config(config, num_layers)
     ckpt_dir = None
     with contextlib.ExitStack() as hold:
         if store is not None:
@@ -413,7 +442,10 @@ def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
                 # multi-process launcher, whose ranks all train the same run together.
                 hold.enter_context(store.lock(KIND, key))
             hit = store.get(KIND, key)
+            if hit is not None and want and not has_weights(hit.path / "model"):
+                hit = None      # stored lean, and the weights are wanted now: train it again
             if hit is not None:
+                _progress.run_finished(KIND, key, 0.0, cached=True)
                 run = _read_run(hit.path, config)
                 if out_dir is not None:
                     _export(run, out_dir)
@@ -422,21 +454,26 @@ def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
         elif out_dir is not None:
             ckpt_dir = out_dir / "checkpoint"
 
+        if store is not None:
+            _progress.run_started(KIND, key, cfg)
+        started = time.perf_counter()
         with _quiet_transformers(not progress):
             model, metrics, history, info, acc, preds = _train(config, task, model_path, ckpt_dir,
                                                                progress, resume, _stop_after_steps,
-                                                               _fast_frozen)
+                                                               _fast_frozen, _cache_bottom, store)
+        info["weights_kept"] = keep
         main = acc.is_main_process
         run_path, model_dir = None, None
         if store is not None:
             if main:
                 with store.writing(KIND, cfg, fingerprint, key=key) as tmp, _quiet_transformers(not progress):
-                    save_finetuned(model, tmp / "model")
+                    save_finetuned(model, tmp / "model", weights=keep)
                     write_payload(tmp, {"metrics": metrics, "info": info, "history": history,
                                         **_prediction_arrays(preds)})
             acc.wait_for_everyone()
             run_path = store.path(KIND, key)
             model_dir = run_path / "model"
+            _progress.run_finished(KIND, key, time.perf_counter() - started, cached=False)
         if out_dir is not None:
             if main:
                 with _quiet_transformers(not progress):
@@ -456,9 +493,46 @@ def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
                            _outputs={s: (np.asarray(p), np.asarray(y)) for s, (p, y) in preds.items()})
 
 
-def _key_config(config: FinetuneConfig) -> dict:
-    """What a stored run is keyed by: the config and the engine version."""
-    return {**config.to_dict(), "engine": ENGINE_VERSION}
+def stored_key(config: FinetuneConfig, store: ResultStore) -> str:
+    """The key under which :func:`finetune` stores (or finds) the run of ``config`` in
+    ``store``, without training or loading the model: the planner (``bertdims plan``) asks the
+    store with it whether a run is already there."""
+    from .models import fingerprint_of
+
+    if not isinstance(config, FinetuneConfig):
+        raise bad("config", type(config).__name__, "expected a FinetuneConfig")
+    return store.key(KIND, key_config(config), fingerprint_of(config.init_from or config.model),
+                     data=data_version(config.task))
+
+
+def key_config(config: FinetuneConfig) -> dict:
+    """The config as its store key sees it (:func:`_key_config`; reads the model's
+    ``config.json`` for its number of layers): what the stored run's ``config.json`` holds."""
+    from .models import resolve_model
+    return _key_config(config, _model_size(resolve_model(config.init_from or config.model))[0])
+
+
+def _key_config(config: FinetuneConfig, num_layers: int) -> dict:
+    """What a stored run is keyed by: the config, in a form where settings that mean the same
+    training are written the same way, and the engine version.
+
+    ``freeze``, ``freeze_embeddings`` and ``train_layers`` become the one list of encoder layers
+    that train (:func:`bertdims.training.trained_layers`: ``freeze=3`` and ``train_layers=[4, 5,
+    6]`` of a 6-layer model are one run), ``layer=-1`` becomes the last layer's number, and the
+    fields a run does not use are left out (``epochs``, ``lr`` and ``layer_lr_decay`` when no
+    encoder layer trains; ``frozen_epochs`` when one does)."""
+    from .training import trained_layers
+
+    cfg = {**config.to_dict(), "engine": ENGINE_VERSION}
+    for name in ("freeze", "freeze_embeddings", "train_layers"):
+        cfg.pop(name)
+    trained = sorted(trained_layers(config, num_layers))
+    cfg["trained_layers"] = trained
+    cfg["layer"] = config.resolved_layer(num_layers)
+    unused = ("epochs", "lr", "layer_lr_decay") if not trained else ("frozen_epochs",)
+    for name in unused:
+        cfg.pop(name)
+    return cfg
 
 
 def _prediction_arrays(preds: dict) -> dict:
@@ -560,21 +634,96 @@ def _predictions(task: Task, outputs: np.ndarray) -> np.ndarray:
     return outputs[:, 0].astype(np.float64) if task.is_regression else outputs.argmax(-1)
 
 
-def _set_train_mode(model, core, layers) -> None:
-    """Training mode for the model; a wholly frozen encoder stays in eval mode (no dropout in
-    features that do not train: they are the features of the pretrained model)."""
-    model.train()
+def _frozen_bottom(core: SelectiveClassifier, layers) -> list:
+    """The modules below the lowest trained layer (the embeddings and blocks 1..low-1), which
+    form a fixed feature extractor; the whole encoder when nothing in it trains."""
     if not layers:
-        core.encoder.eval()
+        return [core.encoder]
+    low = min(layers)
+    embeddings = getattr(core.encoder, "embeddings", None)
+    blocks = getattr(getattr(core.encoder, "encoder", None), "layer", None)
+    if low == 0 or embeddings is None or blocks is None:
+        return []
+    return [embeddings, *list(blocks)[:low - 1]]
+
+
+def _set_train_mode(model, core, layers) -> None:
+    """Training mode for the model, except the frozen bottom (:func:`_frozen_bottom`), which
+    stays in eval mode: no dropout in features that do not train, so a frozen bottom gives the
+    pretrained model's features (and can be computed once, :class:`_BottomCache`)."""
+    model.train()
+    for module in _frozen_bottom(core, layers):
+        module.eval()
+
+
+class _BottomCache:
+    """The output of the frozen bottom (layer ``upto``: 0 the embeddings, else block ``upto``)
+    for every example of a dataset, computed once in eval mode and kept on the CPU without
+    padding; :meth:`batch` pads the rows of a batch again (on the right, like the collator)."""
+
+    def __init__(self, core: SelectiveClassifier, dataset: EncodedDataset, collate, batch_size: int,
+                 device, precision: str, upto: int):
+        self.upto = upto
+        self.lengths = dataset.lengths
+        self.labels = dataset.labels
+        self.states: list = [None] * len(dataset)
+        was_training = core.training
+        core.eval()
+        with torch.no_grad(), truncated(core.encoder, upto) as cut:
+            if not cut:
+                raise ValueError(f"cannot cut this encoder at layer {upto}")
+            for batch in _batches(dataset, collate, batch_size):
+                inputs = {k: v.to(device) for k, v in batch.items()
+                          if k in ("input_ids", "attention_mask", "token_type_ids")}
+                with autocast(device, precision):
+                    hidden = core.encoder(**inputs, return_dict=True).last_hidden_state.float().cpu()
+                mask = batch["attention_mask"].bool()
+                for j, i in enumerate(batch["index"].tolist()):
+                    self.states[i] = hidden[j][mask[j]].clone()                 # (len_i, H)
+        core.train(was_training)
+
+    @staticmethod
+    def nbytes(dataset: EncodedDataset, hidden_size: int) -> int:
+        return int(sum(dataset.lengths)) * hidden_size * 4
+
+    @torch.no_grad()
+    def outputs(self, core: SelectiveClassifier, batch_size: int, device, precision: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Head outputs (N, C) in eval mode and labels (N,), in dataset order (the batches of
+        :func:`_outputs_sharded`, from the cache)."""
+        from .training import length_batches
+        was_training = core.training
+        core.eval()
+        out = np.zeros((len(self.states), core.head.out_features), np.float32)
+        for idx in length_batches(self.lengths, batch_size):
+            hidden, mask = self.batch(idx, device)
+            with autocast(device, precision):
+                out[np.asarray(idx)] = core.from_hidden(hidden, mask, self.upto + 1).float().cpu().numpy()
+        core.train(was_training)
+        return out, np.asarray(self.labels)
+
+    def batch(self, idx, device) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [self.states[int(i)] for i in idx]
+        T = max(len(r) for r in rows)
+        hidden = torch.zeros((len(rows), T, rows[0].shape[1]), dtype=torch.float32)
+        mask = torch.zeros((len(rows), T), dtype=torch.long)
+        for j, r in enumerate(rows):
+            hidden[j, :len(r)] = r
+            mask[j, :len(r)] = 1
+        return hidden.to(device), mask.to(device)
 
 
 @torch.no_grad()
 def _features_of(core: SelectiveClassifier, dataset: EncodedDataset, collate, batch_size: int,
-                 device, precision: str, train_mode: bool = False) -> torch.Tensor:
+                 device, precision: str, train_layers=None) -> torch.Tensor:
     """The selected features the head reads, (N, k) float32 on the CPU, in dataset order,
-    computed in eval mode (no dropout), or with the encoder's dropout on (``train_mode``)."""
+    computed in eval mode (no dropout), or in the training mode of a run that trains
+    ``train_layers`` (dropout on above the frozen bottom, :func:`_set_train_mode`)."""
     was_training = core.training
-    core.train(train_mode)
+    if train_layers:
+        _set_train_mode(core, core, train_layers)
+    else:
+        core.eval()
     out = None
     for batch in _batches(dataset, collate, batch_size):
         inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
@@ -601,7 +750,8 @@ def _labels_tensor(task: Task, dataset: EncodedDataset) -> torch.Tensor:
 
 
 def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path | None,
-           progress: bool, resume: bool, stop_after: int | None, fast_frozen: bool = True):
+           progress: bool, resume: bool, stop_after: int | None, fast_frozen: bool = True,
+           cache_bottom: bool = True, store: ResultStore | None = None):
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
@@ -638,16 +788,28 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
             "total_steps": total, "steps_per_epoch": steps_per_epoch, "epochs_run": epochs}
     if not layers and world == 1 and fast_frozen:
         return _train_frozen(config, task, core, enc, collate, eval_bs, acc, precision, total,
-                             steps_per_epoch, eval_every, monitor, info, progress)
+                             steps_per_epoch, eval_every, monitor, info, progress, store)
 
     # fixed statistics of the head's input, from the pretrained (or init_from) encoder, in the
     # mode it trains in: the encoder's dropout moves a lower-layer [CLS] of all-MiniLM-L6-v2
     # 2-6 times more than the inputs do (std 0.007 against 0.0012 per dimension at layer 2), and
     # statistics without it would blow that noise up
     train_feats = _features_of(core, train, collate, eval_bs, acc.device, precision,
-                               train_mode=bool(layers))
+                               train_layers=layers)
     core.head.fit_stats(train_feats, _labels_tensor(task, train) if task.is_regression else None)
     del train_feats
+
+    # a frozen bottom (the embeddings and blocks below the lowest trained block) is computed
+    # once per training example; the blocks above train from its output
+    low = min(layers) if layers else 0
+    bottom = None
+    if (cache_bottom and world == 1 and low >= 2 and can_run_blocks(core.encoder)
+            and _BottomCache.nbytes(train, core.hidden_size) <= BOTTOM_CACHE_BYTES):
+        bottom = _BottomCache(core, train, collate, eval_bs, acc.device, precision, low - 1)
+        train_labels = _labels_tensor(task, train)
+        evals = {name: _BottomCache(core, d, collate, eval_bs, acc.device, precision, low - 1)
+                 for name, d in enc.items() if name != "train" and d.labels is not None}
+    info["bottom_cached"] = bottom is not None
 
     optimizer = build_optimizer(core, config)       # after the move: fused AdamW on the device
     scheduler = slanted_triangular(optimizer, total, config.warmup)
@@ -657,7 +819,7 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
         torch.manual_seed(config.seed * 7919 + rank)   # different dropout masks per process
 
     state = _LoopState()
-    cfg = _key_config(config)
+    cfg = _key_config(config, core.num_layers)
     if ckpt_dir is not None and resume:
         state = _load_checkpoint(ckpt_dir, cfg, core, optimizer, scheduler, rank, world) or state
 
@@ -678,13 +840,18 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
             mine, scale = batch_idx[:1], 0.0
         micro = [mine[i:i + config.micro_batch_size] for i in range(0, len(mine), config.micro_batch_size)]
         for j, mb in enumerate(micro):
-            batch = collate([train[int(i)] for i in mb])
-            labels = batch.pop("labels").to(acc.device)
-            inputs = {k: v.to(acc.device) for k, v in batch.items() if k != "index"}
+            if bottom is not None:
+                hidden, mask = bottom.batch(mb, acc.device)
+                labels = train_labels[torch.as_tensor(mb, dtype=torch.long)].to(acc.device)
+            else:
+                batch = collate([train[int(i)] for i in mb])
+                labels = batch.pop("labels").to(acc.device)
+                inputs = {k: v.to(acc.device) for k, v in batch.items() if k != "index"}
             sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(model)
             with sync:
                 with autocast(acc.device, precision):
-                    logits = model(**inputs)
+                    logits = (core.from_hidden(hidden, mask, low) if bottom is not None
+                              else model(**inputs))
                 loss_sum = _loss_sum(loss_fn, task, logits, labels, core.head)
                 acc.backward(loss_sum * (scale * world / g))
             running += loss_sum.detach() * scale
@@ -705,7 +872,8 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
             running.zero_()
         if state.step % eval_every == 0 or state.step == total:
             _evaluate_step(state, acc, core, enc.get(monitor), monitor == "dev", task, collate,
-                           eval_bs, precision, config, steps_per_epoch, top_group, optimizer)
+                           eval_bs, precision, config, steps_per_epoch, top_group, optimizer,
+                           evals.get(monitor) if bottom is not None else None)
             evaluated = True
             _set_train_mode(model, core, layers)
         due = (config.checkpoint_every is None and evaluated) or (
@@ -724,7 +892,9 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
             for name, value in state.best_state.items():
                 params[name].copy_(value.to(params[name].device))
     model.eval()
-    outputs = {split: _outputs_sharded(acc, core, enc[split], collate, eval_bs, precision)
+    outputs = {split: evals[split].outputs(core, eval_bs, acc.device, precision)
+               if bottom is not None and split in evals
+               else _outputs_sharded(acc, core, enc[split], collate, eval_bs, precision)
                for split in enc if split not in ("train", "dev")}
     metrics, preds = _score_outputs(task, outputs, enc)
     if hasattr(core.encoder, "_bertdims_fingerprint"):
@@ -751,15 +921,48 @@ def _score_outputs(task: Task, outputs: dict, enc: dict) -> tuple[dict, dict]:
     return metrics, preds
 
 
+FEATURES_KIND = "frozen_features"
+
+
+def _frozen_features(config, core, enc, collate, eval_bs, device, precision,
+                     store: ResultStore | None) -> dict:
+    """The selected features of every split for a wholly frozen encoder. With a store, the
+    chosen token vector of the chosen layer (all dimensions) is computed once per model, task,
+    example subset, length, layer, token and precision, kept under kind ``frozen_features`` and
+    read back by every later frozen run (other seeds, heads, dimensions)."""
+    if store is None:
+        return {s: _features_of(core, d, collate, eval_bs, device, precision) for s, d in enc.items()}
+    from .models import fingerprint_of
+    key_cfg = {"task": config.task, "max_train_samples": config.max_train_samples,
+               "max_eval_samples": config.max_eval_samples,
+               "early_stopping_fraction": config.early_stopping_fraction,
+               "max_seq_len": config.max_seq_len, "layer": core.layer, "token": config.token,
+               "precision": precision, "device": torch.device(device).type,
+               "data_dir": config.data_dir, "splits": sorted(enc), "engine": ENGINE_VERSION}
+    dims, core.dims = core.dims, None             # the whole vector, for any later dims
+
+    def compute() -> dict:
+        return {s: _features_of(core, d, collate, eval_bs, device, precision).numpy()
+                for s, d in enc.items()}
+    try:
+        stored = store.cached(FEATURES_KIND, key_cfg, compute,
+                              fingerprint=fingerprint_of(config.init_from or config.model),
+                              data=data_version(config.task))
+    finally:
+        core.dims = dims
+    feats = {s: torch.from_numpy(np.load(stored.path / f"{s}.npy")) for s in enc}
+    return feats if dims is None else {s: f[:, dims] for s, f in feats.items()}
+
+
 def _train_frozen(config, task, core, enc, collate, eval_bs, acc, precision, total,
-                  steps_per_epoch, eval_every, monitor, info, progress):
+                  steps_per_epoch, eval_every, monitor, info, progress, store=None):
     """The head alone on features computed once (no encoder parameter trains): the same
     batches, dropout and schedule as the full loop, ``frozen_epochs`` passes, at the cost of one
     forward pass of the (truncated) encoder per example."""
     from tqdm.auto import tqdm
     t0, cpu0 = time.perf_counter(), time.process_time()
     device = acc.device
-    feats = {s: _features_of(core, d, collate, eval_bs, device, precision) for s, d in enc.items()}
+    feats = _frozen_features(config, core, enc, collate, eval_bs, device, precision, store)
     labels = {s: _labels_tensor(task, d) for s, d in enc.items() if d.labels is not None}
     head = core.head
     head.fit_stats(feats["train"], labels["train"] if task.is_regression else None)
@@ -863,15 +1066,20 @@ def _top_group(optimizer, num_layers: int) -> int:
 
 
 def _evaluate_step(state: _LoopState, acc, core, dev, select: bool, task, collate, eval_bs,
-                   precision, config, steps_per_epoch, top_group, optimizer) -> None:
+                   precision, config, steps_per_epoch, top_group, optimizer,
+                   cache: _BottomCache | None = None) -> None:
     counts = torch.tensor([state.loss_sum, float(state.loss_count)], dtype=torch.float64,
                           device=acc.device)
     if acc.num_processes > 1:
         counts = acc.reduce(counts, reduction="sum")
     train_loss = float(counts[0] / counts[1]) if counts[1] > 0 else float("nan")
     state.loss_sum, state.loss_count = 0.0, 0
-    outputs, labels = (None, None) if dev is None else _outputs_sharded(acc, core, dev, collate,
-                                                                        eval_bs, precision)
+    if dev is None:
+        outputs, labels = None, None
+    elif cache is not None:
+        outputs, labels = cache.outputs(core, eval_bs, acc.device, precision)
+    else:
+        outputs, labels = _outputs_sharded(acc, core, dev, collate, eval_bs, precision)
     _record(state, task, outputs, labels, select, core.head, core, config, train_loss,
             optimizer.param_groups[top_group]["lr"], steps_per_epoch)
 

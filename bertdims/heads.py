@@ -182,6 +182,31 @@ def truncated(encoder: nn.Module, layer: int):
         inner.layer = blocks
 
 
+def can_run_blocks(encoder: nn.Module) -> bool:
+    """True when :func:`run_blocks` can run ``encoder``'s blocks from a cached hidden state:
+    a BERT-like encoder (``encoder.encoder.layer``) that is not a decoder."""
+    return _blocks(encoder) is not None and not getattr(encoder.config, "is_decoder", False)
+
+
+def run_blocks(encoder: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor,
+               start: int, stop: int) -> torch.Tensor:
+    """Blocks ``start..stop`` (1-based, inclusive) of a BERT-like ``encoder`` applied to
+    ``hidden`` (B, T, H), the output of layer ``start - 1`` (0: the embeddings), with the
+    padding mask ``attention_mask`` (B, T). Returns the output of layer ``stop`` (B, T, H): the
+    values the whole encoder computes for the real (unpadded) tokens, so a frozen bottom can be
+    computed once and the blocks above it trained from the cache."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    blocks = _blocks(encoder)
+    if blocks is None or not 1 <= start <= stop <= len(blocks):
+        raise ValueError(f"cannot run blocks {start}..{stop} of this encoder")
+    mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden,
+                                     attention_mask=attention_mask)
+    for block in list(blocks)[start - 1:stop]:
+        hidden = block(hidden, mask)
+    return hidden
+
+
 class SelectiveClassifier(nn.Module):
     """Encoder + token selection + dimension selection + dropout + head.
 
@@ -229,6 +254,16 @@ class SelectiveClassifier(nn.Module):
                 hidden = out.last_hidden_state if top else out.hidden_states[self.layer]
         return select_token(hidden, attention_mask, self.config.token)              # (B, H)
 
+    def from_hidden(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
+        """Logits (as :meth:`forward`) from ``hidden`` (B, T, H), the output of layer
+        ``start - 1`` for the padded batch with mask ``attention_mask`` (B, T): runs blocks
+        ``start..layer`` (:func:`run_blocks`), then token and dimension selection and the head."""
+        if start <= self.layer:
+            hidden = run_blocks(self.encoder, hidden, attention_mask, start, self.layer)
+        rep = select_token(hidden, attention_mask, self.config.token)               # (B, H)
+        feats = rep if self.dims is None else rep.index_select(1, self.dims_index)
+        return self.head(feats)
+
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor | None = None, **_) -> torch.Tensor:
         """The selected dimensions of :meth:`representation`: (B, len(dims)) (all: (B, H))."""
@@ -265,13 +300,21 @@ class SelectiveClassifier(nn.Module):
         return out
 
 
-def save_finetuned(model: SelectiveClassifier, folder: str | Path) -> Path:
+def has_weights(folder: str | Path) -> bool:
+    """True when ``folder`` (written by :func:`save_finetuned`) holds the encoder's weights,
+    False for a lean save (the head and config only)."""
+    return (Path(folder) / "config.json").exists()
+
+
+def save_finetuned(model: SelectiveClassifier, folder: str | Path, *, weights: bool = True) -> Path:
     """Write ``model`` to ``folder``: encoder and tokenizer (Hugging Face format),
-    ``head.pt`` and ``finetune.json`` (the config). Returns the folder."""
+    ``head.pt`` and ``finetune.json`` (the config). ``weights=False`` writes a lean save, the
+    head and config only (:func:`has_weights` tells them apart). Returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(folder)
-    model.tokenizer.save_pretrained(folder)
+    if weights:
+        model.encoder.save_pretrained(folder)
+        model.tokenizer.save_pretrained(folder)
     head_state = {k: v.detach().cpu() for k, v in model.head.state_dict().items()}   # with statistics
     torch.save(head_state, folder / HEAD_FILE)
     (folder / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2, sort_keys=True))
@@ -290,6 +333,10 @@ def load_finetuned(model_dir: str | Path, device: str | torch.device = "cpu") ->
     if not (model_dir / CONFIG_FILE).exists():
         raise ConfigError(f"parameter 'model_dir' = {str(model_dir)!r} is not allowed; expected a "
                           f"folder written by bertdims.finetune (with {CONFIG_FILE} and {HEAD_FILE})")
+    if not has_weights(model_dir):
+        raise ConfigError(f"parameter 'model_dir' = {str(model_dir)!r} is not allowed; this run was "
+                          "stored without its encoder weights (finetune(..., keep_model=False)): "
+                          "ask for it again with keep_model=True, which trains and keeps them")
     config = FinetuneConfig.from_dict(json.loads((model_dir / CONFIG_FILE).read_text()))
     task = get_task(config.task)
     encoder = load_backbone(str(model_dir))

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
+from . import progress as _progress
 from .device import autocast, pick_device, pick_precision
 from .tokens import check_token, select_token
 
@@ -541,10 +542,12 @@ def train_multitask(config: MultitaskConfig, *, store=None, out_dir: str | Path 
     key = store.key(KIND, key_cfg, fingerprint)
     run = store.get(KIND, key)
     if run is None:
+        started = time.perf_counter(); _progress.run_started(KIND, key, key_cfg)  # noqa: E702
         with store.writing(KIND, key_cfg, fingerprint, key=key) as tmp:
             metrics, history = _train(config, Path(tmp), progress)
             metrics.to_csv(Path(tmp) / "metrics.csv", index=False)
             history.to_csv(Path(tmp) / "history.csv", index=False)
             (Path(tmp) / "result.json").write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        _progress.run_finished(KIND, key, time.perf_counter() - started, cached=False)
         run = store.get(KIND, key)
     return MultitaskRun(config, run.table("metrics"), run.table("history"), run.path / "model")

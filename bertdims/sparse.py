@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
+from . import progress as _progress
 from .finetune import FinetuneConfig as _EngineConfig
 
 #: Short names of the weight matrices of a BERT layer -> module path inside the layer.
@@ -618,7 +619,8 @@ def _train_learned(config, ref, task, clf, enc, collate, eval_bs, acc, precision
     from .training import slanted_triangular
     ft = _engine()
     device, train = acc.device, enc["train"]
-    feats = ft._features_of(clf, train, collate, eval_bs, device, precision, train_mode=True)
+    feats = ft._features_of(clf, train, collate, eval_bs, device, precision,
+                           train_layers=set(range(clf.num_layers + 1)))   # all in training mode
     clf.head.fit_stats(feats, ft._labels_tensor(task, train) if task.is_regression else None)
     del feats
     optimizer = _sparse_optimizer(clf, config, ref)
@@ -699,6 +701,7 @@ def sparse_finetune(config: SparseConfig, store=None, *, force: bool = False):
     if hit is not None:
         return hit
     t0 = time.perf_counter()
+    _progress.run_started(kind, key, cfg)
     with store.writing(kind, cfg, fp, key=key) as folder:
         res = train_sparse(config)
         clf = res.model
@@ -714,6 +717,7 @@ def sparse_finetune(config: SparseConfig, store=None, *, force: bool = False):
                                "sizes": storage_sizes(clf, saved, masks),
                                "sparsity": measured, "history": res.history, "steps": res.steps,
                                "masked_weights": list(masks), **arrays})
+    _progress.run_finished(kind, key, time.perf_counter() - t0, cached=False)
     return store.get(kind, key)
 
 
@@ -811,7 +815,8 @@ def sparse_study(base: SparseConfig, sparsities: Sequence[float], seeds: Sequenc
     for setting, sparsity, seed, cfg in _study_runs(base, sparsities, seeds, control_sparsity):
         if cfg is None:
             with quiet_transformers():
-                run = ft.finetune(base.replace(seed=int(seed)).reference(), store=store, progress=False)
+                run = ft.finetune(base.replace(seed=int(seed)).reference(), store=store, progress=False,
+                                  keep_model=False)          # only its scores are read
             metrics, history, info = run.metrics, run.history, run.info
             pred, lab = run.predictions(split), run.labels(split)
         else:
