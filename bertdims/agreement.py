@@ -105,18 +105,26 @@ class AgreementConfig(ConfigMixin):
 
     def __post_init__(self):
         from .tasks import get_task
-        self.tasks = [self.tasks] if isinstance(self.tasks, str) else list(self.tasks)
+        from .multitask import check_task_list
+        from .tasks import task_names
+        self.tasks = check_task_list("tasks", [self.tasks] if isinstance(self.tasks, str) else self.tasks)
+        if not isinstance(self.seeds, (list, tuple)):
+            raise bad("seeds", self.seeds, "expected a list of seeds such as [0, 1, 2]")
         self.seeds = list(self.seeds)
-        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
-            raise bad("tasks", self.tasks, "give one or more distinct task names")
         for t in self.tasks:
+            if t not in task_names():
+                raise bad("tasks", self.tasks, f"{t!r} is not a known task; choose from: "
+                          + ", ".join(task_names()))
             if get_task(t).is_regression:
                 raise bad("tasks", self.tasks, f"{t!r} is a regression task; salient neurons "
                           "and single-neuron accuracy need classification tasks")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise bad("seeds", self.seeds, "give one or more distinct seeds")
         for s in self.seeds:
             check_range("seeds", s, 0, None, integer=True)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise bad("seeds", self.seeds, "give one or more distinct seeds")
+        self.finetune_base()       # the recipe fields, checked by the engine's own config
+        if self.general_samples is not None:
+            check_range("general_samples", self.general_samples, 1, None, integer=True)
         check_choice("selection", self.selection, ("single", "ablation"))
         for name in ("candidates", "n_neurons", "pca_components", "top_k", "retrain_k"):
             check_range(name, getattr(self, name), 1, None, integer=True)

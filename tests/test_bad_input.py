@@ -24,6 +24,7 @@ CASES: collections.Counter = collections.Counter()   # (kind, "accepted" | "refu
 
 
 def _configs() -> list[type]:
+    from bertdims.agreement import AgreementConfig
     from bertdims.crossft import CrossConfig
     from bertdims.distances import DistanceConfig, LayerStudyConfig
     from bertdims.extract import ExtractConfig
@@ -33,7 +34,7 @@ def _configs() -> list[type]:
     from bertdims.pca import PCAConfig
     from bertdims.sparse import SparseConfig
     return [FinetuneConfig, CrossConfig, DistanceConfig, LayerStudyConfig, ExtractConfig,
-            MultitaskConfig, NeuronsConfig, PCAConfig, SparseConfig]
+            MultitaskConfig, NeuronsConfig, PCAConfig, SparseConfig, AgreementConfig]
 
 
 def test_every_config_dataclass_is_covered():

@@ -177,3 +177,15 @@ def test_keep_models_flag_reaches_the_kernels(command, monkeypatch):
     assert ft.KEEP_MODELS_ENV not in __import__("os").environ
     _keep_models(build_parser().parse_args(command))
     assert __import__("os").environ[ft.KEEP_MODELS_ENV] == "1"
+
+
+def test_a_killed_top_layers_run_resumes_to_the_same_result(bert4, tmp_path):
+    cfg = config(bert4, freeze=2, epochs=2.0, checkpoint_every=2, eval_every=4, lr=1e-3)
+    full = finetune(cfg, out_dir=tmp_path / "full", progress=False)
+    with pytest.raises(ft.TrainingInterrupted):
+        finetune(cfg, out_dir=tmp_path / "cut", progress=False, _stop_after_steps=5)
+    resumed = finetune(cfg, out_dir=tmp_path / "cut", progress=False)
+    assert full.info["bottom_cached"] and resumed.info["bottom_cached"]
+    assert resumed.info["steps_this_call"] == full.info["steps"] - 4
+    assert resumed.metrics == full.metrics
+    np.testing.assert_allclose(resumed.history.to_numpy(float), full.history.to_numpy(float), atol=1e-6)
