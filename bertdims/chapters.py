@@ -410,6 +410,52 @@ def _keep_models(args) -> None:
         os.environ[KEEP_MODELS_ENV] = "1"        # read by the kernels, which inherit it
 
 
+SCHEDULER_HELP = ("submit the grids' runs to the Dask scheduler at this address (e.g. "
+                  "tcp://host:8786; default $BERTDIMS_SCHEDULER); its workers must see the results folder")
+WORKERS_HELP = ("start a Dask cluster of N worker processes on this machine for the grids' runs "
+                "(one GPU per worker where GPUs are visible) and close it at the end")
+
+
+@contextlib.contextmanager
+def _cluster(args):
+    """``--scheduler ADDRESS`` or ``--workers N``: the Dask cluster the chapters' grids submit
+    their runs to (:mod:`bertdims.executor`), given to the kernels as ``$BERTDIMS_SCHEDULER``.
+    Checked (the scheduler answers, N is allowed) before any chapter runs."""
+    from . import executor
+    from ._validate import bad, check_range
+    scheduler, workers = getattr(args, "scheduler", None), getattr(args, "workers", None)
+    if scheduler is not None and workers is not None:
+        raise bad("workers", workers, "give either --workers (a cluster on this machine) or "
+                  "--scheduler (a running one), not both")
+    if workers is not None:
+        check_range("workers", workers, 1, None, integer=True)
+        with executor.local_cluster(workers) as address:
+            print(f"Dask cluster of {workers} workers at {address}", flush=True)
+            with _environ(executor.SCHEDULER_ENV, address):
+                yield
+        return
+    address = scheduler if scheduler is not None else os.environ.get(executor.SCHEDULER_ENV)
+    if address is not None and address.strip():
+        address = executor.check_scheduler(address)
+        with _environ(executor.SCHEDULER_ENV, address):
+            yield
+        return
+    yield
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value            # the kernels inherit it
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def register_cli(sub) -> None:
     p = sub.add_parser("run", help="execute one chapter with papermill")
     p.add_argument("chapter", help="chapter stem (e.g. 01_model_and_tasks) or its number (01)")
@@ -422,6 +468,8 @@ def register_cli(sub) -> None:
     p.add_argument("--html", action="store_true",
                    help="also build the executed chapter as an HTML page like the book's")
     p.add_argument("--keep-models", action="store_true", help=KEEP_MODELS_HELP)
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help=SCHEDULER_HELP)
+    p.add_argument("--workers", type=int, default=None, metavar="N", help=WORKERS_HELP)
     p.set_defaults(func=_cmd_run)
 
     b = sub.add_parser("book", help="execute every chapter and build the HTML book")
@@ -430,6 +478,8 @@ def register_cli(sub) -> None:
     b.add_argument("--no-execute", action="store_true",
                    help="reuse executed notebooks under _build/executed/<preset>/ where present")
     b.add_argument("--keep-models", action="store_true", help=KEEP_MODELS_HELP)
+    b.add_argument("--scheduler", default=None, metavar="ADDRESS", help=SCHEDULER_HELP)
+    b.add_argument("--workers", type=int, default=None, metavar="N", help=WORKERS_HELP)
     b.set_defaults(func=_cmd_book)
 
     q = sub.add_parser("prepare", help="write every chapter with a preset's parameters injected, "
@@ -452,11 +502,13 @@ def _cmd_run(args) -> int:
     stem = chapter_path(args.chapter, root).stem
     path = root / "book" / f"{stem}.ipynb"
     check_parameters(path, resolve_parameters(path, args.preset, params, root), root)
-    plan = None if args.prepare_only else print_plan(args.preset, [stem], root, {stem: params})
+    cluster = contextlib.nullcontext() if args.prepare_only else _cluster(args)
     try:
-        out = run_chapter(stem, preset=args.preset, params=params, out_dir=args.out, root=root,
-                          prepare_only=args.prepare_only,
-                          plan=plan.chapters[0] if plan is not None and plan.chapters else None)
+        with cluster:
+            plan = None if args.prepare_only else print_plan(args.preset, [stem], root, {stem: params})
+            out = run_chapter(stem, preset=args.preset, params=params, out_dir=args.out, root=root,
+                              prepare_only=args.prepare_only,
+                              plan=plan.chapters[0] if plan is not None and plan.chapters else None)
         print(out)
         if args.html and not args.prepare_only:
             print(render_page(out, root=root))
@@ -470,7 +522,8 @@ def _cmd_book(args) -> int:
     _keep_models(args)
     chapters = args.chapters.split(",") if args.chapters else None
     try:
-        index = build_book(args.preset, chapters=chapters, execute=not args.no_execute)
+        with _cluster(args):
+            index = build_book(args.preset, chapters=chapters, execute=not args.no_execute)
     except ChapterFailed as err:
         print(f"bertdims book: {err}", file=sys.stderr)
         return 1

@@ -373,6 +373,24 @@ class Sequential:
     runs: dict
 
 
+def _ensure_stages(config: CrossConfig, store, sizes: dict) -> None:
+    """On a cluster (:mod:`bertdims.executor`): every first-stage run (each task alone), then
+    the second stages of mode ``"all"`` (B after A and its control), which start from the
+    first stages' stored models; mode ``"few"`` needs rankings first and runs in the loop."""
+    from .executor import current, ensure_runs
+    from .finetune import stored_key
+    first = {(t, s): config.finetune_config(t, s) for s in config.seeds for t in config.tasks}
+    ensure_runs(list(first.values()), store, keep_model=True)
+    if "all" not in config.modes or store is None or not current().distributed:
+        return
+    model = {ts: str(store.path("finetune", stored_key(cfg, store)) / "model") for ts, cfg in first.items()}
+    ensure_runs([cfg for (a, s) in first for b in config.tasks if b != a for cfg in (
+        config.finetune_config(b, s, None, model[a, s]),
+        config.finetune_config(a, s, None, model[a, s],
+                               epochs=matched_epochs(config.epochs, sizes[a], sizes[b])))],
+                store, keep_model=True)
+
+
 def sequential(config: CrossConfig, *, store, progress: bool = False) -> Sequential:
     """The A-then-B matrix, with its control (see the module docstring).
 
@@ -390,6 +408,7 @@ def sequential(config: CrossConfig, *, store, progress: bool = False) -> Sequent
     """
     runs = _Runs(config, store, progress)
     sizes = {t: _train_size(config, t) for t in config.tasks}
+    _ensure_stages(config, store, sizes)            # on a cluster, if any
     rows, preds, labels, stages = [], {}, {}, {}
     for seed in config.seeds:
         for mode in config.modes:

@@ -770,22 +770,27 @@ def retrain_study(base, rankings: pd.DataFrame, *, ks: Sequence[int], store,
                 raise bad("rankings", f"{t}, seed {s}", f"no {method!r} ranking for this task "
                           "and seed: rank it first (run_dims_grid)")
     hidden = model_size(base.model)[1]
+
+    def dims_of(t, s, k, how):
+        if how is None:
+            return None
+        if how == "selected":
+            return selected_dims(part[(part["task"] == t) & (part["seed"] == s)], k)
+        return random_dims(hidden, k, s, t)
+
+    from .executor import ensure_runs
+    plan = [("full", "all", None)] + [p for k in ks for p in (("selected", k, "selected"),
+                                                              ("random", k, "random"))]
+    asked = [(t, s, dims_of(t, s, k, how)) for t in tasks for _, k, how in plan for s in seeds]
+    ensure_runs([base.replace(task=t, seed=int(s), dims=d) for t, s, d in asked], store,
+                keep_model=[None if d is None else False for _, _, d in asked])   # on a cluster
     rows, preds, labels, done = [], {}, {}, {}
     for t in tasks:
         task = get_task(t)
-        plan = [("full", "all", None)]
-        for k in ks:
-            plan += [("selected", k, "selected"), ("random", k, "random")]
         for kind, k, how in plan:
             runs = []
             for s in seeds:
-                if how is None:
-                    dims = None
-                elif how == "selected":
-                    r = part[(part["task"] == t) & (part["seed"] == s)]
-                    dims = selected_dims(r, k)
-                else:
-                    dims = random_dims(hidden, k, s, t)
+                dims = dims_of(t, s, k, how)
                 # runs on a few dimensions are only scored: stored without encoder weights
                 run = ft.finetune(base.replace(task=t, seed=int(s), dims=dims), store=store,
                                   progress=progress, keep_model=None if dims is None else False)
@@ -952,9 +957,11 @@ def finetune_grid(base, *, store, progress: bool = False, keep_model: bool | Non
     runs lean (no encoder weights, :func:`bertdims.finetune.finetune`): for runs that only
     their scores are read from.
     """
+    from .executor import ensure_runs
     ft = _engine()
-    rows = []
-    for combo, cfg in _grid_configs(base, grid):
+    rows, configs = [], _grid_configs(base, grid)
+    ensure_runs([cfg for _, cfg in configs], store, keep_model=keep_model)   # on a cluster, if any
+    for combo, cfg in configs:
         run = ft.finetune(cfg, store=store, progress=progress, keep_model=keep_model)
         task = get_task(cfg.task)
         for split, metrics in run.metrics.items():
@@ -973,9 +980,11 @@ def grid_predictions(base, *, store, split: str = "test", progress: bool = False
     grid order (e.g. ``seed=[0, 1, 2]`` gives one row per seed), and ``labels`` (N,), for the
     statistics layer. Every combination must evaluate the same examples (same task and
     ``max_eval_samples``)."""
+    from .executor import ensure_runs
     ft = _engine()
-    rows, labels = [], None
-    for combo, cfg in _grid_configs(base, grid):
+    rows, labels, configs = [], None, _grid_configs(base, grid)
+    ensure_runs([cfg for _, cfg in configs], store, keep_model=keep_model)   # on a cluster, if any
+    for combo, cfg in configs:
         run = ft.finetune(cfg, store=store, progress=progress, keep_model=keep_model)
         y = run.labels(split)
         if labels is not None and (len(y) != len(labels) or not np.array_equal(y, labels)):
@@ -1159,6 +1168,8 @@ def run_dims_grid(base, *, tasks: Sequence[str], seeds: Sequence[int], store,
         raise bad("seeds", list(seeds), "give at least one task and one seed")
     _check_run_args(kwargs.get("methods", METHODS), kwargs.get("ks", DEFAULT_KS),
                     kwargs.get("candidates", 20), kwargs.get("modes", MODES))
+    from .executor import ensure_runs
+    ensure_runs([cfg for _, _, cfg in configs], store, keep_model=True)   # on a cluster, if any
     rankings, scores, metrics = [], [], {}
     for t, s, cfg in configs:
         res = run_dims(cfg, store=store, progress=progress, **kwargs)

@@ -385,6 +385,9 @@ def distance_study(config: DistanceConfig, store=None, *, force: bool = False):
         with quiet_transformers():
             pretrained = load_encoder(config.model).model
         tables, metrics, histories, finetuned = [], [], [], {}
+        from .executor import ensure_runs
+        ensure_runs([config.finetune_config(seed) for seed in config.seeds], store,
+                    keep_model=True)                                  # on a cluster, if any
         for seed in config.seeds:
             with quiet_transformers():
                 run = ft.finetune(config.finetune_config(seed), store=store, progress=False,
@@ -521,10 +524,7 @@ def layer_profile_chart(profile: pd.DataFrame, metric: str = "rel_l2"):
                                       title=f"{title} by layer, 95% interval over seeds")
 
 
-# How the verdicts are shown and recorded lives in bertdims.report (shared by every chapter);
-# the names stay importable from here.
-from .report import (effect_chart, effects_table, glue_effects, record_known_verdicts,  # noqa: E402,F401
-                     verdict_note)
+from .report import verdict_note  # noqa: E402  (how verdicts are shown: shared by every chapter)
 
 
 # ------------------------------------------------------------------------------ layers
@@ -610,15 +610,22 @@ def layer_study(config: LayerStudyConfig, store=None) -> LayerStudy:
         num_layers = load_encoder(config.model).num_layers
     config.validate(num_layers)
     metric = get_task(config.task).metric
+
+    def ft_config(seed, layers):
+        if layers is None:
+            return _finetune_config(config, seed)
+        if not layers:            # head only: embeddings and every block frozen
+            return _finetune_config(config, seed, freeze=num_layers)
+        return _finetune_config(config, seed, train_layers=layers)
+
+    from .executor import ensure_runs
+    asked = [(seed, layers) for seed in config.seeds for _, _, layers in config.runs(num_layers)]
+    ensure_runs([ft_config(seed, layers) for seed, layers in asked], store,   # on a cluster, if any
+                keep_model=[None if layers is None else False for _, layers in asked])
     rows, preds, hists, labels = [], {}, [], None
     for seed in config.seeds:
         for setting, n, layers in config.runs(num_layers):
-            if layers is None:
-                ft_cfg = _finetune_config(config, seed)
-            elif not layers:            # head only: embeddings and every block frozen
-                ft_cfg = _finetune_config(config, seed, freeze=num_layers)
-            else:
-                ft_cfg = _finetune_config(config, seed, train_layers=layers)
+            ft_cfg = ft_config(seed, layers)
             with quiet_transformers():     # only the full run's weights are read later
                 run = ft.finetune(ft_cfg, store=store, progress=False, keep_model=None if layers is None else False)
             row = {"setting": setting, "n": n, "seed": seed,

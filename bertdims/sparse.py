@@ -812,7 +812,11 @@ def sparse_study(base: SparseConfig, sparsities: Sequence[float], seeds: Sequenc
     ft = _engine()
     metric = get_task(base.task).metric
     rows, hists, preds, labels, runs = [], [], {}, None, {}
-    for setting, sparsity, seed, cfg in _study_runs(base, sparsities, seeds, control_sparsity):
+    from .executor import ensure_runs
+    asked = _study_runs(base, sparsities, seeds, control_sparsity)
+    ensure_runs([base.replace(seed=int(seed)).reference() if cfg is None else cfg    # on a cluster
+                 for _, _, seed, cfg in asked], store, keep_model=False)
+    for setting, sparsity, seed, cfg in asked:
         if cfg is None:
             with quiet_transformers():
                 run = ft.finetune(base.replace(seed=int(seed)).reference(), store=store, progress=False,
@@ -904,8 +908,8 @@ def study_seconds(scores: pd.DataFrame) -> pd.DataFrame:
 def sparse_findings(effects: dict) -> str:
     """The verdicts of :func:`sparse_effects` in Markdown, one line per comparison
     (:meth:`bertdims.stats.Effect.sentence`), each with why an inconclusive one is
-    inconclusive (:func:`bertdims.distances.verdict_note`)."""
-    from .distances import verdict_note
+    inconclusive (:func:`bertdims.report.verdict_note`)."""
+    from .report import verdict_note
     lines = []
     for key, eff in effects.items():
         lines.append(f"* **{key}**: {eff.sentence()}. {verdict_note(eff)}")

@@ -215,8 +215,8 @@ def test_layer_variation_verdict_and_lr_normalisation(pair):
 
 
 def test_effect_helpers_and_records(store):
-    from bertdims.distances import (effect_chart, effects_table, glue_effects,
-                                    record_known_verdicts, verdict_note)
+    from bertdims.report import (effect_chart, effects_table, glue_effects, record_known_verdicts,
+                                 verdict_note)
     from bertdims.scorecard import KIND
     from bertdims.stats import seed_effect
     eff = seed_effect([0.01, 0.012, 0.011], [1.0], claim="worse", margin=0.5, scale="ratio")
