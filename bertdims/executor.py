@@ -281,6 +281,10 @@ def local_cluster(n_workers: int, *, gpus: int | None = None) -> Iterator[str]:
     if gpus and n_workers > gpus:
         raise bad("workers", n_workers, f"expected at most {gpus}: one GPU per worker, and this "
                   f"machine shows {gpus}")
+    cpus = os.cpu_count() or 1
+    if not gpus and n_workers > cpus:
+        raise bad("workers", n_workers, f"expected at most {cpus}: one worker per CPU core, and "
+                  f"this machine has {cpus} (use --scheduler for a cluster of several machines)")
     cluster = _gpu_cluster(n_workers) if gpus else _cpu_cluster(n_workers)
     try:
         yield cluster.scheduler_address

@@ -121,6 +121,10 @@ def no_work(monkeypatch, tmp_path):
     monkeypatch.setattr(papermill, "execute_notebook", stop)
     monkeypatch.setattr(tasks, "_load_cached", stop)
     monkeypatch.setattr(modeling_utils.PreTrainedModel, "from_pretrained", classmethod(stop))
+    from bertdims import executor      # starting or contacting a Dask cluster is work too
+    monkeypatch.setattr(executor, "_cpu_cluster", stop)
+    monkeypatch.setattr(executor, "_gpu_cluster", stop)
+    monkeypatch.setattr(executor, "check_scheduler", stop)
     monkeypatch.setenv("BERTDIMS_ROOT", str(ROOT))
     monkeypatch.setenv("BERTDIMS_RESULTS", str(tmp_path / "results"))
     monkeypatch.chdir(tmp_path)

@@ -236,3 +236,15 @@ def test_cli_cluster_is_given_to_the_kernels_and_closed(cluster, monkeypatch):
     with _cluster(Namespace(scheduler=cluster, workers=None)):
         assert os.environ[executor.SCHEDULER_ENV] == cluster
     assert executor.SCHEDULER_ENV not in os.environ
+
+
+def test_a_local_cluster_larger_than_the_machine_is_refused_before_it_starts(monkeypatch):
+    import os
+    from bertdims import ConfigError
+    monkeypatch.setattr(executor, "_cpu_cluster", no_training_here)   # never reached
+    with pytest.raises(ConfigError, match=f"at most {os.cpu_count()}"):
+        with executor.local_cluster((os.cpu_count() or 1) + 1, gpus=0):
+            pass
+    with pytest.raises(ConfigError, match="at most 2: one GPU per worker"):
+        with executor.local_cluster(3, gpus=2):
+            pass
