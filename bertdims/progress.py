@@ -92,7 +92,7 @@ class Follower:
         self.path, self.prefix = Path(path), prefix
         self.planned = list(planned)
         self.later = later_seconds
-        self.out = out or (lambda text: print(text, flush=True))
+        self.out = out or _write_line
         self.started = 0
         self.done: set[int] = set()
         self._offset = 0
@@ -147,3 +147,10 @@ class Follower:
         minutes = (sum(rest) + self.later) / 60
         return f"about {minutes:.0f} min left (estimate)" if minutes >= 1 \
             else "under a minute left (estimate)"
+
+
+def _write_line(text: str) -> None:
+    """Print one line above papermill's cell progress bar (tqdm's lock clears and redraws it),
+    rather than after it on the same terminal line."""
+    from tqdm.auto import tqdm
+    tqdm.write(text)

@@ -186,3 +186,17 @@ def test_run_html_renders_the_rerun_chapter_as_a_page(executed):
     text = page.read_text()
     assert page.suffix == ".html" and "<html" in text and "sparse" in text.lower()
     assert "mathjax/tex-svg-full.js" in text                 # the book's offline MathJax
+
+
+def test_a_progress_line_is_a_whole_line_beside_a_progress_bar(capsys):
+    import sys
+
+    from tqdm.auto import tqdm
+
+    from bertdims.progress import _write_line
+    with tqdm(total=2, file=sys.stderr) as bar:     # papermill's cell bar, on stderr
+        bar.update(1)
+        _write_line("[ch 1/2] run 1 of 3 (finetune a); about 5 min left (estimate)")
+        bar.update(1)
+    out = capsys.readouterr().out
+    assert out == "[ch 1/2] run 1 of 3 (finetune a); about 5 min left (estimate)\n"
