@@ -1,7 +1,12 @@
 import subprocess
 import sys
 
+from pathlib import Path
+
 from bertdims.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_checks import assert_one_line_refusal  # noqa: E402
 
 
 def test_tasks_lists_the_five_embedded_tasks_with_sizes(capsys):
@@ -51,14 +56,7 @@ def test_pick_device_raises_config_error():
 def test_bad_input_is_one_line_and_status_2(argv, needle, capsys, monkeypatch):
     from pathlib import Path
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    try:
-        code = main(argv)
-    except SystemExit as exit_:   # argparse's own errors
-        code = exit_.code
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.count("\n") == 1 and err.startswith("bertdims"), err
-    assert needle in err, err
+    assert_one_line_refusal(argv, needle, capsys)
 
 
 def test_real_process_exits_2_without_traceback():

@@ -6,7 +6,9 @@ import importlib
 import importlib.util
 import os
 import socket
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,9 @@ from bertdims import executor
 from bertdims.dims import finetune_grid, grid_predictions
 from bertdims.finetune import FinetuneConfig, finetune, stored_key
 from bertdims.store import DamagedEntryWarning, ResultStore
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_checks import assert_one_line_refusal  # noqa: E402
 
 ft = importlib.import_module("bertdims.finetune")
 GRID = {"seed": [0, 1], "freeze": [0, 1]}          # 4 runs
@@ -175,23 +180,13 @@ def free_port() -> int:
     (["run", "01", "--workers", "two"], "--workers: invalid int value"),
 ])
 def test_bad_cluster_options_are_one_line_before_any_chapter(argv, needle, capsys, monkeypatch):
-    from pathlib import Path
     from bertdims import chapters
-    from bertdims.cli import main
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     monkeypatch.setattr(executor, "CONNECT_SECONDS", 1.0)
     monkeypatch.setattr(chapters, "run_chapter", no_training_here)
     monkeypatch.setattr(chapters, "build_book", no_training_here)
     monkeypatch.setattr(executor, "local_cluster", no_training_here)
-    argv = [a.format(port=free_port()) for a in argv]
-    try:
-        code = main(argv)
-    except SystemExit as exit_:   # argparse's own errors
-        code = exit_.code
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.count("\n") == 1 and err.startswith("bertdims"), err
-    assert needle in err, err
+    assert_one_line_refusal([a.format(port=free_port()) for a in argv], needle, capsys)
 
 
 def test_more_workers_than_gpus_is_refused_before_starting(monkeypatch):
