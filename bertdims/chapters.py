@@ -8,7 +8,6 @@ entry in ``book/parameters.yml`` (ranges, allowed names, bounds from the model's
 """
 from __future__ import annotations
 
-import ast
 import contextlib
 import hashlib
 import json
@@ -22,167 +21,14 @@ from typing import Any
 
 import yaml
 
-from ._validate import ConfigError, check_declared
+from ._validate import ConfigError
+from .parameters import (PRESETS, chapter_path, chapter_stems, check_parameters,  # noqa: F401
+                         declared_parameters, execution_order, load_declarations, load_presets,
+                         project_root, resolve_parameters, results_root)
 from .progress import PROGRESS_ENV
-
-PRESETS = ("smoke", "default", "paper")
-
 
 class ChapterFailed(RuntimeError):
     """A chapter raised while executing; the failed notebook is kept for inspection."""
-
-
-# ----------------------------------------------------------------------------- locating
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The folder holding ``_toc.yml`` and ``book/``: ``$BERTDIMS_ROOT``, or upwards from cwd."""
-    if start is None and os.environ.get("BERTDIMS_ROOT"):
-        start = os.environ["BERTDIMS_ROOT"]
-    here = Path(start or os.getcwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "_toc.yml").exists() and (folder / "book").is_dir():
-            return folder
-    raise ConfigError(f"no bertdims book found at or above {here}: run from the repository root "
-                      "(the folder with _toc.yml and book/) or set BERTDIMS_ROOT")
-
-
-def chapter_stems(root: Path | None = None) -> list[str]:
-    """Chapter stems in table-of-contents order (notebooks only)."""
-    root = root or project_root()
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files: list[str] = []
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                files.append(e["file"])
-            walk(e.get("sections"))
-            for part in e.get("parts", []) if isinstance(e, dict) else []:
-                walk(part.get("chapters"))
-
-    walk(toc.get("chapters"))
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    return [Path(f).name for f in files if (root / f"{f}.ipynb").exists()
-            or (root / f).with_suffix(".ipynb").exists()]
-
-
-def chapter_path(name: str, root: Path | None = None) -> Path:
-    """Resolve ``name`` (a stem, its number prefix such as ``01``, or a path) to a notebook."""
-    root = root or project_root()
-    stems = chapter_stems(root)
-    cand = Path(name)
-    if cand.suffix == ".ipynb" and cand.exists():
-        return cand.resolve()
-    matches = [s for s in stems if s == name or s.split("_", 1)[0] == name]
-    if len(matches) != 1:
-        raise ConfigError(f"parameter 'chapter' = {name!r} is not a chapter; choose one of: "
-                          + ", ".join(stems))
-    return root / "book" / f"{matches[0]}.ipynb"
-
-
-# --------------------------------------------------------------------------- parameters
-def declared_parameters(path: Path) -> dict[str, Any]:
-    """Names and default values of the chapter's ``parameters`` cell."""
-    import nbformat
-    nb = nbformat.read(str(path), as_version=4)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells:
-        raise ConfigError(f"{path.name} has no cell tagged 'parameters'")
-    values: dict[str, Any] = {}
-    for node in ast.parse(cells[0].source).body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-            if isinstance(target, ast.Name):
-                values[target.id] = ast.literal_eval(node.value)
-    return values
-
-
-def load_presets(root: Path | None = None) -> dict:
-    root = root or project_root()
-    path = root / "book" / "presets.yml"
-    return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
-
-
-def _type_ok(default: Any, value: Any) -> bool:
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
-
-
-def resolve_parameters(path: Path, preset: str = "default", overrides: dict | None = None,
-                       root: Path | None = None) -> dict[str, Any]:
-    """The parameters to inject: the preset's overrides, then the user's, all checked
-    against the chapter's parameters cell (unknown names and wrong types are errors)."""
-    if preset not in PRESETS:
-        raise ConfigError(f"parameter 'preset' = {preset!r} is not allowed; choose one of: "
-                          + ", ".join(PRESETS))
-    declared = declared_parameters(path)
-    params: dict[str, Any] = {}
-    if preset != "default":
-        params.update((load_presets(root).get(path.stem) or {}).get(preset) or {})
-    params.update(overrides or {})
-    for name, value in params.items():
-        if name not in declared:
-            raise ConfigError(f"parameter {name!r} is not declared by chapter {path.stem}; "
-                              f"it declares: {', '.join(declared)}")
-        if not _type_ok(declared[name], value):
-            raise ConfigError(f"parameter {name!r} = {value!r} has type {type(value).__name__}; "
-                              f"chapter {path.stem} expects {type(declared[name]).__name__} "
-                              f"(default {declared[name]!r})")
-    return params
-
-
-def load_declarations(root: Path | None = None) -> dict:
-    """``book/parameters.yml``: per chapter stem, the constraint of each parameter."""
-    root = root or project_root()
-    path = root / "book" / "parameters.yml"
-    return (yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}) if path.exists() else {}
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses a key given twice in one mapping (plain YAML keeps the
-    last one silently: a second entry for a chapter would hide the first)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(f"book/parameters.yml: {key!r} is given twice "
-                                  f"(line {key_node.start_mark.line + 1})")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def check_parameters(path: Path, params: dict | None = None, root: Path | None = None,
-                     *, sizes: dict | None = None) -> dict[str, Any]:
-    """Check every parameter of a chapter (its defaults with ``params`` over them) against its
-    declaration in ``book/parameters.yml``; returns the full set of values.
-
-    Reads the model's ``config.json`` (through ``transformers.AutoConfig``) when a bound depends
-    on the model's size, never its weights or any data. ``sizes`` gives such sizes directly.
-    Raises :class:`ConfigError` naming the chapter, the parameter, the value and what is
-    allowed; a parameter with no declaration is an error too.
-    """
-    declared = declared_parameters(path)
-    values = {**declared, **(params or {})}
-    rules = load_declarations(root).get(path.stem)
-    if rules is None:
-        raise ConfigError(f"chapter {path.stem} has no entry in book/parameters.yml")
-    missing = sorted(set(declared) - set(rules))
-    if missing:
-        raise ConfigError(f"chapter {path.stem}: parameter(s) {missing} have no constraint in "
-                          "book/parameters.yml")
-    check_declared(rules, values, where=f"chapter {path.stem}", sizes=sizes)
-    return values
 
 
 # ------------------------------------------------------------------------------ running
@@ -211,10 +57,6 @@ def kernel_env(extra: dict | None = None):
     finally:
         for k in wanted:
             os.environ.pop(k, None)
-
-
-def _results_root(root: Path) -> Path:
-    return Path(os.environ.get("BERTDIMS_RESULTS", root / "results")).resolve()
 
 
 def run_chapter(name: str, *, preset: str = "default", params: dict | None = None,
@@ -247,7 +89,8 @@ def run_chapter(name: str, *, preset: str = "default", params: dict | None = Non
             out_dir = root / "_build" / "executed" / preset
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("BERTDIMS_RESULTS", str(_results_root(root)))
+    # absolute: the kernel runs in the chapter's folder, where a relative path means another store
+    os.environ["BERTDIMS_RESULTS"] = str(results_root(root))
     final = out_dir / path.name
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".running-") as tmp:
         scratch = Path(tmp) / path.name
@@ -294,7 +137,7 @@ def print_plan(preset: str, chapters: list[str] | None, root: Path,
     from .plan import make_plan
     from .store import ResultStore
     try:
-        plan = make_plan(preset, chapters, store=ResultStore(_results_root(root)), root=root,
+        plan = make_plan(preset, chapters, store=ResultStore(results_root(root)), root=root,
                          overrides=overrides)
     except ConfigError:
         raise
@@ -338,14 +181,6 @@ def _jupyter_book(src: Path, out: Path, root: Path) -> None:
 
 #: Pages that only read what the other chapters stored (the scorecard): shown where the table
 #: of contents puts them, executed after every other chapter.
-EXECUTE_LAST = ("scorecard",)
-
-
-def execution_order(stems: list[str]) -> list[str]:
-    """``stems`` in table-of-contents order, except the :data:`EXECUTE_LAST` pages at the end."""
-    return [s for s in stems if s not in EXECUTE_LAST] + [s for s in stems if s in EXECUTE_LAST]
-
-
 def build_book(preset: str = "default", *, root: Path | None = None,
                chapters: list[str] | None = None, execute: bool = True,
                progress: bool = True) -> Path:

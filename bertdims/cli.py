@@ -43,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="list the task registry with split sizes")
     tasks.add_argument("--source", choices=("embedded", "hub"), default=None)
     tasks.set_defaults(func=_cmd_tasks)
+    store = sub.add_parser("store", help="maintain the results store")
+    store_sub = store.add_subparsers(dest="store_command", metavar="{clean}", required=True,
+                                     parser_class=OneLineParser)
+    clean = store_sub.add_parser("clean", help="remove what killed writers left in the results store")
+    clean.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    clean.add_argument("--results", default=None,
+                       help="results store (default $BERTDIMS_RESULTS or ./results)")
+    clean.add_argument("--max-age-hours", type=float, default=24.0,
+                       help="remove another host's leftovers older than this (default 24)")
+    clean.set_defaults(func=_cmd_store_clean)
     from . import chapters
     chapters.register_cli(sub)
     for name in FAMILY_MODULES:
@@ -63,6 +73,18 @@ def _cmd_tasks(args) -> int:
     with pd.option_context("display.max_rows", None, "display.max_columns", None,
                            "display.width", 200, "display.max_colwidth", 40):
         print(table.to_string(index=False))
+    return 0
+
+
+def _cmd_store_clean(args) -> int:
+    from .store import ResultStore
+    store = ResultStore(args.results)
+    removed = store.clean(dry_run=args.dry_run, max_age_hours=args.max_age_hours)
+    for path in removed:
+        print(("would remove " if args.dry_run else "removed ") + str(path))
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(removed)} leftover folder{'s' if len(removed) != 1 else ''} "
+          f"from {store.root}")
     return 0
 
 

@@ -48,6 +48,7 @@ from .multitask import (EMBEDDED_CLASSIFICATION_TASKS, SAMPLERS, MultiTaskModel,
                         check_task_list, load_multitask, train_multitask)
 from .dims import (RESULTS_VERSION, effect_or_note, chance_score, effects_frame, random_dims,
                    with_effect_fields)
+from .models import model_size
 from .tasks import get_task
 from .tokens import check_token
 
@@ -161,15 +162,6 @@ class CrossConfig(ConfigMixin):
     def check_model(self) -> None:
         """Read the model's size (its config only) and :meth:`validate`."""
         self.validate(*model_size(self.model))
-
-
-def model_size(model: str) -> tuple[int, int]:
-    """(number of layers, hidden size) of a model, read from its config only."""
-    from transformers import AutoConfig
-
-    from .models import resolve_model
-    cfg = AutoConfig.from_pretrained(resolve_model(model))
-    return int(cfg.num_hidden_layers), int(cfg.hidden_size)
 
 
 def _candidates(config: CrossConfig) -> int:

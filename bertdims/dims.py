@@ -65,6 +65,7 @@ import pandas as pd
 
 from ._validate import ConfigError, bad, check_choice, check_range
 from . import progress as _progress
+from .models import model_size  # noqa: F401  (part of this module's API)
 from .tasks import Task, compute_metrics, get_task
 
 METHODS = ("single", "ablation")
@@ -651,16 +652,6 @@ def run_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: int
     scores = pd.concat(scores, ignore_index=True)
     scores["k"] = scores["k"].astype(str)
     return DimsResult(rankings=rankings, scores=scores, finetune_metrics=run.metrics)
-
-
-def model_size(model: str) -> tuple[int, int]:
-    """(number of layers L, hidden size H) of a model given by name or folder, read from its
-    config only (no weights are loaded)."""
-    from transformers import AutoConfig
-
-    from .models import resolve_model
-    cfg = AutoConfig.from_pretrained(resolve_model(model))
-    return int(cfg.num_hidden_layers), int(cfg.hidden_size)
 
 
 def retrain_k(config, ranking: pd.DataFrame | Sequence[int], ks: Iterable[int], *, store,

@@ -77,24 +77,21 @@ def compute(kind: str, config: Any, root: str, keep_model: bool | None, key: str
         if kind == "finetune":
             from .finetune import finetune
             return finetune(config, store=store, progress=False, keep_model=keep_model).path.name
-        from .sparse import sparse_finetune
-        return sparse_finetune(config, store).path.name
+        return config.compute_in(store, keep_model).path.name
 
 
 def _job(config: Any, store, keep_model: bool | None) -> Job:
-    """The :class:`Job` of a ``FinetuneConfig`` or a ``SparseConfig`` (key computed here,
-    without training: it reads the model's files for its fingerprint)."""
+    """The :class:`Job` of a ``FinetuneConfig``, or of a config that says how it is stored
+    and computed (``store_kind``, ``store_key(store)``, ``compute_in(store, keep_model)``, as
+    :class:`bertdims.sparse.SparseConfig`); the key is computed here, without training (it
+    reads the model's files for its fingerprint)."""
     from .finetune import KEEP_MODELS_ENV, FinetuneConfig, stored_key
-    from .models import fingerprint_of
-    from .sparse import SparseConfig
-    from .sparse import _key_config as sparse_key_config
     if isinstance(config, FinetuneConfig):
         if os.environ.get(KEEP_MODELS_ENV, "") not in ("", "0"):
             keep_model = True       # what this process would keep, whatever the worker's environment
         return Job("finetune", stored_key(config, store), config, keep_model)
-    if isinstance(config, SparseConfig):
-        key = store.key("sparse_finetune", sparse_key_config(config), fingerprint_of(config.model))
-        return Job("sparse_finetune", key, config, None)
+    if all(hasattr(config, a) for a in ("store_kind", "store_key", "compute_in")):
+        return Job(config.store_kind, config.store_key(store), config, None)
     raise bad("configs", type(config).__name__, "expected FinetuneConfig or SparseConfig objects")
 
 

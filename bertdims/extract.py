@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -32,6 +31,7 @@ import torch
 from ._validate import ConfigError, ConfigMixin, bad, check_range
 from .device import autocast, pick_device, pick_precision
 from .models import Encoder, load_encoder
+from .store import write_json_atomic
 from .tokens import check_token, select_token
 
 Texts = Sequence[str] | Sequence[tuple[str, str]]
@@ -380,7 +380,9 @@ def extract(model, task: str, split: str = "train", *, layers: int | Sequence[in
     ``chunk_size`` and not on the size of the split. The run is stored under
     ``<store root>/representations/<key>`` where the key hashes the model fingerprint and the
     :class:`ExtractConfig`; it is filled in ``.<key>.partial`` (resumed chunk by chunk after an
-    interruption) and renamed into place with ``meta.json`` marked complete.
+    interruption) and committed by the store (:meth:`bertdims.store.ResultStore.commit`: ``meta.json``
+    marked complete, one rename into place). One process extracts a key at a time (the store's
+    lock of the key); another asking for it waits, then reads it.
 
     Returns :class:`StoredRepresentations` (memory-mapped ``(N, H)`` per layer).
     """
@@ -400,29 +402,34 @@ def extract(model, task: str, split: str = "train", *, layers: int | Sequence[in
     fingerprint = encoder.fingerprint()
     key = store.key(KIND, config.to_dict(), fingerprint)
     final = store.path(KIND, key)
-    if not force and (final / "meta.json").exists():
-        try:
-            return StoredRepresentations(final)
-        except ValueError:
-            pass
-    num_rows, get_texts, get_labels = _source(config.task, config.split, data)
-    rows = sample_indices(num_rows, config.max_samples, config.sample_seed)
-    partial = final.with_name(f".{key}.partial")
-    _write_chunks(encoder, partial, config, resolved, rows, get_texts, get_labels, fingerprint,
-                  batch_size=batch_size, chunk_size=chunk_size, device=device,
-                  precision=precision, progress=progress)
-    meta = {"kind": KIND, "key": key, "fingerprint": fingerprint, "model_name": encoder.name,
-            "resolved_layers": resolved, "num_rows": int(len(rows)), "hidden_size": encoder.hidden_size,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "complete": True}
-    from ._version import __version__
-    meta["version"] = __version__
-    from .store import checksums
-    meta["files"] = checksums(partial)
-    (partial / "meta.json").write_text(json.dumps(meta, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
+    hit = None if force else _stored(final)
+    if hit is not None:
+        return hit
+    with store.lock(KIND, key) as waited:      # one process extracts a key, the others wait
+        hit = _stored(final) if waited else None
+        if hit is not None:
+            return hit
+        num_rows, get_texts, get_labels = _source(config.task, config.split, data)
+        rows = sample_indices(num_rows, config.max_samples, config.sample_seed)
+        partial = final.with_name(f".{key}.partial")
+        _write_chunks(encoder, partial, config, resolved, rows, get_texts, get_labels, fingerprint,
+                      batch_size=batch_size, chunk_size=chunk_size, device=device,
+                      precision=precision, progress=progress)
+        store.commit(KIND, key, partial, config.to_dict(), fingerprint,
+                     meta={"model_name": encoder.name, "resolved_layers": resolved,
+                           "num_rows": int(len(rows)), "hidden_size": encoder.hidden_size})
     return StoredRepresentations(final)
+
+
+def _stored(final: Path) -> StoredRepresentations | None:
+    """The complete, undamaged extraction in ``final``, else None (a damaged one is reported
+    with a DamagedEntryWarning and recomputed)."""
+    if not (final / "meta.json").exists():
+        return None
+    try:
+        return StoredRepresentations(final)
+    except ValueError:
+        return None
 
 
 def _write_chunks(encoder: Encoder, folder: Path, config: ExtractConfig, resolved: list[int],
@@ -442,9 +449,9 @@ def _write_chunks(encoder: Encoder, folder: Path, config: ExtractConfig, resolve
     if create:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+        write_json_atomic(folder / "config.json", config.to_dict(), indent=2, sort_keys=True)
         np.save(folder / "indices.npy", rows)
-        _write_json(state_file, state)
+        write_json_atomic(state_file, state)
     label_dtype = get_labels(rows[:1]).dtype if n else np.int64
     writers = [_RowWriter(folder / f"layer_{layer}.npy", (n, hidden), np.float32, create)
                for layer in resolved]
@@ -463,17 +470,10 @@ def _write_chunks(encoder: Encoder, folder: Path, config: ExtractConfig, resolve
                 for writer in writers + [labels]:
                     writer.file.flush()
                 state["rows_done"] = int(start + len(chunk))
-                _write_json(state_file, state)
+                write_json_atomic(state_file, state)
     finally:
         for writer in writers + [labels]:
             writer.close()
-
-
-def _write_json(path: Path, obj) -> None:
-    """Write JSON atomically (temporary file, then rename): a kill never leaves half a file."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 def iter_chunks(array: np.ndarray, chunk_size: int = 8192) -> Iterator[np.ndarray]:

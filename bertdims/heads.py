@@ -27,13 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .finetune_config import HEADS, FinetuneConfig
 from .tokens import select_token
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .finetune import FinetuneConfig
     from .tasks import Task
 
-HEADS = ("linear", "mlp")
 HEAD_FILE = "head.pt"
 CONFIG_FILE = "finetune.json"
 
@@ -326,7 +325,6 @@ def load_finetuned(model_dir: str | Path, device: str | torch.device = "cpu") ->
     from transformers import AutoTokenizer
 
     from ._validate import ConfigError
-    from .finetune import FinetuneConfig
     from .tasks import get_task
 
     model_dir = Path(model_dir)

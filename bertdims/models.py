@@ -54,6 +54,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def model_size(model: str) -> tuple[int, int]:
+    """(number of layers L, hidden size H) of a model given by name or folder, read from its
+    ``config.json`` only (no weights are loaded)."""
+    from transformers import AutoConfig
+    cfg = AutoConfig.from_pretrained(resolve_model(model))
+    return int(cfg.num_hidden_layers), int(cfg.hidden_size)
+
+
 def resolve_model(name: str) -> str:
     """Turn a model name into something ``from_pretrained`` can load without waiting.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -422,7 +423,23 @@ def task_splits(task: str, config: MultitaskConfig) -> dict:
                           early_stopping_fraction=config.train_holdout)
 
 
-def _train(config: MultitaskConfig, out_dir: Path, progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+#: Resumable checkpoints of a joint run: this many in all, evenly spaced over its steps.
+CHECKPOINTS = 10
+
+
+def _after_step(step: int) -> None:
+    """Called after every optimizer step of a joint run (tests replace it to stop a run)."""
+
+
+def _train(config: MultitaskConfig, out_dir: Path, progress: bool, ckpt_dir: Path | None = None
+           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and evaluate; with ``ckpt_dir``, resumable checkpoints (the fine-tuning engine's:
+    trainable weights, optimizer, schedule, random states, the loss history), so that a run
+    killed part-way and started again ends where an uninterrupted run ends."""
+    from types import SimpleNamespace
+
+    from .training import finetune_module
+    ft = finetune_module()
     from tqdm.auto import tqdm
 
     from .heads import load_backbone
@@ -450,6 +467,13 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool) -> tuple[pd.D
     optimizer = build_optimizer(model, config)
     schedule = slanted_triangular(optimizer, len(order), config.warmup)
     passes, streams = [0] * len(tasks), [None] * len(tasks)
+    state = ft._LoopState()
+    cfg = {**config.to_dict(), "multitask_version": MULTITASK_VERSION}
+    if ckpt_dir is not None:
+        state = ft._load_checkpoint(ckpt_dir, cfg, model, optimizer, schedule, 0, 1) or state
+    every = max(1, len(order) // CHECKPOINTS)
+    acc = SimpleNamespace(num_processes=1, process_index=0, is_main_process=True,
+                          wait_for_everyone=lambda: None)
 
     def next_batch(i: int) -> dict:
         while True:
@@ -463,10 +487,28 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool) -> tuple[pd.D
                 return batch
             streams[i] = None
 
-    history = []
+    def skip(i: int, n: int) -> None:         # the batches task i used before the checkpoint
+        per_pass = len(make_loader(tasks[i], train[i], tokenizer, batch_size=config.batch_size,
+                                   max_seq_len=config.max_seq_len))
+        passes[i] = n // per_pass
+        if n % per_pass:
+            streams[i] = iter(make_loader(tasks[i], train[i], tokenizer, batch_size=config.batch_size,
+                                          max_seq_len=config.max_seq_len, shuffle=True,
+                                          seed=config.seed * 1000 + passes[i]))
+            passes[i] += 1
+            for _ in range(n % per_pass):
+                next(streams[i])
+
+    start = state.step
+    for i, n in enumerate(np.bincount(order[:start].astype(int), minlength=len(tasks))):
+        if n:
+            skip(i, int(n))
+    history = list(state.history)
     model.train()
-    for step, i in enumerate(tqdm(order, disable=not progress, desc="multitask", leave=False)):
-        batch = next_batch(int(i))
+    bar = tqdm(total=len(order), initial=start, disable=not progress, desc="multitask", leave=False)
+    for step in range(start, len(order)):
+        i = int(order[step])
+        batch = next_batch(i)
         with autocast(device, precision):
             logits = model.task_logits(config.tasks[i], **_model_inputs(batch, device)).float()
         y = batch["labels"].to(device)
@@ -479,6 +521,13 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool) -> tuple[pd.D
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         history.append({"step": step, "task": config.tasks[i], "loss": float(loss.detach())})
+        bar.update(1)
+        done = step + 1
+        if ckpt_dir is not None and done % every == 0 and done < len(order):
+            state.step, state.history = done, history
+            ft._save_checkpoint(ckpt_dir, cfg, state, model, optimizer, schedule, acc)
+        _after_step(done)
+    bar.close()
     model.eval()
     rows = []
     for split in ("validation", "test"):
@@ -542,12 +591,18 @@ def train_multitask(config: MultitaskConfig, *, store=None, out_dir: str | Path 
     key = store.key(KIND, key_cfg, fingerprint)
     run = store.get(KIND, key)
     if run is None:
-        started = time.perf_counter(); _progress.run_started(KIND, key, key_cfg)  # noqa: E702
-        with store.writing(KIND, key_cfg, fingerprint, key=key) as tmp:
-            metrics, history = _train(config, Path(tmp), progress)
-            metrics.to_csv(Path(tmp) / "metrics.csv", index=False)
-            history.to_csv(Path(tmp) / "history.csv", index=False)
-            (Path(tmp) / "result.json").write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-        _progress.run_finished(KIND, key, time.perf_counter() - started, cached=False)
-        run = store.get(KIND, key)
+        with store.lock(KIND, key):           # one process trains a key; the others read it
+            run = store.get(KIND, key)
+            if run is None:
+                ckpt_dir = store.root / KIND / ".checkpoints" / key
+                started = time.perf_counter(); _progress.run_started(KIND, key, key_cfg)  # noqa: E702
+                with store.writing(KIND, key_cfg, fingerprint, key=key) as tmp:
+                    metrics, history = _train(config, Path(tmp), progress, ckpt_dir)
+                    metrics.to_csv(Path(tmp) / "metrics.csv", index=False)
+                    history.to_csv(Path(tmp) / "history.csv", index=False)
+                    (Path(tmp) / "result.json").write_text(
+                        json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+                _progress.run_finished(KIND, key, time.perf_counter() - started, cached=False)
+                run = store.get(KIND, key)
     return MultitaskRun(config, run.table("metrics"), run.table("history"), run.path / "model")

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from ._validate import ConfigError, ConfigMixin, bad, check_range
+from .probes import check_embeddings, linear_predictions  # noqa: F401  (part of this module's API)
 
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.feature_selection import SelectorMixin
@@ -47,26 +48,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 
 # ---------------------------------------------------------------------------- validation
-def check_embeddings(X, y=None, *, name: str = "X") -> tuple[np.ndarray, np.ndarray | None]:
-    """X as a finite float array (n, D) and y as class ids; ConfigError otherwise."""
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise bad(name, f"array of shape {X.shape}", "expected a non-empty 2-d array (n_examples, n_dims)")
-    if not np.issubdtype(X.dtype, np.number):
-        raise bad(name, f"array of dtype {X.dtype}", "expected numbers")
-    finite = np.isfinite(X)
-    if not finite.all():
-        rows, cols = np.nonzero(~finite)
-        raise bad(name, f"{(~finite).sum()} non-finite values (first at row {rows[0]}, dim {cols[0]})",
-                  "embeddings must be finite (no NaN or inf); check the extraction")
-    if y is None:
-        return X, None
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(X):
-        raise bad("y", f"array of shape {y.shape}", f"expected one label per row of {name} ({len(X)})")
-    return X, y
-
-
 def _validate_xy(est, X, y) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's own checks of X and y (dense, finite, real numbers, at least 2 rows,
     one label per row, class labels), raised as :class:`ConfigError` with scikit-learn's text."""
@@ -625,7 +606,6 @@ def run_neurons(config: NeuronsConfig, *, store=None):
     from .extract import analysis_encoder, task_arrays
     from .models import fingerprint_of
     from .dims import chance_score
-    from .pca import linear_predictions
     from .store import ResultStore
     from .tasks import get_task
     store = store if store is not None else ResultStore()

@@ -26,6 +26,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validate import ConfigError, ConfigMixin, bad, check_range
+from .probes import check_embeddings, linear_accuracy, linear_predictions, linear_probe  # noqa: F401
 from .extract import analysis_encoder, general_array, iter_chunks, task_arrays
 
 # The paper's numbers (BERT-base, IMDB / AG-news / DBpedia).
@@ -70,7 +71,6 @@ class TorchPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
     def fit(self, X, y=None) -> "TorchPCA":
         """Fit on X (n, D), n >= 2; ``y`` is ignored."""
         from .device import pick_device
-        from .neurons import check_embeddings
         # the shape, dtype, sparse and complex checks of scikit-learn; finiteness is checked
         # chunk by chunk below, so a memory-mapped X is never loaded whole
         try:
@@ -116,27 +116,6 @@ class TorchPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         except ValueError as e:
             raise ConfigError(f"X: {e}") from e
         return (np.asarray(X, dtype=np.float64) - self.mean_) @ self.components_.T
-
-
-# ---------------------------------------------------------------------------- probes
-def linear_probe():
-    """The probe of sections 3.1-3.2: standardise on the training rows, then a softmax
-    (logistic) regression with C = 1 (a scikit-learn pipeline)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-
-
-def linear_predictions(X_train, y_train, X_test) -> np.ndarray:
-    """Test predictions (m,) of :func:`linear_probe` fitted on (X_train (n, k), y_train)."""
-    return linear_probe().fit(np.asarray(X_train, dtype=np.float64), y_train).predict(
-        np.asarray(X_test, dtype=np.float64))
-
-
-def linear_accuracy(X_train, y_train, X_test, y_test) -> float:
-    """Test accuracy of :func:`linear_probe` fitted on the training rows."""
-    return float(np.mean(linear_predictions(X_train, y_train, X_test) == np.asarray(y_test)))
 
 
 def component_grid(num_dims: int, points: list[int] | None = None) -> list[int]:

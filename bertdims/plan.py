@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ._validate import bad
+from .models import model_size
 
 #: Evaluation batch of the engine (``max(2 * micro_batch_size, 32)``); used for forward costs.
 EVAL_BATCH = 32
@@ -86,12 +87,6 @@ def _plain(config: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=None)
-def model_size(model: str) -> tuple[int, int]:
-    """(layers L, hidden size H) from the model's config only."""
-    from .dims import model_size as size
-    return size(model)
-
-
 @functools.lru_cache(maxsize=None)
 def split_size(task: str, split: str, data_dir: str | None = None) -> int:
     from .tasks import load_task
@@ -341,7 +336,6 @@ def plan_05_freezing(p: dict) -> list[PlannedRun]:
 
 def plan_06_cross_finetuning(p: dict, store=None) -> list[PlannedRun]:
     from .crossft import CrossConfig, matched_epochs, random_dims
-    from .finetune import stored_key
     ch = "06_cross_finetuning"
     cc = CrossConfig(model=p["model"], tasks=p["tasks"], seeds=p["seeds"], num_dims=p["num_dims"],
                      selection=p["selection"], modes=["all", "few"],
@@ -515,20 +509,51 @@ def plan_10_sparse_finetuning(p: dict) -> list[PlannedRun]:
                          f"sparse {cfg.task} {setting} sparsity {sparsity} seed {seed}",
                          steps=like.steps, examples=like.examples)
         run.cost_config = ref                                    # type: ignore[attr-defined]
-        run.key_of = lambda store, kind, c: store.key(          # type: ignore[attr-defined]
-            kind, sparse._key_config(c), _fingerprint(c.model))
+        run.key_of = lambda store, kind, c: c.store_key(store)  # type: ignore[attr-defined]
         runs.append(run)
     return runs
 
 
 def plan_11_dimension_agreement(p: dict) -> list[PlannedRun]:
-    from .agreement import plan_11_dimension_agreement as planner     # next to its chapter's code
-    return planner(p)
-
-
-def _fingerprint(model: str) -> str:
-    from .models import fingerprint_of
-    return fingerprint_of(model)
+    """The runs chapter ``11_dimension_agreement`` asks the store for (``bertdims plan``, see
+    :mod:`bertdims.plan`): per task and seed, the full fine-tuning run, its ranking and k
+    scores (chapter 4's), its ``agreement_sources``; then the retraining runs of
+    :func:`bertdims.agreement.outlier_retrain` (selected and random are chapter 4's)."""
+    from . import dims
+    from .agreement import SOURCES_VERSION, AgreementConfig
+    from .finetune import stored_key
+    ch = "11_dimension_agreement"
+    cfg = AgreementConfig(**{k: p[k] for k in AgreementConfig.__dataclass_fields__ if k in p})
+    base, H = cfg.finetune_base(), dims.model_size(cfg.model)[1]
+    ks = [k for k in dims.DEFAULT_KS if cfg.selection == "single" or k == "all"
+          or k <= cfg.candidates]
+    runs = []
+    for t in cfg.tasks:
+        for s in cfg.seeds:
+            ft = base.replace(task=t, seed=s)
+            key_of = _run_key(ft, stored_key)
+            n = _subset(t, "train", cfg.max_train_samples) + 2 * _subset(t, "test", cfg.max_eval_samples)
+            abl = cfg.selection == "ablation"
+            rank_cfg = {"finetune": ft.to_dict(), "fill": "mean", "max_rank_samples": 4000,
+                        "results_version": dims.RESULTS_VERSION, "method": cfg.selection,
+                        "candidates": cfg.candidates if abl else None, "by": "loss" if abl else None}
+            k_cfg = {**rank_cfg, "ks": [str(k) for k in ks], "modes": list(dims.MODES)}
+            src_cfg = {"finetune": ft.to_dict(), "n_neurons": cfg.n_neurons, "folds": cfg.folds,
+                       "pca_components": cfg.pca_components, "layer": ft.layer, "token": ft.token,
+                       "version": SOURCES_VERSION}
+            runs += [_ft(ch, ft),
+                     _analysis(ch, "dims_rank", rank_cfg, n, key_of, task=t, seed=s),
+                     _analysis(ch, "dims_k", k_cfg, 0, key_of, task=t, seed=s),
+                     _analysis(ch, "agreement_sources", src_cfg, n, key_of, task=t, seed=s)]
+    k = cfg.retrain_k
+    for t in cfg.tasks:
+        for s in cfg.seeds:
+            ft = base.replace(task=t, seed=s)
+            runs += [_ft(ch, ft, depends={"dims": _ranking_words(t, s, k)}, k=k),
+                     _ft(ch, ft, depends={"dims": _ranking_words(t, s, k, "the outliers")}, k=k),
+                     _ft(ch, ft, depends={"dims": f"the {k} largest-magnitude dims"}, k=k),
+                     _ft(ch, ft.replace(dims=dims.random_dims(H, k, s, t)))]
+    return runs
 
 
 def plan_scorecard(p: dict) -> list[PlannedRun]:
@@ -809,7 +834,7 @@ def make_plan(preset: str = "default", chapters: list[str] | None = None, *, sto
               calibrate: bool = True, check_store: bool = True) -> Plan:
     """The :class:`Plan` of ``preset`` for ``chapters`` (default: every chapter, in execution
     order); ``overrides`` maps a stem to parameter overrides (``bertdims run -p``)."""
-    from .chapters import project_root
+    from .parameters import project_root
     from .models import quiet_transformers
     from .store import ResultStore
     root = root or project_root()
@@ -819,7 +844,7 @@ def make_plan(preset: str = "default", chapters: list[str] | None = None, *, sto
 
 
 def _make_plan(preset, chapters, store, root, overrides, calibrate, check_store) -> Plan:
-    from .chapters import (chapter_path, chapter_stems, check_parameters, execution_order,
+    from .parameters import (chapter_path, chapter_stems, check_parameters, execution_order,
                            resolve_parameters)
     stems = chapter_stems(root) if chapters is None else [chapter_path(c, root).stem for c in chapters]
     seen: set[str] = set()
@@ -933,6 +958,6 @@ def _cmd_plan(args) -> int:
 def _default_results() -> Path:
     import os
 
-    from .chapters import _results_root, project_root
+    from .parameters import project_root, results_root
     return Path(os.environ["BERTDIMS_RESULTS"]) if os.environ.get("BERTDIMS_RESULTS") \
-        else _results_root(project_root())
+        else results_root(project_root())

@@ -51,7 +51,7 @@ def _canonical(values: dict[str, Any], declared: dict[str, Any]) -> dict[str, An
 def chapter_params(namespace: dict, stem: str, root: Path | None = None) -> dict[str, Any]:
     """The values of the names that chapter ``stem``'s parameters cell declares, read from
     ``namespace`` (a chapter passes ``globals()``); ConfigError if one is missing."""
-    from .chapters import chapter_path, declared_parameters
+    from .parameters import chapter_path, declared_parameters
 
     declared = declared_parameters(chapter_path(stem, root))
     missing = [n for n in declared if n not in namespace]
@@ -63,7 +63,7 @@ def chapter_params(namespace: dict, stem: str, root: Path | None = None) -> dict
 
 def preset_params(stem: str, preset: str = "default", root: Path | None = None) -> dict[str, Any]:
     """Every parameter of chapter ``stem`` as ``bertdims run --preset`` would set it."""
-    from .chapters import chapter_path, declared_parameters, resolve_parameters
+    from .parameters import chapter_path, declared_parameters, resolve_parameters
 
     path = chapter_path(stem, root)
     declared = declared_parameters(path)
@@ -139,7 +139,7 @@ def scorecard_table(store: ResultStore, preset: str = "default", *, root: Path |
     (``<stem>.html``, relative to the book's pages), ``p_value``, ``effect scale``
     (difference or ratio), ``compares`` and ``sentence``.
     """
-    from .chapters import PRESETS
+    from .parameters import PRESETS
 
     if preset not in PRESETS:
         raise bad("preset", preset, "choose one of: " + ", ".join(PRESETS))

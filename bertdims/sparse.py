@@ -36,6 +36,7 @@ import copy
 import dataclasses
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from torch import nn
 
 from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
 from . import progress as _progress
+from .store import write_json_atomic, write_payload
 from .finetune import FinetuneConfig as _EngineConfig
 
 #: Short names of the weight matrices of a BERT layer -> module path inside the layer.
@@ -69,6 +71,8 @@ ESTIMATORS = ("topk",)
 #: training and never changed (the controls): ``magnitude`` keeps the largest ``|W|`` of each
 #: matrix, ``random`` a uniformly random subset of each matrix (seeded by ``seed``).
 MASKS = ("learned", "magnitude", "random")
+#: the per-step training losses of a checkpointed learned mask, next to the engine's checkpoint
+STEPS_FILE = "steps.json"
 
 #: The fields of :class:`SparseConfig` that define the training recipe. They have the names,
 #: meanings and defaults of :class:`bertdims.finetune.FinetuneConfig`'s fields, and
@@ -188,6 +192,18 @@ class SparseConfig(ConfigMixin):
     def trains_mask(self) -> bool:
         """Whether mask scores train: a learned mask that zeroes something."""
         return self.mask == "learned" and self.sparsity > 0
+
+    # the executor's job protocol (bertdims.executor): the store kind, the key, the computation
+    store_kind = "sparse_finetune"
+
+    def store_key(self, store) -> str:
+        """The key under which :func:`sparse_finetune` stores this run in ``store``."""
+        from .models import fingerprint_of
+        return store.key(self.store_kind, _key_config(self), fingerprint_of(self.model))
+
+    def compute_in(self, store, keep_model=None):
+        """Compute (or read back) this run into ``store`` (``keep_model`` does not apply)."""
+        return sparse_finetune(self, store)
 
     def validate(self, num_layers: int) -> None:
         """Layer numbers must exist in a model with ``num_layers`` encoder layers."""
@@ -546,7 +562,8 @@ def _splits(config: SparseConfig, task, tokenizer, data):
     return {name: encode_split(task, ds, tokenizer, config.max_seq_len) for name, ds in data.items()}
 
 
-def train_sparse(config: SparseConfig, *, data=None) -> SparseTraining:
+def train_sparse(config: SparseConfig, *, data=None, checkpoints: str | Path | None = None
+                 ) -> SparseTraining:
     """Train one sparse run with the reference's recipe (:meth:`SparseConfig.reference`).
 
     * Learned mask: the engine's loop, with the mask scores in place of the weights: the
@@ -560,6 +577,9 @@ def train_sparse(config: SparseConfig, *, data=None) -> SparseTraining:
       (``frozen_epochs``), as for any frozen encoder.
 
     ``data`` overrides the engine's splits (a mapping split -> ``datasets.Dataset``).
+    ``checkpoints``: a folder for resumable checkpoints of a learned mask (the engine's rule:
+    at each evaluation, or every ``checkpoint_every`` steps); a run killed part-way and started
+    again with the same folder resumes from its last checkpoint to the same result.
     """
     from types import SimpleNamespace
 
@@ -581,7 +601,8 @@ def train_sparse(config: SparseConfig, *, data=None) -> SparseTraining:
     epochs = ref.epochs if config.trains_mask else ref.frozen_epochs
     total = max(1, math.ceil(epochs * steps_per_epoch))
     eval_every = ft._eval_every(ref, steps_per_epoch, total)
-    acc = SimpleNamespace(device=device, num_processes=1, process_index=0)
+    acc = SimpleNamespace(device=device, num_processes=1, process_index=0, is_main_process=True,
+                          wait_for_everyone=lambda: None)
     info = {"n_train": len(train), "n_dev": len(enc["dev"]) if "dev" in enc else 0,
             "checkpoint_rule": "best_dev_loss" if "dev" in enc else "final",
             "monitor_split": monitor if monitor in enc else None, "sparse_version": SPARSE_VERSION,
@@ -595,7 +616,8 @@ def train_sparse(config: SparseConfig, *, data=None) -> SparseTraining:
         return SparseTraining(core.eval(), metrics, history, pd.DataFrame(columns=["step", "loss", "lr"]),
                               info, preds)
     return _train_learned(config, ref, task, clf, enc, collate, eval_bs, acc, precision, total,
-                          steps_per_epoch, eval_every, monitor, info)
+                          steps_per_epoch, eval_every, monitor, info,
+                          None if checkpoints is None else Path(checkpoints))
 
 
 def _sparse_optimizer(clf, config: SparseConfig, ref) -> torch.optim.AdamW:
@@ -612,9 +634,15 @@ def _sparse_optimizer(clf, config: SparseConfig, ref) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
 
 
+def _after_step(step: int) -> None:
+    """Called after every optimizer step of a learned mask (tests replace it to stop a run)."""
+
+
 def _train_learned(config, ref, task, clf, enc, collate, eval_bs, acc, precision, total,
-                   steps_per_epoch, eval_every, monitor, info) -> SparseTraining:
-    """The engine's training loop (one process) with the mask scores and the head training."""
+                   steps_per_epoch, eval_every, monitor, info, ckpt_dir: Path | None = None
+                   ) -> SparseTraining:
+    """The engine's training loop (one process) with the mask scores and the head training;
+    with ``ckpt_dir``, the engine's resumable checkpoints (the per-step losses ride along)."""
     from .device import autocast
     from .training import slanted_triangular
     ft = _engine()
@@ -628,6 +656,12 @@ def _train_learned(config, ref, task, clf, enc, collate, eval_bs, acc, precision
     head_group = 1
     loss_fn = ft._loss_fn(task)
     state, steps = ft._LoopState(), []
+    cfg = _key_config(config)
+    if ckpt_dir is not None:
+        state = ft._load_checkpoint(ckpt_dir, cfg, clf, optimizer, scheduler, 0, 1) or state
+        if state.step and (ckpt_dir / STEPS_FILE).exists():
+            steps = [row for row in json.loads((ckpt_dir / STEPS_FILE).read_text())
+                     if row["step"] <= state.step]
     t0 = time.perf_counter()
     clf.train()
     while state.step < total and not state.stopped:
@@ -663,6 +697,16 @@ def _train_learned(config, ref, task, clf, enc, collate, eval_bs, acc, precision
             ft._record(state, task, out, labels, monitor == "dev", clf.head, clf, ref, train_loss,
                        optimizer.param_groups[head_group]["lr"], steps_per_epoch)
             clf.train()
+            evaluated = True
+        else:
+            evaluated = False
+        due = (ref.checkpoint_every is None and evaluated) or (
+            ref.checkpoint_every is not None and state.step % ref.checkpoint_every == 0)
+        if ckpt_dir is not None and due and state.step < total and not state.stopped:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(ckpt_dir / STEPS_FILE, steps)     # before the commit point
+            ft._save_checkpoint(ckpt_dir, cfg, state, clf, optimizer, scheduler, acc)
+        _after_step(state.step)
     seconds = time.perf_counter() - t0
     if state.best_state is not None:
         with torch.no_grad():
@@ -692,7 +736,7 @@ def sparse_finetune(config: SparseConfig, store=None, *, force: bool = False):
     (:func:`storage_sizes`) and ``sparsity`` (measured); ``.table("history")`` the engine's
     evaluation rows and ``.table("steps")`` the training loss per step."""
     from .models import fingerprint_of
-    from .store import ResultStore, write_payload
+    from .store import ResultStore
     store = store or ResultStore()
     kind, cfg = "sparse_finetune", _key_config(config)
     fp = fingerprint_of(config.model)
@@ -700,10 +744,19 @@ def sparse_finetune(config: SparseConfig, store=None, *, force: bool = False):
     hit = None if force else store.get(kind, key)
     if hit is not None:
         return hit
+    with store.lock(kind, key) as waited:      # one process trains a key; the others read it
+        hit = store.get(kind, key) if waited or not force else None
+        if hit is not None:
+            return hit
+        return _train_and_store(config, store, kind, cfg, fp, key)
+
+
+def _train_and_store(config: SparseConfig, store, kind: str, cfg: dict, fp: str, key: str):
+    ckpt_dir = store.root / kind / ".checkpoints" / key
     t0 = time.perf_counter()
     _progress.run_started(kind, key, cfg)
     with store.writing(kind, cfg, fp, key=key) as folder:
-        res = train_sparse(config)
+        res = train_sparse(config, checkpoints=ckpt_dir)
         clf = res.model
         masks = extract_mask(clf) if config.trains_mask else fixed_masks(clf.encoder, config)
         saved = save_mask(masks, folder, head_state=clf.head.state_dict(), config=config.to_dict(),
@@ -717,6 +770,7 @@ def sparse_finetune(config: SparseConfig, store=None, *, force: bool = False):
                                "sizes": storage_sizes(clf, saved, masks),
                                "sparsity": measured, "history": res.history, "steps": res.steps,
                                "masked_weights": list(masks), **arrays})
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     _progress.run_finished(kind, key, time.perf_counter() - t0, cached=False)
     return store.get(kind, key)
 

@@ -7,65 +7,37 @@ text column(s) and an integer (classification) or float (regression) ``label`` c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from . import _embedded, _hub
 from ._validate import ConfigError
+from .task_spec import SPLITS, Task, TaskUnavailableError, forget_splits, load_splits, texts_of  # noqa: F401
 
-SPLITS = ("train", "validation", "test")
-
-
-class TaskUnavailableError(RuntimeError):
-    """A known task whose data cannot be loaded here (package missing, hub unreachable)."""
-
-
-@dataclass(frozen=True)
-class Task:
-    """What a task is: its texts, labels and metrics. ``load`` returns its splits."""
-
-    name: str
-    source: str                      # "embedded" | "hub"
-    text_fields: tuple[str, ...]     # one field, or two for sentence pairs
-    label_type: str                  # "classification" | "regression"
-    label_names: tuple[str, ...]     # class names; () for regression
-    metrics: tuple[str, ...]         # first one is the headline metric
-    loader: Callable[..., "object"] = field(repr=False, compare=False, default=None)
-    package: str | None = None       # PyPI package holding embedded data
-    description: str = ""
-    eval_splits: tuple[str, ...] = ("validation", "test")
-
-    @property
-    def num_labels(self) -> int:
-        """Number of classes; 1 for regression (one output)."""
-        return len(self.label_names) if self.label_type == "classification" else 1
-
-    @property
-    def metric(self) -> str:
-        return self.metrics[0]
-
-    @property
-    def is_regression(self) -> bool:
-        return self.label_type == "regression"
-
-
-_REGISTRY: dict[str, Task] = {}
+#: Every task by name: the embedded catalogue first, then the hub's, then any a user registers.
+_REGISTRY: dict[str, Task] = {task.name: task for task in (*_embedded.TASKS, *_hub.TASKS)}
 
 
 def register(task: Task) -> Task:
+    """Add a task (or replace the one of the same name) for this process."""
     _REGISTRY[task.name] = task
     return task
 
 
+def unregister(name: str) -> None:
+    """Remove a task registered with :func:`register` and forget its loaded splits."""
+    _REGISTRY.pop(name, None)
+    forget_splits(name)
+
+
 def task_names(source: str | None = None) -> list[str]:
-    _ensure_registered()
+    """Names of the registered tasks, of one ``source`` ("embedded" or "hub") when given."""
     return [n for n, t in _REGISTRY.items() if source is None or t.source == source]
 
 
 def get_task(name: str) -> Task:
     """The registered task called ``name``; a clear error listing the known ones otherwise."""
-    _ensure_registered()
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ConfigError(f"parameter 'task' = {name!r} is not a known task; choose one of: "
                           + ", ".join(_REGISTRY))
@@ -77,22 +49,14 @@ def data_version(name: str) -> dict:
     installed version and a hash of its data files; for a hub task the data set, config and
     cached revision. Two runs with different data get different keys when it is included."""
     task = get_task(name)
-    if task.source == "embedded":
-        from ._embedded import DATA_FILES, data_version as embedded_version
-        if name in DATA_FILES:
-            return embedded_version(name)
-    elif task.source == "hub":
-        from ._hub import data_version as hub_version
-        return hub_version(name)
+    if task.source == "embedded" and name in _embedded.DATA_FILES:
+        return _embedded.data_version(name)
+    if task.source == "hub" and name in _hub.SOURCES:
+        return _hub.data_version(name)
     # a task registered at run time (by a user or a test): its loader names its data
     loader = task.loader
     return {"source": task.source, "task": name,
             "loader": f"{getattr(loader, '__module__', '?')}.{getattr(loader, '__qualname__', repr(loader))}"}
-
-
-def _ensure_registered() -> None:
-    if not _REGISTRY:
-        from . import _embedded, _hub  # noqa: F401  (registration side effect)
 
 
 def load_task(name: str, *, max_samples: dict[str, int] | int | None = None, data_dir: str | None = None):
@@ -102,7 +66,7 @@ def load_task(name: str, *, max_samples: dict[str, int] | int | None = None, dat
     ``max_samples`` keeps the first n rows of each split (an int for all, or per split).
     """
     task = get_task(name)
-    data = _load_cached(name, data_dir)
+    data = load_splits(task, data_dir)
     if max_samples is not None:
         data = data.copy()
         for split in list(data):
@@ -112,17 +76,6 @@ def load_task(name: str, *, max_samples: dict[str, int] | int | None = None, dat
     return data
 
 
-_CACHE: dict = {}
-
-
-def _load_cached(name: str, data_dir: str | None):
-    key = (name, data_dir)
-    if key not in _CACHE:
-        task = get_task(name)
-        _CACHE[key] = task.loader(data_dir=data_dir) if data_dir else task.loader()
-    return _CACHE[key]
-
-
 def get_split(name: str, split: str, **kw):
     """One split of a task; a clear error naming the split and the ones that exist."""
     data = load_task(name, **kw)
@@ -130,14 +83,6 @@ def get_split(name: str, split: str, **kw):
         raise ConfigError(f"parameter 'split' = {split!r} does not exist for task {name!r}; "
                           f"choose one of: {', '.join(data)}")
     return data[split]
-
-
-def texts_of(task: Task, dataset) -> list:
-    """The inputs of a split: a list of strings, or of (a, b) pairs for pair tasks."""
-    if len(task.text_fields) == 1:
-        return list(dataset[task.text_fields[0]])
-    a, b = task.text_fields
-    return list(zip(dataset[a], dataset[b]))
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -198,7 +143,7 @@ def task_table(load_hub: bool = False):
     """
     import pandas as pd
 
-    from . import _hub
+    from .task_spec import _LOADED
 
     rows = []
     for name in task_names():
@@ -206,7 +151,7 @@ def task_table(load_hub: bool = False):
         row = {"name": name, "source": task.source, "type": task.label_type,
                "labels": _labels_summary(task), "metrics": ", ".join(task.metrics)}
         status = "ok"
-        if task.source == "hub" and (name, None) not in _CACHE and not load_hub:
+        if task.source == "hub" and (name, None) not in _LOADED and not load_hub:
             status = _hub.hub_status(name)
             status = "ok" if status == "cached" else ("not loaded" if status == "reachable"
                                                       else "unavailable")

@@ -39,13 +39,8 @@ def _loader(regression: bool):
 
 def register_test_tasks() -> tuple[str, str]:
     """Register ``_test_cls`` (2 classes, accuracy) and ``_test_reg`` (scores, pearson/spearman)."""
-    from bertdims import tasks
-    from bertdims.tasks import Task, _REGISTRY, register
-    try:
-        tasks._ensure_registered()   # the real tasks first, so registering ours does not hide them
-    except ImportError:
-        pass
-    if "_test_cls" not in _REGISTRY:
+    from bertdims.tasks import Task, register, task_names
+    if "_test_cls" not in task_names():
         register(Task(name="_test_cls", source="embedded", text_fields=("text",),
                       label_type="classification", label_names=("neg", "pos"),
                       metrics=("accuracy",), loader=_loader(False)))
@@ -53,3 +48,16 @@ def register_test_tasks() -> tuple[str, str]:
                       label_type="regression", label_names=(), metrics=("pearson", "spearman"),
                       loader=_loader(True)))
     return "_test_cls", "_test_reg"
+
+
+class Killed(RuntimeError):
+    """Raised by :func:`stop_at`'s hook: the run stops part-way, as a killed one would."""
+
+
+def stop_at(stop: int):
+    """A ``_after_step`` hook (of bertdims.finetune, sparse or multitask) that raises
+    :class:`Killed` once step ``stop`` is done (after any checkpoint due at that step)."""
+    def hook(step: int) -> None:
+        if step == stop:
+            raise Killed(f"stopped after step {step}")
+    return hook

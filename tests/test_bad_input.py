@@ -113,13 +113,15 @@ def no_work(monkeypatch, tmp_path):
     import papermill
     from transformers import modeling_utils
 
-    from bertdims import tasks
+    from bertdims import _embedded, task_spec, tasks
 
     def stop(*args, **kwargs):
         raise ReachedWork()
 
     monkeypatch.setattr(papermill, "execute_notebook", stop)
-    monkeypatch.setattr(tasks, "_load_cached", stop)
+    monkeypatch.setattr(tasks, "load_splits", stop)
+    monkeypatch.setattr(task_spec, "load_splits", stop)
+    monkeypatch.setattr(_embedded, "load_splits", stop)
     monkeypatch.setattr(modeling_utils.PreTrainedModel, "from_pretrained", classmethod(stop))
     from bertdims import executor      # starting or contacting a Dask cluster is work too
     monkeypatch.setattr(executor, "_cpu_cluster", stop)
@@ -137,14 +139,21 @@ def _options() -> list[tuple[str, str, list[str]]]:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     positionals = {"run": ["01"], "extract": ["embedded", "stsb"]}
     out = []
-    for name, sp in sub.choices.items():
+
+    def walk(name: str, sp) -> None:
         for action in sp._actions:
-            if isinstance(action, argparse._HelpAction) or action.nargs == 0:
+            if isinstance(action, argparse._SubParsersAction):    # "store clean": its own options
+                for word, inner in action.choices.items():
+                    walk(f"{name} {word}", inner)
+            elif isinstance(action, argparse._HelpAction) or action.nargs == 0:
                 continue
-            if action.option_strings:
+            elif action.option_strings:
                 out.append((name, action.option_strings[-1], positionals.get(name, [])))
             else:   # a positional: fuzzed in its place
                 out.append((name, f"<{action.dest}>", positionals.get(name, [])))
+
+    for name, sp in sub.choices.items():
+        walk(name, sp)
     return out
 
 
@@ -165,7 +174,7 @@ def _argv(command: str, option: str, positionals: list[str], value: str) -> list
         args = dict(zip(order, positionals))
         args[dest] = value
         return [command, *[args[k] for k in order if k in args]]
-    argv = [command, *positionals]
+    argv = [*command.split(), *positionals]
     if command == "prepare" and option != "--out":
         argv += ["--out", "prepared"]
     if option in ("-p", "--parameter"):

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from finetune_tasks import Killed, stop_at
 import bertdims as bd
 from bertdims.testing import predictions_right_on
 from bertdims import tasks as tasks_mod
@@ -68,9 +69,7 @@ def synth_tasks():
         tasks_mod.register(t)
     yield [t.name for t in made]
     for t in made:
-        tasks_mod._REGISTRY.pop(t.name, None)
-        for key in [k for k in tasks_mod._CACHE if k[0] == t.name]:
-            tasks_mod._CACHE.pop(key)
+        tasks_mod.unregister(t.name)
 
 
 def _tiny_multitask(tiny_bert, dims=([0, 1, 2], [5, 9])):
@@ -185,6 +184,36 @@ def test_save_and_load_round_trip(synth_tasks, tiny_bert, tmp_path):
     assert again.dims == model.dims and again.tasks == model.tasks
     for t in model.tasks:
         torch.testing.assert_close(a[t], b[t])
+
+
+def test_a_killed_joint_run_resumes_to_the_uninterrupted_result(synth_tasks, tiny_bert, tmp_path,
+                                                                  monkeypatch):
+    """Stopped after step 13 of 24 (its last checkpoint: step 12), the joint run started again
+    resumes there, each task's batches continuing where they were, and ends as an
+    uninterrupted run ends: the same loss at every step, the same metrics and weights."""
+    from bertdims import multitask
+    from bertdims.store import ResultStore
+    config = MultitaskConfig(model=tiny_bert, tasks=[SENTIMENT, TOPIC], dims=[[0, 1, 2], [3, 4, 5]],
+                             epochs=2.0, lr=3e-3, batch_size=16, max_seq_len=16, device="cpu", seed=0)
+    whole = train_multitask(config, store=ResultStore(tmp_path / "whole"), progress=False)
+    assert len(whole.history) == 24            # ceil(2 * 96 / 16) = 12 batches per task
+
+    store = ResultStore(tmp_path / "killed")
+    monkeypatch.setattr(multitask, "_after_step", stop_at(13))
+    with pytest.raises(Killed):
+        train_multitask(config, store=store, progress=False)
+    assert store.runs("multitask").empty
+    resumed = []
+    monkeypatch.setattr(multitask, "_after_step", resumed.append)
+    again = train_multitask(config, store=store, progress=False)
+    assert resumed[0] == 13                    # steps 1-12 came from the checkpoint
+    assert not (store.root / "multitask" / ".checkpoints").exists() or \
+        not any((store.root / "multitask" / ".checkpoints").iterdir())
+    pd.testing.assert_frame_equal(again.history, whole.history)
+    pd.testing.assert_frame_equal(again.metrics, whole.metrics)
+    a, b = again.load().state_dict(), whole.load().state_dict()
+    for name, value in b.items():
+        torch.testing.assert_close(a[name], value)
 
 
 @pytest.mark.slow

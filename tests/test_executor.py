@@ -106,20 +106,24 @@ def test_a_worker_killed_mid_run_leaves_the_grid_complete_and_the_store_valid(ti
         from bertdims.executor import compute
         from bertdims.store import ResultStore as _Store
         try:
-            _os.close(_os.open(_Path(root) / "died", _os.O_CREAT | _os.O_EXCL))
+            died = _os.open(_Path(root) / "died", _os.O_CREAT | _os.O_EXCL | _os.O_WRONLY)
         except FileExistsError:
             return compute(kind, config, root, keep_model, key)
         run_store = _Store(root)
         with run_store.lock(kind, key), run_store.writing(kind, {"half": True}, key=key) as tmp:
             (tmp / "result.json").write_text('{"metrics": ')
+            _os.write(died, str(tmp).encode())      # where it died
+            _os.close(died)
             _os._exit(1)
 
     cfgs = configs(tiny_bert)
     dask = executor.DaskExecutor(cluster, _compute=die_once)
     sent = executor.ensure_runs(cfgs, store, keep_model=False, executor=dask)
     assert (store.root / "died").exists() and len(sent) == len(cfgs)
-    leftovers = [p for p in (store.root / "finetune").iterdir() if p.name.startswith(".")]
-    assert leftovers, "the killed attempt left no half-written folder: it did not die mid-write"
+    half = Path((store.root / "died").read_text())
+    assert half.parent == store.root / "finetune" and ".tmp-" in half.name, \
+        "the killed attempt was not writing an entry: it did not die mid-write"
+    assert not half.exists()      # the retry of its key removed the dead writer's folder
     with warnings.catch_warnings():
         warnings.simplefilter("error", DamagedEntryWarning)
         for cfg in cfgs:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from finetune_tasks import register_test_tasks  # noqa: E402
+from finetune_tasks import Killed, register_test_tasks, stop_at  # noqa: E402
 
 ft = importlib.import_module("bertdims.finetune")  # the module (bertdims.finetune is also a function)
 from bertdims import ConfigError  # noqa: E402
@@ -308,12 +308,14 @@ def test_runs_of_different_precision_follow_each_other_in_one_process(tiny_bert)
     assert runs[0].metrics == runs[2].metrics
 
 
-def test_killed_run_resumes_to_the_same_result(tiny_bert, tmp_path):
+def test_killed_run_resumes_to_the_same_result(tiny_bert, tmp_path, monkeypatch):
     # 86 training examples, batch 16 -> 6 steps per epoch, 12 steps; checkpoints every 2 steps.
     cfg = config(tiny_bert, epochs=2.0, checkpoint_every=2, eval_every=6, lr=1e-3)
     full = finetune(cfg, out_dir=tmp_path / "full", progress=False)
-    with pytest.raises(ft.TrainingInterrupted):
-        finetune(cfg, out_dir=tmp_path / "cut", progress=False, _stop_after_steps=5)
+    with monkeypatch.context() as m:
+        m.setattr(ft, "_after_step", stop_at(5))          # stopped after step 5, as a kill would
+        with pytest.raises(Killed):
+            finetune(cfg, out_dir=tmp_path / "cut", progress=False)
     saved = torch.load(tmp_path / "cut" / "checkpoint" / "trainer.pt", weights_only=False)
     assert saved["state"]["step"] == 4 and len(saved["state"]["history"]) == 0
     resumed = finetune(cfg, out_dir=tmp_path / "cut", progress=False)
@@ -479,10 +481,11 @@ def test_truncated_encoder_gives_the_layer_output_of_the_full_one(tiny_bert):
     assert len(model.encoder.encoder.layer) == 2
 
 
-def test_frozen_fast_path_matches_the_full_loop(tiny_bert):
+def test_frozen_fast_path_matches_the_full_loop(tiny_bert, monkeypatch):
     cfg = config(tiny_bert, freeze=2, frozen_epochs=3.0, token="mean", max_train_samples=64)
     fast = finetune(cfg, progress=False)
-    slow = finetune(cfg, progress=False, _fast_frozen=False)
+    monkeypatch.setitem(ft.SHORTCUTS, "frozen_features", False)
+    slow = finetune(cfg, progress=False)
     assert fast.info["fast_frozen"] and not slow.info["fast_frozen"]
     assert fast.info["steps"] == slow.info["steps"] == 12      # frozen_epochs, not epochs
     np.testing.assert_allclose(fast.history.to_numpy(float), slow.history.to_numpy(float),

@@ -9,7 +9,8 @@ import papermill
 import pytest
 import yaml
 
-from bertdims._validate import ConfigError, Declared, SizeContext, check_declared
+from bertdims._validate import ConfigError
+from bertdims.parameters import Declared, SizeContext, check_declared
 from bertdims.chapters import (PRESETS, check_parameters, declared_parameters, chapter_stems,
                                load_declarations, resolve_parameters, run_chapter)
 from bertdims.cli import main
@@ -39,7 +40,7 @@ def bad_values(decl: Declared, ctx: SizeContext) -> list:
     if k == "choice":
         return ["no_such_choice"]
     if k in ("int", "float"):
-        from bertdims._validate import _bound
+        from bertdims.parameters import _bound
         low, _ = _bound(decl.opts[k][0], ctx)
         high, _ = _bound(decl.opts[k][1], ctx)
         step = 1 if k == "int" else 0.5
@@ -72,7 +73,7 @@ def _good_item(decl: Declared, ctx: SizeContext):
         return decl.opts["choice"][0]
     if decl.kind == "any_of":
         return _good_item(decl.options[0], ctx)
-    from bertdims._validate import _bound
+    from bertdims.parameters import _bound
     low, _ = _bound(decl.opts[decl.kind][0], ctx)
     return (low or 0) + 1
 
@@ -177,8 +178,8 @@ def test_cli_refuses_before_any_kernel(no_kernel, capsys, argv):
 
 def test_book_checks_every_chapter_before_the_first_runs(no_kernel, capsys, monkeypatch):
     """A bad preset value in the last chapter stops the book before chapter 1 executes."""
-    from bertdims import chapters
-    real = chapters.load_presets
+    from bertdims import parameters
+    real = parameters.load_presets
 
     def presets(root=None):
         data = real(root)
@@ -186,7 +187,7 @@ def test_book_checks_every_chapter_before_the_first_runs(no_kernel, capsys, monk
             **data["10_sparse_finetuning"]["smoke"], "sparsities": [1.5]}
         return data
 
-    monkeypatch.setattr(chapters, "load_presets", presets)
+    monkeypatch.setattr(parameters, "load_presets", presets)
     assert main(["book", "--preset", "smoke"]) == 2
     err = capsys.readouterr().err
     assert "chapter 10_sparse_finetuning" in err and "'sparsities' = [1.5]" in err, err

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from finetune_tasks import register_test_tasks  # noqa: E402
+from finetune_tasks import Killed, register_test_tasks, stop_at  # noqa: E402
 
 from bertdims import ConfigError  # noqa: E402
 from bertdims.finetune import FinetuneConfig, finetune, stored_key  # noqa: E402
@@ -92,10 +92,11 @@ def test_frozen_bottom_stays_in_eval_mode(bert4):
 
 @pytest.mark.parametrize("kw", [dict(freeze=2), dict(train_layers=[4], token="mean"),
                                 dict(freeze=1, layer=3, dims=[1, 5, 7])])
-def test_training_from_the_cached_bottom_equals_running_it_every_step(bert4, kw):
+def test_training_from_the_cached_bottom_equals_running_it_every_step(bert4, kw, monkeypatch):
     cfg = config(bert4, **kw)
     cached = finetune(cfg, progress=False)
-    full = finetune(cfg, progress=False, _cache_bottom=False)
+    monkeypatch.setitem(ft.SHORTCUTS, "bottom_cache", False)
+    full = finetune(cfg, progress=False)
     assert cached.info["bottom_cached"] and not full.info["bottom_cached"]
     np.testing.assert_allclose(cached.history.to_numpy(float), full.history.to_numpy(float),
                                rtol=1e-4, atol=1e-5)
@@ -179,11 +180,13 @@ def test_keep_models_flag_reaches_the_kernels(command, monkeypatch):
     assert __import__("os").environ[ft.KEEP_MODELS_ENV] == "1"
 
 
-def test_a_killed_top_layers_run_resumes_to_the_same_result(bert4, tmp_path):
+def test_a_killed_top_layers_run_resumes_to_the_same_result(bert4, tmp_path, monkeypatch):
     cfg = config(bert4, freeze=2, epochs=2.0, checkpoint_every=2, eval_every=4, lr=1e-3)
     full = finetune(cfg, out_dir=tmp_path / "full", progress=False)
-    with pytest.raises(ft.TrainingInterrupted):
-        finetune(cfg, out_dir=tmp_path / "cut", progress=False, _stop_after_steps=5)
+    with monkeypatch.context() as m:
+        m.setattr(ft, "_after_step", stop_at(5))
+        with pytest.raises(Killed):
+            finetune(cfg, out_dir=tmp_path / "cut", progress=False)
     resumed = finetune(cfg, out_dir=tmp_path / "cut", progress=False)
     assert full.info["bottom_cached"] and resumed.info["bottom_cached"]
     assert resumed.info["steps_this_call"] == full.info["steps"] - 4

@@ -28,7 +28,11 @@ def executed(tmp_path_factory):
     before (on the empty store) and the progress lines the kernels wrote."""
     tmp = tmp_path_factory.mktemp("planned")
     saved = {k: os.environ.get(k) for k in ("BERTDIMS_RESULTS", progress.PROGRESS_ENV)}
-    os.environ["BERTDIMS_RESULTS"] = str(tmp / "results")
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    # relative, as a user types it: it means tmp/results, not a folder beside the chapters,
+    # where the kernels run
+    os.environ["BERTDIMS_RESULTS"] = "results"
     events = tmp / "progress.jsonl"
     os.environ[progress.PROGRESS_ENV] = str(events)      # the user's file: followed, not replaced
     store = ResultStore(tmp / "results")
@@ -39,6 +43,7 @@ def executed(tmp_path_factory):
                         plan=next(c for c in before.chapters if c.stem == stem))
         after = make_plan("smoke", EXECUTED, store=store, root=ROOT)
     finally:
+        os.chdir(cwd)
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     return {"store": store, "before": before, "after": after, "events": events, "out": tmp / "out"}

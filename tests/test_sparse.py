@@ -1,8 +1,10 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
+from finetune_tasks import Killed, stop_at
 from bertdims import ConfigError
 from bertdims.heads import load_backbone
 from bertdims.sparse import (MATRICES, RECIPE, MaskedLinear, SparseConfig, StoredMask, apply_mask,
@@ -217,6 +219,41 @@ def test_learned_masks_train_with_the_references_steps_and_checkpoint_rule(tiny_
     for split in ("validation", "test"):                  # the same examples, in the same order
         np.testing.assert_array_equal(sparse.array(f"label_{split}"), full.labels(split))
         assert sparse.array(f"pred_{split}").shape == full.predictions(split).shape
+
+
+def test_a_killed_learned_mask_resumes_to_the_uninterrupted_result(tiny_bert, tmp_path, monkeypatch):
+    """Stopped after step 7 of 10 (its last checkpoint: the evaluation of step 6), the run
+    started again resumes there and ends where an uninterrupted run ends: the same mask, head,
+    metrics, history and per-step losses."""
+    from bertdims import sparse
+    from bertdims.store import ResultStore
+    cfg = SparseConfig(model=tiny_bert, sparsity=0.3, batch_size=4, epochs=2.0, max_train_samples=18,
+                       max_eval_samples=8, max_seq_len=16, device="cpu", eval_every=3)
+    whole = sparse_finetune(cfg, ResultStore(tmp_path / "whole"))
+
+    store = ResultStore(tmp_path / "killed")
+    monkeypatch.setattr(sparse, "_after_step", stop_at(7))
+    with pytest.raises(Killed):
+        sparse_finetune(cfg, store)
+    key = whole.path.name
+    ckpt = store.root / "sparse_finetune" / ".checkpoints" / key
+    assert store.get("sparse_finetune", key) is None
+    assert torch.load(ckpt / "trainer.pt", weights_only=False)["state"]["step"] == 6
+    resumed_from = []
+    monkeypatch.setattr(sparse, "_after_step", resumed_from.append)
+    again = sparse_finetune(cfg, store)
+    assert resumed_from[0] == 7                 # steps 1-6 came from the checkpoint of step 6
+    assert not ckpt.exists()                    # the finished run leaves no checkpoint behind
+    assert again.json()["metrics"] == whole.json()["metrics"]
+    for table in ("history", "steps"):
+        a, b = again.table(table).drop(columns=["seconds"], errors="ignore"), whole.table(table)
+        pd.testing.assert_frame_equal(a, b.drop(columns=["seconds"], errors="ignore"))
+    mask_a, mask_b = load_mask(again.path), load_mask(whole.path)
+    for name, m in mask_b.masks.items():
+        torch.testing.assert_close(mask_a.masks[name], m)
+    for name, v in mask_b.head_state.items():
+        torch.testing.assert_close(mask_a.head_state[name], v)
+    np.testing.assert_array_equal(again.array("pred_test"), whole.array("pred_test"))
 
 
 # ------------------------------------------------------------------------------ the controls

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import bertdims as bd
-from bertdims import _embedded, _hub, tasks
+from bertdims import _embedded, _hub, task_spec, tasks
 from bertdims.tasks import TaskUnavailableError
 
 # documented sizes (bertdims/_embedded.py docstring)
@@ -313,7 +313,7 @@ def test_hub_task_from_local_cache_without_network(monkeypatch, tmp_path, offlin
         monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(_hub, "_REACH", {})
         monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)
-    monkeypatch.setattr(tasks, "_CACHE", {})
+    monkeypatch.setattr(task_spec, "_LOADED", {})
     assert _hub.hub_status("sst2") == "cached"
     data = bd.load_task("sst2")
     assert [len(data[s]) for s in ("train", "validation", "test")] == [27, 3, 8]
