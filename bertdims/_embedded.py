@@ -414,14 +414,36 @@ def _general_sentences() -> tuple[str, ...]:
 def general_corpus(max_sentences: int | None = None, seed: int = 0) -> list[str]:
     """General-English sentences for a general-domain PCA of [CLS] embeddings.
 
-    The 18,391 distinct sentences of 5+ words from the 106 Wikipedia articles in gensim's test
-    data (``enwiki-...-shortened.bz2``, parsed with ``extract_pages`` and ``filter_wiki``),
-    shuffled with ``seed``; the first ``max_sentences`` are returned (all when None). Returns a
-    list of str. No task text is in it: BBC News articles were part of it before and were
-    removed, because ``bbc_news`` draws its splits from the same articles (a general PCA fitted
-    on them is in-domain for that task); a test checks that no sentence of any embedded task's
-    splits occurs here. The parsed sentences are cached in this process (the first call takes
-    a few seconds). Needs ``gensim`` (and ``smart_open``).
+    The corpus is the 18,391 distinct sentences of 5+ words from the 106 Wikipedia articles
+    in gensim's test data (``enwiki-...-shortened.bz2``, parsed with ``extract_pages`` and
+    ``filter_wiki``), shuffled with ``seed``.
+
+    Parameters
+    ----------
+    max_sentences : int, optional
+        Return only the first this many sentences of the shuffled corpus; None returns all.
+    seed : int
+        Seed of the shuffle (0 or more).
+
+    Returns
+    -------
+    list of str
+        The sentences, in shuffled order.
+
+    Raises
+    ------
+    ConfigError
+        ``max_sentences`` below 1 or ``seed`` below 0.
+    TaskUnavailableError
+        ``gensim`` is not installed.
+
+    Notes
+    -----
+    No task text is in the corpus: BBC News articles were part of it before and were removed,
+    because ``bbc_news`` draws its splits from the same articles (a general PCA fitted on them
+    is in-domain for that task); a test checks that no sentence of any embedded task's splits
+    occurs here. The parsed sentences are cached in this process (the first call takes a few
+    seconds). Needs ``gensim`` (and ``smart_open``).
     """
     from ._validate import check_range
 

@@ -74,14 +74,65 @@ SOURCES_VERSION = 1     # part of every agreement_sources key: bump when its com
 class AgreementConfig(ConfigMixin):
     """What chapter 11 runs; the fields are its parameters (margins aside).
 
-    ``model``, ``tasks`` (classification), ``seeds`` and the fine-tuning recipe
-    (``max_train_samples`` ... ``batch_size``) give the fine-tuned models, those of chapters 2
-    and 4 with the same values. ``selection`` and ``candidates`` are chapter 4's ranking;
-    ``n_neurons`` and ``folds`` the salient-neuron search; ``pca_components`` the number of
-    principal components whose loadings count; ``general_samples`` the sentences of the
-    general corpus the outlier dimensions are measured on; ``outlier_sigma`` the outlier rule;
-    ``top_k`` the k of the top-k overlap; ``retrain_k`` the number of dimensions retrained with
-    and without the outliers; ``n_null`` random rankings per comparison."""
+    ``model``, ``tasks``, ``seeds`` and the fine-tuning recipe (``max_train_samples`` ...
+    ``batch_size``) give the fine-tuned models, those of chapters 2 and 4 with the same values
+    (:meth:`finetune_base`; the other fields of :class:`bertdims.finetune.FinetuneConfig` keep
+    their defaults).
+
+    Parameters
+    ----------
+    model : str
+        The base encoder: ``"embedded"``, a hub name or a local folder.
+    tasks : list of str
+        Distinct registered classification tasks (salient neurons and single-neuron accuracy
+        need classes); one name is accepted as a list of one.
+    seeds : list of int
+        Distinct fine-tuning seeds; every task is fine-tuned once per seed.
+    max_train_samples, max_eval_samples : int or None
+        Fixed random subsets of the training / each evaluation split, as in
+        :class:`~bertdims.finetune.FinetuneConfig`.
+    max_seq_len : int
+        Tokens per input, for fine-tuning and for the general corpus.
+    epochs : float
+        Passes over the training set.
+    lr : float
+        Peak learning rate of the top block.
+    batch_size : int
+        Examples per update.
+    selection : str
+        Chapter 4's ranking method, ``"single"`` or ``"ablation"``
+        (:func:`bertdims.dims.rank_dimensions`): the ``selected`` source.
+    candidates : int
+        The dimensions the ``"ablation"`` ranking ranks (it must cover ``top_k`` and
+        ``retrain_k``).
+    n_neurons : int
+        Salient neurons to select (at least the number of classes are selected); ``top_k``
+        may not exceed it.
+    folds : int
+        Cross-validation folds of the salient-neuron search (>= 2).
+    pca_components : int
+        The number of principal components whose loadings count (:func:`pca_scores`).
+    general_samples : int or None
+        Sentences of the general corpus the outlier dimensions are measured on; None takes
+        them all.
+    outlier_sigma : float
+        The outlier rule: a dimension whose mean magnitude lies more than this many standard
+        deviations above the mean over dimensions (:func:`outlier_dims`).
+    top_k : int
+        The k of the top-k overlap.
+    retrain_k : int
+        The number of dimensions retrained with and without the outliers
+        (:func:`outlier_retrain`).
+    n_null : int
+        Random rankings per comparison (>= 10, :func:`null_agreement`).
+
+    Raises
+    ------
+    ConfigError
+        When a field has a wrong type or value: an unknown or regression task, repeated seeds,
+        ``top_k`` above ``n_neurons``, ``candidates`` below ``top_k`` or ``retrain_k`` for the
+        ablation ranking, or a recipe value the fine-tuning config refuses.
+    """
 
     model: str = "embedded"
     tasks: list = field(default_factory=lambda: ["rotten_tomatoes", "bbc_news"])
@@ -335,7 +386,34 @@ def rankings_study(config: AgreementConfig, *, store, progress: bool = False) ->
     The ``selected`` source is chapter 4's stored ranking (:func:`bertdims.dims.run_dims_grid`
     with chapter 4's default k grid, so its stored entries are read back); its score is minus
     the rank (NaN beyond the ranked candidates). The ``outlier`` source is the same for every
-    model (the pretrained model's :func:`outlier_profile` at the head's layer)."""
+    model (the pretrained model's :func:`outlier_profile` at the head's layer). The other
+    sources are computed per fine-tuned model and stored (:func:`unit_sources`).
+
+    Parameters
+    ----------
+    config : AgreementConfig
+        The models, the fine-tuning recipe and the settings of every source.
+    store : ResultStore
+        Where the fine-tuning runs, rankings, representations and sources are kept and read
+        back.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    Rankings
+        ``scores``, a table with one row per (task, seed, source, dim) and columns ``task``,
+        ``seed``, ``source``, ``dim``, ``score`` (higher = more important; NaN for a dimension
+        the source does not rank) and ``rank`` (1 = first; ties broken at random, fixed by the
+        task, seed and source); chapter 4's ranking tables (``rankings``); the
+        :func:`outlier_profile` (``profile``); the outlier dimensions at the head's layer
+        (``outliers``); the hidden size H; and the full models' metrics per (task, seed).
+
+    Raises
+    ------
+    ConfigError
+        If ``top_k`` or ``retrain_k`` exceeds the model's hidden size.
+    """
     from .dims import DEFAULT_KS, model_size, run_dims_grid
     base = config.finetune_base()
     hidden = model_size(config.model)[1]
@@ -634,12 +712,44 @@ class OutlierStudy:
 
 def outlier_retrain(config: AgreementConfig, rankings: Rankings, *, store,
                     progress: bool = False) -> OutlierStudy:
-    """Fine-tune afresh, for every task and seed, with a head on the dimensions of each
-    setting of :func:`setting_dims` (``k = config.retrain_k``), the recipe of
-    ``config.finetune_base()``: the full and the selected and random runs are chapter 4's
-    (same config, read back from the store); only ``without outliers`` (when the top k holds an
-    outlier) and ``outliers`` are new. Runs on a few dimensions are stored without encoder
-    weights."""
+    """Fine-tune afresh with a head on the dimensions of each setting, with and without outliers.
+
+    For every task and seed, one run per setting of :func:`setting_dims` (``full``,
+    ``selected``, ``without outliers``, ``outliers``, ``random``; ``k = config.retrain_k``),
+    with the recipe of ``config.finetune_base()``: the full and the selected and random runs
+    are chapter 4's (same config, read back from the store); only ``without outliers`` (when
+    the top k holds an outlier) and ``outliers`` are new. Runs on a few dimensions are stored
+    without encoder weights.
+
+    Parameters
+    ----------
+    config : AgreementConfig
+        The tasks, seeds, recipe and ``retrain_k``.
+    rankings : Rankings
+        What :func:`rankings_study` returned for ``config``: the ``selected`` and ``outlier``
+        sources and the outlier dimensions.
+    store : ResultStore
+        Where the runs are kept and read back.
+    progress : bool
+        Show the fine-tuning progress bars.
+
+    Returns
+    -------
+    OutlierStudy
+        ``scores``, a table with one row per (task, seed, setting) and columns ``task``,
+        ``seed``, ``setting``, ``k``, ``chosen`` (space-separated dimensions, or ``"all"``),
+        ``n_outliers`` (how many are outlier dimensions), ``metric``, ``value`` (test),
+        ``full`` (the same seed's full model) and ``share`` (value / full); ``predictions``,
+        ``predictions[(task, setting)]`` an array (S, N) of test predictions, rows in
+        ``seeds`` order; ``labels[task]``, an array (N,); ``seeds``; and ``k``.
+
+    Raises
+    ------
+    ConfigError
+        If a model has no ranking in ``rankings``, the ranking holds fewer than ``k``
+        dimensions (with or without the outliers), or the runs of a task were scored on
+        different test examples.
+    """
     from .finetune import finetune
     from .tasks import get_task
     base, k = config.finetune_base(), config.retrain_k

@@ -65,14 +65,54 @@ def run_chapter(name: str, *, preset: str = "default", params: dict | None = Non
                 prefix: str | None = None, later_seconds: float | None = 0.0) -> Path:
     """Execute one chapter with papermill into ``out_dir`` and return the output notebook.
 
-    The default output folder is ``_build/executed/<preset>/``, or
-    ``_build/runs/<stem>-<hash>/`` when parameters are overridden. Results go to the store
-    at ``$BERTDIMS_RESULTS`` (default ``<root>/results``).
+    The parameters (the preset's, then ``params`` over them) are checked before the kernel
+    starts. Results go to the store at ``$BERTDIMS_RESULTS`` (default ``<root>/results``),
+    which is set, as an absolute path, in this process's environment for the kernel. Beside
+    the notebook, ``<stem>.parameters.json`` records the preset and the injected parameters.
 
     With ``progress``, the runs the kernel computes are reported on the terminal (the kernel
-    writes them to ``$BERTDIMS_PROGRESS``, :mod:`bertdims.progress`): ``plan`` (the chapter's
-    :class:`bertdims.plan.ChapterPlan`) gives their number and estimates, ``prefix`` the tag
-    of each line (default ``[<stem>]``), ``later_seconds`` the estimate of the chapters after.
+    writes them to ``$BERTDIMS_PROGRESS``, :mod:`bertdims.progress`).
+
+    Parameters
+    ----------
+    name : str
+        The chapter: its stem (e.g. ``"01_model_and_tasks"``), its number prefix (``"01"``)
+        or a notebook path.
+    preset : str
+        One of :data:`bertdims.parameters.PRESETS` (``"smoke"``, ``"default"``, ``"paper"``).
+    params : dict, optional
+        Parameter overrides, over the preset's values.
+    out_dir : str or os.PathLike, optional
+        The output folder; None: ``<root>/_build/executed/<preset>/``, or
+        ``<root>/_build/runs/<stem>-<preset>-<hash>/`` when ``params`` overrides parameters.
+    root : Path, optional
+        The project root (the folder with ``_toc.yml`` and ``book/``); None: found from
+        ``$BERTDIMS_ROOT`` or upwards from the working directory.
+    progress : bool
+        Show papermill's bar over the cells and report the runs the kernel computes.
+    prepare_only : bool
+        Only inject the parameters, without executing the notebook (e.g. for nbval); no runs
+        are reported.
+    plan : bertdims.plan.ChapterPlan, optional
+        The chapter's plan, which gives the number of runs to report and their estimated
+        times.
+    prefix : str, optional
+        The tag at the start of each progress line; None: ``[<stem>]``.
+    later_seconds : float, optional
+        The estimated seconds of the chapters still to run after this one (None: unknown).
+
+    Returns
+    -------
+    Path
+        The executed (or, with ``prepare_only``, prepared) notebook, ``<out_dir>/<stem>.ipynb``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown chapter or preset, or a parameter that is not declared, has the wrong type
+        or a value the chapter does not allow.
+    ChapterFailed
+        A cell raised; the failed notebook is kept as ``<out_dir>/<stem>.failed.ipynb``.
     """
     import papermill
 
@@ -184,8 +224,43 @@ def _jupyter_book(src: Path, out: Path, root: Path) -> None:
 def build_book(preset: str = "default", *, root: Path | None = None,
                chapters: list[str] | None = None, execute: bool = True,
                progress: bool = True) -> Path:
-    """Execute the chapters (reading stored results where configs match) and build the HTML
-    with ``jupyter-book build -W``. Returns ``<root>/_build/html/index.html``."""
+    """Execute the chapters and build the HTML book with ``jupyter-book build -W``.
+
+    Every chapter's parameters are checked before the first kernel starts. The chapters run
+    with :func:`run_chapter` into ``<root>/_build/executed/<preset>/``, in table-of-contents
+    order with the pages that only read stored results (the scorecard) last; a chapter reads
+    stored results where the configs match instead of computing them again.
+
+    Parameters
+    ----------
+    preset : str
+        One of :data:`bertdims.parameters.PRESETS` (``"smoke"``, ``"default"``, ``"paper"``).
+    root : Path, optional
+        The project root (the folder with ``_toc.yml`` and ``book/``); None: found from
+        ``$BERTDIMS_ROOT`` or upwards from the working directory.
+    chapters : list of str, optional
+        A subset of chapters (stems, number prefixes or notebook paths), built with a table
+        of contents of their own; None: every chapter.
+    execute : bool
+        Execute every chapter; False: reuse the executed notebooks under
+        ``_build/executed/<preset>/`` where present and execute only the missing ones.
+    progress : bool
+        Print the plan of the runs (:mod:`bertdims.plan`) and report progress while the
+        chapters run.
+
+    Returns
+    -------
+    Path
+        The book's start page, ``<root>/_build/html/index.html``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown chapter or preset, or a chapter parameter (its default or the preset's
+        value) that is not declared, has the wrong type or a value that is not allowed.
+    ChapterFailed
+        A chapter raised while executing, or ``jupyter-book build`` failed.
+    """
     from .webassets import write_static
 
     root = root or project_root()

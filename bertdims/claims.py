@@ -36,10 +36,38 @@ SHORT = {"p1": "Few Dimensions", "p2": "Matton & de Oliveira", "p3": "Radiya-Dix
 class Claim:
     """One claim of one paper, as the book tests it.
 
-    ``compares`` says what A and B are (the effect is A against B on ``scale``: ``A - B`` or
-    ``A / B - 1``); ``claim`` is the kind (equivalent, better, worse, noninferior);
-    ``default_margin`` is on that scale, with ``margin_reason`` in one line. A chapter may
-    declare its own margin in its parameters cell; the recorded verdict keeps the one used.
+    The effect a chapter measures for the claim is A against B on ``scale``; ``compares`` says
+    what A and B are. A chapter may declare its own margin in its parameters cell; the
+    recorded verdict keeps the one used.
+
+    Attributes
+    ----------
+    id : str
+        A short unique id, e.g. ``"p1-few-dims-enough"``.
+    paper : str
+        ``"p1"``, ``"p2"``, ``"p3"``, or ``"book"`` for this book's own findings; a key of
+        :data:`PAPERS`.
+    where : str
+        Where the words are found: the section, table or figure of the paper, its abstract,
+        or the paper page's summary.
+    words : str
+        The paper's own words (or the summary's, as ``where`` says).
+    paper_number : str
+        The paper's own number for the claim, as text, or a note that it gives none.
+    chapter : str
+        The stem of the chapter that tests the claim and records its verdict.
+    claim : str
+        The claim kind: ``"equivalent"``, ``"better"``, ``"worse"`` or ``"noninferior"``
+        (see :func:`bertdims.stats.verdict_of`).
+    scale : str
+        The scale of the effect: ``"difference"`` (``A - B``) or ``"ratio"``
+        (``A / B - 1``).
+    default_margin : float
+        The margin, on ``scale``, fixed before running.
+    margin_reason : str
+        Why that margin, in one line.
+    compares : str
+        What A and B are.
     """
 
     id: str
@@ -229,7 +257,23 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 def claim_by_id(claim_id: str) -> Claim:
-    """The registered claim ``claim_id``; ConfigError naming the known ids otherwise."""
+    """The registered claim with the id ``claim_id``.
+
+    Parameters
+    ----------
+    claim_id : str
+        An id of :data:`CLAIMS`, e.g. ``"p1-few-dims-enough"``.
+
+    Returns
+    -------
+    Claim
+        The claim of :data:`CLAIMS` with that id.
+
+    Raises
+    ------
+    ConfigError
+        No registered claim has that id; the message names the known ids.
+    """
     for c in CLAIMS:
         if c.id == claim_id:
             return c
@@ -237,5 +281,18 @@ def claim_by_id(claim_id: str) -> Claim:
 
 
 def claims_table(claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
-    """The registry as a DataFrame, one row per claim."""
+    """The registry as a table, one row per claim.
+
+    Parameters
+    ----------
+    claims : tuple of Claim
+        The claims to list, by default the whole registry :data:`CLAIMS`.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per claim, in the order given; one column per field of :class:`Claim`:
+        ``id, paper, where, words, paper_number, chapter, claim, scale, default_margin,
+        margin_reason, compares``.
+    """
     return pd.DataFrame([asdict(c) for c in claims])

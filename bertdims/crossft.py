@@ -255,10 +255,32 @@ def _dims_text(dims) -> str:
 
 # ---------------------------------------------------------------------------- sequential
 def transplant_head(head_model_dir: str | Path, encoder_model_dir: str | Path, device: str = "cpu"):
-    """A's head on B's encoder: the classifier saved in ``head_model_dir`` (its head, layer,
-    token and dimensions) reading the encoder saved in ``encoder_model_dir``.
+    """A's head on B's encoder.
 
-    Returns a :class:`bertdims.heads.SelectiveClassifier` in eval mode.
+    The classifier saved in ``head_model_dir`` (its head, layer, token and dimensions) reads
+    the encoder saved in ``encoder_model_dir``; :func:`retention` scores it on A's examples.
+
+    Parameters
+    ----------
+    head_model_dir : str or pathlib.Path
+        The ``model_dir`` of A's fine-tuning run, whose head (and config: layer, token,
+        dimensions, task) is kept.
+    encoder_model_dir : str or pathlib.Path
+        The ``model_dir`` of the run whose encoder (and tokenizer) the head reads, e.g. B
+        fine-tuned after A.
+    device : str
+        Where to put the model.
+
+    Returns
+    -------
+    bertdims.heads.SelectiveClassifier
+        A's head on B's encoder, in eval mode on ``device``.
+
+    Raises
+    ------
+    ConfigError
+        If either folder is not a saved fine-tuned model with its weights, or the two
+        encoders' hidden sizes differ.
     """
     from .heads import SelectiveClassifier, load_finetuned
     first = load_finetuned(head_model_dir)
@@ -331,9 +353,30 @@ def retention_predictions(first_run, second_run, *, store, split: str = "test",
 
 
 def matched_epochs(epochs: float, n_first: int, n_second: int) -> float:
-    """Epochs over A's training set that give as many examples (so as many steps of the same
-    batch size) as ``epochs`` over B's: ``epochs * n_second / n_first``. The control of
-    :func:`sequential` trains A this long."""
+    """Epochs over A's training set that see as many examples as ``epochs`` over B's.
+
+    As many examples means as many steps of the same batch size. The control of
+    :func:`sequential` trains A this long.
+
+    Parameters
+    ----------
+    epochs : float
+        Epochs over B's training set (> 0).
+    n_first : int
+        Training examples of the first task A (>= 1).
+    n_second : int
+        Training examples of the second task B (>= 1).
+
+    Returns
+    -------
+    float
+        ``epochs * n_second / n_first``.
+
+    Raises
+    ------
+    ConfigError
+        If a value is out of range.
+    """
     check_range("epochs", epochs, 0, None, low_open=True)
     check_range("n_first", n_first, 1, None, integer=True)
     check_range("n_second", n_second, 1, None, integer=True)
@@ -350,13 +393,25 @@ def _train_size(config: CrossConfig, task: str) -> int:
 class Sequential:
     """What :func:`sequential` returns.
 
-    ``pairs``: one row per (mode, seed, first task A, second task B), see :func:`sequential`.
-    ``predictions[(mode, A, B, what)]``: (S, N) test predictions, one row per seed (config
-    order), ``what`` in ``first_before``, ``first_after``, ``first_control`` (on A's test
-    examples), ``second_alone``, ``second_after`` (on B's); ``labels[task]``: (N,).
-    ``runs[(mode, A, B, stage, seed)]``: the second-stage :class:`~bertdims.finetune.FinetuneRun`
-    objects, ``stage`` ``"B after A"`` or ``"control"`` (for their training curves,
-    :func:`bertdims.fewdims_charts.history_frame`).
+    Parameters
+    ----------
+    pairs : pandas.DataFrame
+        One row per (mode, seed, first task A, second task B); columns as listed in
+        :func:`sequential` (mode, seed, first, second, dims_first, dims_second, first_metric,
+        first_before, first_after, first_control, chance, retention, retention_control,
+        second_metric, second_alone, second_after, transfer, second_steps, control_steps).
+    predictions : dict of tuple to np.ndarray
+        ``predictions[(mode, A, B, what)]``: an array of shape (S, N) of predictions on the
+        ``config.split`` examples, one row per seed (config order), ``what`` in
+        ``first_before``, ``first_after``, ``first_control`` (on A's examples, N of A's),
+        ``second_alone``, ``second_after`` (on B's).
+    labels : dict of str to np.ndarray
+        ``labels[task]``: the labels, shape (N,), of the task's examples, in the order of the
+        columns of its predictions.
+    runs : dict of tuple to FinetuneRun
+        ``runs[(mode, A, B, stage, seed)]``: the second-stage
+        :class:`~bertdims.finetune.FinetuneRun` objects, ``stage`` ``"B after A"`` or
+        ``"control"`` (for their training curves, :func:`bertdims.fewdims_charts.history_frame`).
     """
 
     pairs: pd.DataFrame
@@ -386,17 +441,42 @@ def _ensure_stages(config: CrossConfig, store, sizes: dict) -> None:
 def sequential(config: CrossConfig, *, store, progress: bool = False) -> Sequential:
     """The A-then-B matrix, with its control (see the module docstring).
 
-    ``pairs`` columns: ``mode``, ``seed``, ``first``, ``second``, ``dims_first``,
-    ``dims_second`` (``"all"`` or the dimensions each head reads), ``first_metric``,
-    ``first_before`` (A fine-tuned alone), ``first_after`` (A's head on the encoder after B),
-    ``first_control`` (A's head on the encoder after as many further steps on A),
-    ``chance`` (:func:`bertdims.dims.chance_score` of A), ``retention`` and
-    ``retention_control`` (share of A's gain over chance that survives B, or the control:
-    ``(score - chance) / (before - chance)``, NaN when A was not above chance),
-    ``second_metric``, ``second_alone`` (B from the pretrained model), ``second_after`` (B
-    after A), ``transfer`` (``second_after - second_alone``), ``second_steps`` and
-    ``control_steps`` (optimizer steps of the two second-stage runs). Scores are on
-    ``config.split``.
+    For every seed, mode and ordered pair (A, B) of ``config.tasks``: A fine-tuned alone, B
+    fine-tuned alone and after A, and A fine-tuned further on A for as many steps (the
+    control); A's stored head is then scored on the encoder after B and after the control.
+
+    Parameters
+    ----------
+    config : CrossConfig
+        Model, tasks, seeds, modes, number of dimensions and the fine-tuning recipe.
+    store : ResultStore
+        Where every run, ranking and transplanted-head evaluation is kept and read back.
+    progress : bool
+        Show the fine-tuning progress bars.
+
+    Returns
+    -------
+    Sequential
+        ``pairs``, a table with one row per (mode, seed, A, B) and the columns ``mode``,
+        ``seed``, ``first``, ``second``, ``dims_first``, ``dims_second`` (``"all"`` or the
+        dimensions each head reads), ``first_metric``, ``first_before`` (A fine-tuned alone),
+        ``first_after`` (A's head on the encoder after B), ``first_control`` (A's head on the
+        encoder after as many further steps on A), ``chance``
+        (:func:`bertdims.dims.chance_score` of A), ``retention`` and ``retention_control``
+        (share of A's gain over chance that survives B, or the control:
+        ``(score - chance) / (before - chance)``, NaN when A was not above chance),
+        ``second_metric``, ``second_alone`` (B from the pretrained model), ``second_after`` (B
+        after A), ``transfer`` (``second_after - second_alone``), ``second_steps`` and
+        ``control_steps`` (optimizer steps of the two second-stage runs). Scores are on
+        ``config.split``. Also the per-seed predictions, labels and second-stage runs
+        (:class:`Sequential`).
+
+    Raises
+    ------
+    ConfigError
+        If the config does not fit the model (:meth:`CrossConfig.validate`), too few ranked
+        dimensions remain for mode ``"few"``, or two runs of a task were scored on different
+        examples.
     """
     runs = _Runs(config, store, progress)
     sizes = {t: _train_size(config, t) for t in config.tasks}
@@ -466,8 +546,10 @@ def sequential(config: CrossConfig, *, store, progress: bool = False) -> Sequent
 
 def cross_effects(result: Sequential, *, retention_margin: float, few_margin: float,
                   n_boot: int = 2000) -> pd.DataFrame:
-    """The effects of chapter ``06_cross_finetuning`` for every ordered pair, through
-    :func:`bertdims.stats.paired_effect` on test predictions paired by seed and example:
+    """The effects of chapter ``06_cross_finetuning`` for every ordered pair.
+
+    Each is a :func:`bertdims.stats.paired_effect` on the predictions of
+    :class:`Sequential`, paired by seed and example:
 
     * ``p1-cross-retention`` (per mode): A's stored head on the encoder after B against the
       same head after as many further steps on A (the control), ``noninferior`` on the ratio
@@ -476,8 +558,26 @@ def cross_effects(result: Sequential, *, retention_margin: float, few_margin: fl
       selected dimensions against B after A with a head on every dimension, ``noninferior``
       on the ratio scale with ``few_margin``.
 
-    Returns one row per effect: ``claim_id``, ``mode`` (``"few"``, ``"all"``, or
-    ``"few vs all"``), ``first``, ``second``, ``effect`` and its fields (:func:`effects_frame`).
+    Parameters
+    ----------
+    result : Sequential
+        What :func:`sequential` returned.
+    retention_margin : float
+        Non-inferiority margin of ``p1-cross-retention``, on the ratio scale.
+    few_margin : float
+        Non-inferiority margin of ``p1-cross-few-dims``, on the ratio scale.
+    n_boot : int
+        Bootstrap replicates of each interval.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per effect; columns ``claim_id``, ``mode`` (``"few"``, ``"all"``, or
+        ``"few vs all"``), ``first``, ``second``, ``effect`` (the
+        :class:`~bertdims.stats.Effect`, or None when the statistics refuse the data),
+        ``note`` (why not), and the effect's fields (:func:`effects_frame`, without
+        ``label``): metric, scale, estimate, low, high, claim, margin, verdict, p_value,
+        n_seeds, n_examples, score_a, score_b.
     """
     p, rows = result.predictions, []
     keys = list(dict.fromkeys((m, a, b) for m, a, b, _ in p))
@@ -508,10 +608,29 @@ def pair_matrix(pairs: pd.DataFrame, value: str) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- shared dimensions
 def shared_dims(config: CrossConfig, *, store, progress: bool = False) -> pd.DataFrame:
-    """Do the dimensions selected for A serve B? Fine-tune B (the whole encoder, from the
-    pretrained model) with a head reading: A's selected dimensions (``source`` = A, ``kind``
-    ``"other task"``), B's own (``"own"``), ``num_dims`` random ones (``"random"``) or all
-    (``"all"``). One row per (seed, target B, source): ``dims``, ``metric``, ``value``.
+    """Do the dimensions selected for A serve B?
+
+    Fine-tune B (the whole encoder, from the pretrained model) with a head reading: A's
+    selected dimensions (``source`` = A, ``kind`` ``"other task"``), B's own (``"own"``),
+    ``num_dims`` random ones (``"random"``) or all (``"all"``).
+
+    Parameters
+    ----------
+    config : CrossConfig
+        Model, tasks, seeds, number of dimensions and the fine-tuning recipe (``modes`` is not
+        used).
+    store : ResultStore
+        Where every run and ranking is kept and read back.
+    progress : bool
+        Show the fine-tuning progress bars.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (seed, target B, source); columns ``seed``, ``target``, ``source`` (a
+        task name, ``"own"``, ``"random"`` or ``"all"``), ``kind``, ``dims`` (the dimensions
+        read, or ``"all"``), ``metric`` (B's headline metric) and ``value`` (its score on
+        ``config.split``). :func:`summarize_shared` summarises it.
     """
     runs = _Runs(config, store, progress)
     hidden = model_size(config.model)[1]
@@ -561,17 +680,43 @@ def multitask_vs_single(config: CrossConfig, *, store, sampler: str = "proportio
                         dims_seed: int | None = None, progress: bool = False) -> pd.DataFrame:
     """Each task in one jointly trained model against its single-task model.
 
-    The dimensions are selected once, on the fine-tuned models of seed ``dims_seed`` (default:
-    the first seed), and made disjoint with :func:`disjoint_dims` in task order. For every
-    seed, one :class:`~bertdims.multitask.MultiTaskModel` is trained on all tasks
+    The dimensions are selected once, on the fine-tuned models of seed ``dims_seed``, and made
+    disjoint with :func:`disjoint_dims` in task order. For every seed, one
+    :class:`~bertdims.multitask.MultiTaskModel` is trained on all tasks
     (:func:`~bertdims.multitask.train_multitask`, stored under kind ``multitask``), and every
     task is fine-tuned alone with a head on the same dimensions. Both train on the same
     examples: the joint run leaves out what the engine's checkpoint rule holds out
     (``early_stopping_fraction``, 0 by default: nothing) and keeps its last state.
 
-    Returns one row per (seed, task, setting): ``setting`` is ``"joint"`` or ``"single"``;
-    ``dims``, ``metric``, ``value`` (on ``config.split``) and ``model_dir`` (the joint model's
-    folder, answering every task in one forward pass).
+    Parameters
+    ----------
+    config : CrossConfig
+        Model, tasks, seeds, number of dimensions per task and the fine-tuning recipe (the
+        joint run takes the same epochs, learning rate and batch size).
+    store : ResultStore
+        Where every run and ranking is kept and read back.
+    sampler : str
+        The joint run's task order, ``"proportional"`` or ``"round_robin"``
+        (:class:`~bertdims.multitask.TaskSampler`).
+    dims_seed : int or None
+        The seed whose fine-tuned models select the dimensions; None takes the first of
+        ``config.seeds``.
+    progress : bool
+        Show the training progress bars.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (seed, task, setting); columns ``seed``, ``task``, ``setting``
+        (``"joint"`` or ``"single"``), ``dims``, ``metric``, ``value`` (on ``config.split``)
+        and ``model_dir`` (the single-task model's folder, or the joint model's, which
+        answers every task in one forward pass). :func:`multitask_table` summarises it.
+
+    Raises
+    ------
+    ConfigError
+        If ``sampler`` or ``dims_seed`` is not valid, or the tasks' disjoint dimensions
+        (``len(tasks) * num_dims``) exceed the model's hidden size.
     """
     from .multitask import check_disjoint_dims
     check_choice("sampler", sampler, SAMPLERS)

@@ -12,8 +12,23 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``. Raises :class:`ConfigError` for an
-    unknown device or a CUDA device this machine does not have."""
+    """The torch device to run on: ``auto`` means ``cuda`` when available, else ``cpu``.
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
+
+    Returns
+    -------
+    torch.device
+        The device asked for, or the one ``"auto"`` resolves to.
+
+    Raises
+    ------
+    ConfigError
+        An unknown device, or a CUDA device this machine does not have.
+    """
     if not isinstance(device, str):
         raise bad("device", device, "choose one of: " + ", ".join(DEVICES))
     check_choice("device", device.split(":")[0], DEVICES)
@@ -28,7 +43,25 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def pick_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on a GPU that supports it, ``fp32`` elsewhere."""
+    """The compute precision: ``auto`` means ``bf16`` on a GPU that supports it, else ``fp32``.
+
+    Parameters
+    ----------
+    precision : str
+        ``"auto"``, ``"fp32"`` or ``"bf16"``; an explicit choice is returned unchanged.
+    device : torch.device
+        The device the computation runs on (see :func:`pick_device`).
+
+    Returns
+    -------
+    str
+        ``"bf16"`` (autocast, see :func:`autocast`) or ``"fp32"``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown precision.
+    """
     check_choice("precision", precision, PRECISIONS)
     if precision == "auto":
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()

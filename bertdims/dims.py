@@ -85,8 +85,28 @@ HeadFn = Callable[[np.ndarray], np.ndarray]
 class Representations:
     """The token vectors one head reads, for the splits of a task.
 
-    ``x[split]`` is ``(N, H)`` float32, ``y[split]`` is ``(N,)`` (class ids, or floats for
-    regression). ``info`` says where they came from (model, layer, token).
+    :func:`representations_of` builds one from a fine-tuned classifier; :func:`rank_dimensions`
+    and :func:`evaluate_k` read it.
+
+    Parameters
+    ----------
+    task : Task or str
+        The task the vectors belong to; a name is looked up with :func:`bertdims.get_task`.
+    x : dict of str to np.ndarray
+        Per split name (e.g. ``"train"``, ``"validation"``, ``"test"``), the vectors as an
+        array of shape (N, H), converted to float32. Every split has the same width H.
+    y : dict of str to np.ndarray
+        Per split name, the labels, shape (N,), one per row of ``x[split]``: class ids, or
+        floats for regression.
+    info : dict
+        Where the vectors came from; :func:`representations_of` records ``layer`` and
+        ``token``.
+
+    Raises
+    ------
+    ConfigError
+        ``x`` is empty, an array of ``x`` is not 2-D, a split of ``x`` has no labels or a
+        different number of labels than rows, or the splits differ in width.
     """
 
     task: Task
@@ -190,12 +210,37 @@ def head_loss(task: Task, scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 class LinearHead:
-    """A linear head fitted on chosen dimensions of standardised representations
-    (scikit-learn contract): logistic regression for classification, least squares for
-    regression. ``dims=None`` reads every dimension.
+    """A linear head fitted on chosen dimensions of standardised representations.
 
-    Attributes after ``fit``: ``dims_`` the dimensions read, ``mean_``/``scale_`` (k,),
-    ``model_`` the scikit-learn estimator.
+    It follows the scikit-learn contract (``fit(x, y)`` returns the head; ``predict`` and
+    ``score`` read ``x`` of shape (N, H)): logistic regression for classification, ordinary
+    least squares for regression. Each dimension read is standardised with the mean and
+    standard deviation of the rows given to ``fit``. ``decision(x)`` gives the head outputs
+    (N, C): log-probabilities over all ``num_labels`` classes (``-inf`` for a class absent
+    from the training rows), or (N, 1) values for regression.
+
+    Parameters
+    ----------
+    task : Task or str
+        The task: it decides between classification and regression and gives the number of
+        classes and the headline metric of ``score``.
+    dims : sequence of int, optional
+        The dimensions the head reads, distinct integers in [0, H), checked by ``fit``; None
+        reads every dimension.
+    C : float
+        Inverse L2 regularisation strength of the logistic regression (unused for regression).
+    max_iter : int
+        Most iterations of the logistic regression solver.
+
+    Attributes
+    ----------
+    dims_ : list of int or None
+        The dimensions read, set by ``fit`` (None: all of them).
+    mean_, scale_ : np.ndarray, shape (k,)
+        Per dimension read, the mean and the standard deviation (1 where it is about 0) of the
+        training rows; k is ``len(dims)``, or H when ``dims`` is None.
+    model_ : LogisticRegression or LinearRegression
+        The fitted scikit-learn estimator, on the standardised values.
     """
 
     def __init__(self, task: Task | str, dims: Sequence[int] | None = None, C: float = 1.0,
@@ -322,25 +367,54 @@ def rank_dimensions(reps: Representations, method: str = "single", *, head: Head
                     fit_split: str = "train", score_split: str = "validation",
                     max_fit_samples: int | None = None,
                     single: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Order the dimensions of ``reps`` by importance (Few Dimensions are Enough, dimension
-    selection).
+    """Order the dimensions of ``reps`` by importance.
+
+    This is the dimension selection of *Few Dimensions are Enough*. ``"single"`` ranks all H
+    dimensions by the validation metric of a one-dimensional head on each alone (ties broken
+    by the lower one-dimensional loss); ``"ablation"`` ranks only the candidates, by what
+    dropping each from the candidate set costs (ties broken by the single score).
 
     Parameters
     ----------
-    method : ``"single"`` (every dimension alone) or ``"ablation"`` (drop-one inside the top
-        ``candidates`` of the single ranking, or inside an explicit list of dimensions)
-    head : the fine-tuned head, (N, H) -> (N, C), used by ``"ablation"``; None refits a
-        linear head on the candidates
-    by : what an ablation measures, ``"loss"`` (the rise in the head's loss, default) or
-        ``"metric"`` (the drop in the headline metric); see :func:`ablation_scores`
-    single : a precomputed :func:`single_dimension_scores` table to reuse
+    reps : Representations
+        The vectors and labels of the task's splits.
+    method : str
+        ``"single"`` (every dimension alone, :func:`single_dimension_scores`) or
+        ``"ablation"`` (drop-one inside the candidates, :func:`ablation_scores`).
+    head : callable, optional
+        The fine-tuned head, mapping an array (N, H) to outputs (N, C), used by
+        ``"ablation"``; None fits a :class:`LinearHead` on the candidates instead.
+    candidates : int or sequence of int
+        For ``"ablation"``: the number of best dimensions of the single ranking to ablate
+        among, in [1, H], or an explicit list of dimensions.
+    fill : str
+        What stands in for a masked dimension in an ablation: ``"mean"`` (its mean on
+        ``fit_split``) or ``"zero"``.
+    by : str
+        What an ablation measures: ``"loss"`` (the rise in the head's loss, default) or
+        ``"metric"`` (the drop in the headline metric); see :func:`ablation_scores`.
+    fit_split, score_split : str
+        The split heads are fitted on and the split they are scored on.
+    max_fit_samples : int, optional
+        Keep only the first n rows of ``fit_split`` to fit the one-dimensional heads; None
+        keeps all.
+    single : pd.DataFrame, optional
+        A precomputed :func:`single_dimension_scores` table to reuse (columns ``dim``,
+        ``score``, ``loss``; one row per dimension); None computes it.
 
     Returns
     -------
-    DataFrame with columns ``dim``, ``score`` (higher = more important), ``rank`` (1 = best),
-    ``single_score`` and ``method``; sorted by rank. ``"single"`` ranks all H dimensions by
-    their metric alone (ties broken by the lower one-dimensional loss); ``"ablation"`` only the
-    candidates (ties broken by the single score).
+    pd.DataFrame
+        One row per ranked dimension (all H for ``"single"``, the candidates for
+        ``"ablation"``), sorted by rank. Columns ``dim``, ``score`` (higher = more important),
+        ``rank`` (1 = best), ``single_score``, ``method``, then the method's own columns:
+        ``loss`` for ``"single"``; ``metric_drop``, ``loss_rise``, ``kept``, ``without`` and
+        ``single_loss`` for ``"ablation"``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``method``, ``fill``, ``by`` or split, or ``candidates`` out of range.
     """
     check_choice("method", method, METHODS)
     check_choice("fill", fill, FILLS)
@@ -387,13 +461,36 @@ def chance_score(task: Task | str, train_labels: np.ndarray | None = None,
                  eval_labels: np.ndarray | None = None, *, split: str = "test",
                  max_train_samples: int | None = None, max_eval_samples: int | None = None,
                  data_dir: str | None = None) -> float:
-    """Chance, the one definition used everywhere: the headline metric of always predicting the
-    most frequent class of the training split (on an unbalanced split this beats
-    1 / num_labels), or the training mean for regression (a correlation of 0).
+    """The score of chance: always guessing the most frequent training class, or the mean.
 
-    Give the labels (``train_labels`` and ``eval_labels``), or let them be read from the
-    examples fine-tuning uses (:func:`bertdims.finetune.prepare_splits` with the sample limits:
-    the whole training subset, and ``split``).
+    This is the one definition of chance used everywhere: the headline metric of always
+    predicting the most frequent class of the training split (on an unbalanced split this
+    beats 1 / num_labels), or the training mean for regression (a correlation of 0).
+
+    Give the labels, or let them be read from the examples fine-tuning uses
+    (:func:`bertdims.finetune.prepare_splits` with the sample limits: the whole training
+    subset, and ``split``).
+
+    Parameters
+    ----------
+    task : Task or str
+        The task (a name is looked up with :func:`bertdims.get_task`).
+    train_labels : np.ndarray, shape (n_train,), optional
+        The training labels the guess is taken from; None reads them.
+    eval_labels : np.ndarray, shape (N,), optional
+        The labels the guess is scored on; None reads those of ``split``.
+    split : str
+        The evaluation split read when ``eval_labels`` is None.
+    max_train_samples, max_eval_samples : int, optional
+        The sizes of the fixed training and evaluation subsets, as in
+        :class:`~bertdims.finetune.FinetuneConfig`; used only when labels are read.
+    data_dir : str, optional
+        Where the task's data is read from, as in :func:`bertdims.load_task`.
+
+    Returns
+    -------
+    float
+        The task's headline metric of the constant guess on the evaluation labels.
     """
     task = get_task(task) if isinstance(task, str) else task
     if train_labels is None or eval_labels is None:
@@ -433,24 +530,51 @@ def evaluate_k(reps: Representations, order: Sequence[int] | pd.DataFrame,
                split: str = "test") -> pd.DataFrame:
     """Keep the top ``k`` dimensions of ``order`` and score them on ``split``.
 
+    Every row's shares compare with the same reference, the fine-tuned model itself, so that
+    no mode divides by a weaker reference of its own.
+
     Parameters
     ----------
-    order : dimensions, best first (or a :func:`rank_dimensions` table)
-    ks : numbers of dimensions; ``"all"`` keeps every one of the H dimensions
-    head : the fine-tuned head (N, H) -> (N, C); needed for the ``"masked"`` mode
-    modes : ``"masked"`` (the head reads the vector with the other dimensions at their fill
+    reps : Representations
+        The vectors and labels of the task's splits.
+    order : sequence of int or pd.DataFrame
+        The dimensions, best first, or a :func:`rank_dimensions` table (columns ``dim`` and
+        ``rank``, one row per ranked dimension).
+    ks : iterable of int or str
+        The numbers of dimensions to keep, each at most the number of dimensions in
+        ``order``; ``"all"`` keeps every one of the H dimensions.
+    head : callable, optional
+        The fine-tuned head, mapping an array (N, H) to outputs (N, C); needed for the
+        ``"masked"`` mode.
+    modes : sequence of str, optional
+        ``"masked"`` (the head reads the vector with the other dimensions at their fill
         value) and/or ``"refit"`` (a :class:`LinearHead` fitted on ``fit_split`` reads the k
-        dimensions); default both when a head is given, else ``"refit"``
+        dimensions); default both when a head is given, else ``"refit"``.
+    fill : str
+        What stands in for a masked dimension: ``"mean"`` (its mean on ``fit_split``) or
+        ``"zero"``.
+    fit_split : str
+        The split the refit heads, the fill values and chance are taken from.
+    split : str
+        The split scored (``"test"``: never used for ranking).
 
     Returns
     -------
-    Tidy DataFrame, one row per (mode, k): ``mode``, ``k`` (``"all"`` stays a string),
-    ``n_dims``, ``dims`` (space-separated), ``metric``, ``value``, ``full`` (the fine-tuned
-    head on every dimension, i.e. the fine-tuned model itself, for every mode; without a
-    ``head``, the refit head on every dimension), ``mode_full`` (the same mode with every
-    dimension: for refit, a linear head on all H dimensions), ``chance`` (:func:`chance_score`: always the most frequent training
-    class), ``share`` = value / full, ``share_above_chance`` = (value - chance) / (full - chance).
-    Shares are NaN when the denominator is not positive.
+    pd.DataFrame
+        Tidy, one row per (mode, k); columns ``mode``, ``k`` (``"all"`` stays a string),
+        ``n_dims``, ``dims`` (space-separated), ``metric``, ``value``, ``full`` (the
+        fine-tuned head on every dimension, i.e. the fine-tuned model itself, for every mode;
+        without a ``head``, the refit head on every dimension), ``mode_full`` (the same mode
+        with every dimension: for refit, a linear head on all H dimensions), ``chance``
+        (:func:`chance_score`: always the most frequent training class), ``share`` = value /
+        full and ``share_above_chance`` = (value - chance) / (full - chance). Shares are NaN
+        when the denominator is not positive.
+
+    Raises
+    ------
+    ConfigError
+        Invalid ``order``, ``ks``, ``modes``, ``fill`` or split, or the ``"masked"`` mode
+        without a ``head``.
     """
     if isinstance(order, pd.DataFrame):
         order = order.sort_values("rank")["dim"].astype(int).tolist()
@@ -581,12 +705,58 @@ def run_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: int
              ks: Iterable[int | str] = DEFAULT_KS, modes: Sequence[str] = MODES, fill: str = "mean",
              ablation_by: str = "loss", max_rank_samples: int | None = 4000, retrain_ks: Iterable[int] = (),
              retrain_methods: Sequence[str] = ("single",), progress: bool = False) -> DimsResult:
-    """Fine-tune (or read back) ``config``, rank its dimensions by each method, score the top
-    k by each mode, and optionally fine-tune afresh on the top k (``retrain_ks``).
+    """Run the dimension pipeline for one fine-tuning config, through the results store.
 
-    ``config`` is a ``FinetuneConfig`` with ``dims=None``. Rankings are stored under kind
-    ``dims_rank``, the k scores under ``dims_k``, fine-tuning runs by the engine; all keyed by
-    the full fine-tuning config, so a rerun reads everything back.
+    Fine-tune (or read back) ``config``, rank its dimensions by each method
+    (:func:`rank_dimensions`, on the train and validation splits), score the top k by each
+    mode on the test split (:func:`evaluate_k`), and optionally fine-tune afresh on the top k
+    (:func:`retrain_k`). Rankings are stored under kind ``dims_rank``, the k scores under
+    ``dims_k`` and fine-tuning runs by the engine; all are keyed by the full fine-tuning
+    config, so a rerun reads everything back.
+
+    Parameters
+    ----------
+    config : FinetuneConfig
+        The fine-tuning run, with ``dims=None`` (its head reads every dimension).
+    store : ResultStore
+        Where runs, rankings and scores are kept and read back.
+    methods : sequence of str
+        The ranking methods, among ``"single"`` and ``"ablation"``.
+    candidates : int
+        The number of best single dimensions the ablation ranks; at least the largest k
+        when ``"ablation"`` is among ``methods``.
+    ks : iterable of int or str
+        The numbers of dimensions to keep (``"all"``: every dimension).
+    modes : sequence of str
+        ``"masked"`` and/or ``"refit"``, see :func:`evaluate_k`.
+    fill : str
+        What stands in for a masked dimension: ``"mean"`` (its train mean) or ``"zero"``.
+    ablation_by : str
+        What an ablation measures: ``"loss"`` or ``"metric"`` (the ``by`` of
+        :func:`rank_dimensions`).
+    max_rank_samples : int, optional
+        Read only the first n rows of the train split (for ranking, the refit heads and the
+        fill values); None reads all.
+    retrain_ks : iterable of int
+        The numbers of dimensions to fine-tune afresh on (empty: no retraining).
+    retrain_methods : sequence of str
+        The rankings whose top k are retrained (only those also in ``methods``).
+    progress : bool
+        Show the progress of the fine-tuning runs.
+
+    Returns
+    -------
+    DimsResult
+        ``rankings``: the :func:`rank_dimensions` tables of every method, stacked (column
+        ``method``); ``scores``: the :func:`evaluate_k` rows of every method and mode and the
+        :func:`retrain_k` rows, with a ``method`` column and ``k`` as text;
+        ``finetune_metrics``: the metrics of the full run per split.
+
+    Raises
+    ------
+    ConfigError
+        ``config.dims`` is set, or an invalid method, mode, ``candidates``, k or
+        ``ablation_by``.
     """
     ft = _engine()
     if getattr(config, "dims", None) is not None:
@@ -657,11 +827,42 @@ def run_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: int
 def retrain_k(config, ranking: pd.DataFrame | Sequence[int], ks: Iterable[int], *, store,
               full_metrics: dict | None = None, split: str = "test",
               progress: bool = False) -> pd.DataFrame:
-    """Fine-tune afresh with a head that reads only the top ``k`` dimensions, for each k
-    (the "lightweight fine-tuning with selected dimensions" of Few Dimensions are Enough).
+    """Fine-tune afresh with a head that reads only the top ``k`` dimensions, for each k.
 
-    Returns rows like :func:`evaluate_k` with ``mode = "retrain"``; ``full`` is the metric of
-    ``config`` itself (all dimensions, same seed).
+    This is the "lightweight fine-tuning with selected dimensions" of *Few Dimensions are
+    Enough*. Every run goes through the store.
+
+    Parameters
+    ----------
+    config : FinetuneConfig
+        The full fine-tuning run; each retrained run is ``config`` with ``dims`` set.
+    ranking : pd.DataFrame or sequence of int
+        A :func:`rank_dimensions` table (columns ``dim`` and ``rank``, one row per ranked
+        dimension), or the dimensions, best first.
+    ks : iterable of int
+        The numbers of dimensions to keep; ``"all"`` takes the full run itself.
+    store : ResultStore
+        Where the runs are kept and read back.
+    full_metrics : dict, optional
+        The metrics of the full run (split -> metric -> value); None fine-tunes (or reads
+        back) ``config`` with ``dims=None``.
+    split : str
+        The evaluation split scored.
+    progress : bool
+        Show the progress of the fine-tuning runs.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per k, like :func:`evaluate_k` without ``mode_full``: columns ``mode``
+        (``"retrain"``), ``k``, ``n_dims``, ``dims``, ``metric``, ``value``, ``full`` (the
+        metric of ``config`` itself: all dimensions, same seed), ``chance``, ``share`` and
+        ``share_above_chance``.
+
+    Raises
+    ------
+    ConfigError
+        Invalid ``ks`` (e.g. a k above the number of ranked dimensions).
     """
     ft = _engine()
     order = ranking.sort_values("rank")["dim"].astype(int).tolist() \
@@ -690,9 +891,32 @@ def retrain_k(config, ranking: pd.DataFrame | Sequence[int], ks: Iterable[int], 
 
 # ============================================================================ retraining study
 def random_dims(hidden_size: int, k: int, seed: int, task: str) -> list[int]:
-    """``k`` distinct random dimensions of ``[0, hidden_size)``, sorted: the first ``k`` of a
-    random ordering fixed by ``seed`` and the task's name, so the random sets are nested
-    (the random 2 hold the random 1) like the top-k sets of a ranking."""
+    """``k`` distinct random dimensions of ``[0, hidden_size)``, sorted.
+
+    They are the first ``k`` of a random ordering fixed by ``seed`` and the task's name, so the
+    random sets are nested (the random 2 hold the random 1) like the top-k sets of a ranking.
+
+    Parameters
+    ----------
+    hidden_size : int
+        The number of dimensions H to draw from.
+    k : int
+        How many to draw, in [1, hidden_size].
+    seed : int
+        Seed of the ordering (the fine-tuning seed in :func:`retrain_study`).
+    task : str
+        The task's name, which also fixes the ordering; only its first 8 bytes count.
+
+    Returns
+    -------
+    list of int
+        The ``k`` dimensions, in increasing order.
+
+    Raises
+    ------
+    ConfigError
+        ``hidden_size`` below 1, or ``k`` outside [1, hidden_size].
+    """
     check_range("hidden_size", hidden_size, 1, None, integer=True)
     check_range("k", k, 1, hidden_size, integer=True)
     salt = int.from_bytes(str(task).encode()[:8].ljust(8, b"\0"), "little") % (2 ** 31)
@@ -701,25 +925,57 @@ def random_dims(hidden_size: int, k: int, seed: int, task: str) -> list[int]:
 
 
 def selected_dims(ranking: pd.DataFrame, k: int) -> list[int]:
-    """The top ``k`` dimensions of a ranking, sorted (the order a head reads them in, so that
-    the same set gives the same fine-tuning config in every chapter)."""
+    """The top ``k`` dimensions of a ranking, sorted.
+
+    Sorted is the order a head reads them in, so that the same set gives the same
+    fine-tuning config in every chapter.
+
+    Parameters
+    ----------
+    ranking : pd.DataFrame
+        One ranking (one task, seed and method), with columns ``dim`` and ``rank``: one row
+        per ranked dimension, as :func:`rank_dimensions` gives.
+    k : int
+        How many dimensions to take, at most the number of ranked ones.
+
+    Returns
+    -------
+    list of int
+        The ``k`` best-ranked dimensions, in increasing order.
+
+    Raises
+    ------
+    ConfigError
+        ``k`` is not an integer in [1, number of ranked dimensions].
+    """
     return sorted(top_dims(ranking, k))
 
 
 @dataclass
 class RetrainStudy:
-    """What :func:`retrain_study` returns.
+    """What :func:`retrain_study` returns: the scores, predictions and runs of the study.
 
-    ``scores``: one row per (task, seed, dims, k), ``dims`` in ``full`` (every dimension),
-    ``selected`` (top k of the ranking of the same seed's full model) and ``random``
-    (:func:`random_dims`); columns ``task``, ``seed``, ``dims``, ``k``, ``chosen``
-    (space-separated), ``metric``, ``value`` (test), ``full`` (the same seed's full model),
-    ``chance`` (:func:`chance_score`), ``share`` = value / full, ``share_above_chance``.
-    ``predictions[(task, dims, k)]``: (S, N) test predictions, one row per seed in ``seeds``
-    order (``k = "all"`` for ``full``); ``labels[task]``: (N,).
-    ``runs[(task, setting, seed)]``: the :class:`~bertdims.finetune.FinetuneRun` objects,
-    ``setting`` ``"full"``, ``"selected k"`` or ``"random k"`` (for their training curves,
-    :func:`bertdims.fewdims_charts.history_frame`).
+    Attributes
+    ----------
+    scores : pd.DataFrame
+        One row per (task, dims, k, seed), ``dims`` being ``"full"`` (every dimension),
+        ``"selected"`` (top k of the ranking of the same seed's full model) or ``"random"``
+        (:func:`random_dims`). Columns ``task``, ``seed``, ``dims``, ``k`` (text, ``"all"``
+        for ``full``), ``chosen`` (space-separated dimensions), ``metric``, ``value`` (test),
+        ``full`` (the same seed's full model), ``chance`` (:func:`chance_score`), ``share`` =
+        value / full and ``share_above_chance``.
+    predictions : dict of tuple to np.ndarray
+        ``predictions[(task, dims, k)]``: the test predictions, shape (S, N), one row per
+        seed in ``seeds`` order (``k`` an int, or ``"all"`` for ``full``).
+    labels : dict of str to np.ndarray
+        ``labels[task]``: the test labels, shape (N,), in the order of the predictions.
+    runs : dict of tuple to FinetuneRun
+        ``runs[(task, setting, seed)]``: the :class:`~bertdims.finetune.FinetuneRun`
+        objects, ``setting`` being ``"full"``, ``"selected k"`` or ``"random k"`` (e.g.
+        ``"selected 3"``), for their training curves
+        (:func:`bertdims.fewdims_charts.history_frame`).
+    seeds : list of int
+        The seeds, in the order of the rows of every predictions array.
     """
 
     scores: pd.DataFrame
@@ -732,14 +988,44 @@ class RetrainStudy:
 def retrain_study(base, rankings: pd.DataFrame, *, ks: Sequence[int], store,
                   method: str = "single", tasks: Sequence[str] | None = None,
                   seeds: Sequence[int] | None = None, progress: bool = False) -> RetrainStudy:
-    """Fine-tune afresh with a head on the top ``k`` selected dimensions and on ``k`` random
-    ones, for every task, seed and k (Few Dimensions are Enough: "fine-tuning BERT with
-    selected dimensions"; chapter ``04_few_dimensions``, the primary measure).
+    """Fine-tune on the top ``k`` selected dimensions and on ``k`` random ones, per task and seed.
 
-    ``base`` is the full fine-tuning config (``dims=None``); ``rankings`` the rankings table of
-    :func:`run_dims_grid` (columns ``task``, ``seed``, ``method``, ``dim``, ``rank``), made on
-    the train and validation splits only. Every run goes through the store: the full runs are
-    those of the baselines chapter.
+    For every task, seed and k, the model is fine-tuned afresh with a head on the top ``k``
+    selected dimensions and with one on ``k`` random ones (*Few Dimensions are Enough*:
+    "fine-tuning BERT with selected dimensions"; chapter ``04_few_dimensions``, the primary
+    measure). Every run goes through the store: the full runs are those of the baselines
+    chapter.
+
+    Parameters
+    ----------
+    base : FinetuneConfig
+        The full fine-tuning config (``dims=None``); each run sets its task, seed and dims.
+    rankings : pd.DataFrame
+        The rankings table of :func:`run_dims_grid` (columns ``task``, ``seed``, ``method``,
+        ``dim``, ``rank``; one row per ranked dimension), made on the train and validation
+        splits only.
+    ks : sequence of int
+        The numbers of dimensions; ``"all"`` is left out (the full runs are always made).
+    store : ResultStore
+        Where the runs are kept and read back.
+    method : str
+        Which ranking selects the dimensions: ``"single"`` or ``"ablation"``.
+    tasks, seeds : sequence, optional
+        The tasks and seeds to run; None takes every one found in the ``method`` rankings.
+    progress : bool
+        Show the progress of the fine-tuning runs.
+
+    Returns
+    -------
+    RetrainStudy
+        The scores, the test predictions (S, N) and labels (N,) per task, and the runs.
+
+    Raises
+    ------
+    ConfigError
+        ``base.dims`` is set, an unknown ``method``, ``rankings`` without the needed columns
+        or without a ranking for some task and seed, no integer k, or runs of one task scored
+        on different test examples.
     """
     ft = _engine()
     if getattr(base, "dims", None) is not None:
@@ -811,18 +1097,35 @@ def retrain_study(base, rankings: pd.DataFrame, *, ks: Sequence[int], store,
 
 def retrain_effects(study: RetrainStudy, *, margin: float, random_margin: float = 0.0,
                     n_boot: int = 2000) -> pd.DataFrame:
-    """The two effects of chapter ``04_few_dimensions`` for every task and k, through
-    :func:`bertdims.stats.paired_effect` on the test predictions, paired by seed and example:
+    """The two effects of chapter ``04_few_dimensions`` for every task and k.
+
+    Both go through :func:`bertdims.stats.paired_effect` on the test predictions of the
+    study, paired by seed and example:
 
     * ``p1-few-dims-enough``: selected k against the full model, ``noninferior`` on the ratio
       scale (selected / full - 1) with ``margin`` (0.02: at least 98% of full);
     * ``p1-selected-beat-random``: selected k against k random dimensions, ``better`` on the
       difference scale with ``random_margin``.
 
-    Returns one row per (task, k, claim): ``task``, ``k`` (int), ``claim_id``, ``effect``
-    (the :class:`~bertdims.stats.Effect`) and its fields (:func:`effects_frame`). An effect
-    that cannot be computed (a ratio to a full model scoring 0 or less) is None, its verdict
-    ``"not computed"`` and ``note`` says why.
+    Parameters
+    ----------
+    study : RetrainStudy
+        The output of :func:`retrain_study`.
+    margin : float
+        The non-inferiority margin of ``p1-few-dims-enough``, on the ratio scale.
+    random_margin : float
+        The margin of ``p1-selected-beat-random``, on the difference scale.
+    n_boot : int
+        Bootstrap replicates of each interval.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per (task, k, claim): columns ``task``, ``k`` (int), ``claim_id``, ``effect``
+        (the :class:`~bertdims.stats.Effect`), ``note``, and the fields of the effect as in
+        :func:`effects_frame` without ``label``. An effect that cannot be computed (a ratio
+        to a full model scoring 0 or less) is None, its verdict ``"not computed"``, and
+        ``note`` says why.
     """
     rows = []
     for (t, kind, k), a in study.predictions.items():
@@ -860,9 +1163,21 @@ def with_effect_fields(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def effects_frame(effects) -> pd.DataFrame:
-    """A small table of :class:`~bertdims.stats.Effect` objects, one row each: ``label``,
-    ``metric``, ``scale``, ``estimate``, ``low``, ``high``, ``claim``, ``margin``,
-    ``verdict``, ``p_value``, ``n_seeds``, ``n_examples``, ``score_a``, ``score_b``."""
+    """A small table of :class:`~bertdims.stats.Effect` objects, one row each.
+
+    Parameters
+    ----------
+    effects : iterable of Effect or None
+        The effects; None stands for an effect that could not be computed.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per effect, in the given order; columns ``label``, ``metric``, ``scale``,
+        ``estimate``, ``low``, ``high``, ``claim``, ``margin``, ``verdict``, ``p_value``,
+        ``n_seeds``, ``n_examples``, ``score_a``, ``score_b``. The row of a None has verdict
+        ``"not computed"`` and every other field missing.
+    """
     cols = ["label", "metric", "scale", "estimate", "low", "high", "claim", "margin", "verdict",
             "p_value", "n_seeds", "n_examples", "score_a", "score_b"]
     rows = [{c: getattr(e, c) for c in cols} if e is not None else {"verdict": "not computed"}
@@ -871,9 +1186,29 @@ def effects_frame(effects) -> pd.DataFrame:
 
 
 def pick_effect(effects: pd.DataFrame, claim_id: str, **where) -> Any:
-    """The one :class:`~bertdims.stats.Effect` of ``effects`` (a :func:`retrain_effects`-like
-    table) for ``claim_id`` and the pre-registered ``where`` values (e.g. ``task=..., k=3``);
-    ConfigError unless exactly one row matches."""
+    """The one :class:`~bertdims.stats.Effect` of a table for a claim and a setting.
+
+    Parameters
+    ----------
+    effects : pd.DataFrame
+        A :func:`retrain_effects`-like table: one row per effect, with columns ``claim_id``,
+        ``effect``, usually ``note``, and the columns named in ``where``.
+    claim_id : str
+        The claim whose effect is wanted, e.g. ``"p1-few-dims-enough"``.
+    **where
+        The pre-registered setting, column by column (e.g. ``task=..., k=3``).
+
+    Returns
+    -------
+    Effect
+        The effect of the single matching row.
+
+    Raises
+    ------
+    ConfigError
+        Not exactly one row matches, or the matching effect could not be computed (the
+        message gives its note).
+    """
     rows = effects[effects["claim_id"] == claim_id]
     for col, value in where.items():
         rows = rows[rows[col] == value]
@@ -890,11 +1225,33 @@ def selection_stability(rankings: pd.DataFrame, ks: Sequence[int], hidden_size: 
                         method: str | None = None) -> pd.DataFrame:
     """How often the seeds choose the same top ``k`` dimensions, against random choice.
 
-    For each (task, method, k) with two or more seeds: ``overlap`` is the mean, over pairs of
-    seeds, of the share of the k dimensions the two top-k sets have in common; ``random`` is
-    what two independent random k-sets of ``hidden_size`` dimensions give on average (k / H);
-    ``identical`` is the share of seed pairs that chose exactly the same set; ``most_common``
-    the dimension found in the most seeds' top k, with ``in_seeds`` (how many).
+    Parameters
+    ----------
+    rankings : pd.DataFrame
+        Rankings of several seeds, e.g. those of :func:`run_dims_grid`: one row per ranked
+        dimension, with columns ``task``, ``method``, ``seed``, ``dim`` and ``rank``.
+    ks : sequence of int
+        The numbers of top dimensions compared, each at most the number of ranked ones.
+    hidden_size : int
+        The number of dimensions H the rankings choose from.
+    method : str, optional
+        Keep only the rankings of this method; None keeps all.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per (task, method, k); columns ``task``, ``method``, ``k``, ``seeds`` (how
+        many), ``overlap`` (the mean, over pairs of seeds, of the share of the k dimensions
+        their two top-k sets have in common), ``random`` (what two independent random k-sets
+        of H dimensions share on average, k / H), ``identical`` (the share of seed pairs that
+        chose exactly the same set), ``most_common`` (the dimension found in the most seeds'
+        top k) and ``in_seeds`` (in how many). ``overlap`` and ``identical`` are NaN with
+        fewer than two seeds.
+
+    Raises
+    ------
+    ConfigError
+        ``hidden_size`` below 1, or a k above the number of ranked dimensions.
     """
     import itertools
     check_range("hidden_size", hidden_size, 1, None, integer=True)
@@ -939,14 +1296,37 @@ def _grid_configs(base, grid: dict) -> list:
 
 def finetune_grid(base, *, store, progress: bool = False, keep_model: bool | None = None,
                   **grid: Sequence) -> pd.DataFrame:
-    """Fine-tune ``base`` (a ``FinetuneConfig``) for every combination of the ``grid`` values
-    (e.g. ``task=[...], seed=[0, 1, 2], freeze=[0, 3, 6]``), each run through the store.
+    """Fine-tune ``base`` for every combination of the ``grid`` values, through the store.
 
-    Returns a tidy DataFrame, one row per (run, split, metric): the grid fields, ``split``,
-    ``metric``, ``value`` and ``headline`` (True for the task's headline metric).
-    Every config is validated before the first run starts. ``keep_model=False`` stores the
-    runs lean (no encoder weights, :func:`bertdims.finetune.finetune`): for runs that only
-    their scores are read from.
+    Every config is validated (also against the model's size) before the first run starts.
+
+    Parameters
+    ----------
+    base : FinetuneConfig
+        The config every combination starts from.
+    store : ResultStore
+        Where the runs are kept and read back.
+    progress : bool
+        Show the progress of each fine-tuning run.
+    keep_model : bool, optional
+        As in :func:`bertdims.finetune.finetune`: ``False`` stores the runs lean (no encoder
+        weights), for runs that only their scores are read from; None keeps the weights of
+        runs trained now and accepts any stored run.
+    **grid
+        Config fields and the list of values to try for each, e.g.
+        ``task=[...], seed=[0, 1, 2], freeze=[0, 3, 6]``; combinations run in grid order.
+        Without any, the grid is ``seed=[base.seed]``.
+
+    Returns
+    -------
+    pd.DataFrame
+        Tidy, one row per (run, split, metric); columns the grid fields, ``split``,
+        ``metric``, ``value`` and ``headline`` (True for the task's headline metric).
+
+    Raises
+    ------
+    ConfigError
+        A grid value that is not a non-empty list, or an invalid config.
     """
     from .executor import ensure_runs
     ft = _engine()
@@ -966,11 +1346,39 @@ def finetune_grid(base, *, store, progress: bool = False, keep_model: bool | Non
 
 def grid_predictions(base, *, store, split: str = "test", progress: bool = False,
                      keep_model: bool | None = None, **grid: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """Like :func:`finetune_grid` (runs or reads every combination), but returns the
-    per-example predictions: ``(P, labels)`` with ``P`` (number of combinations, N), rows in
-    grid order (e.g. ``seed=[0, 1, 2]`` gives one row per seed), and ``labels`` (N,), for the
-    statistics layer. Every combination must evaluate the same examples (same task and
-    ``max_eval_samples``)."""
+    """The per-example predictions of every combination of a grid, for the statistics layer.
+
+    Like :func:`finetune_grid`, it runs or reads every combination through the store. Every
+    combination must evaluate the same examples (same task and ``max_eval_samples``).
+
+    Parameters
+    ----------
+    base : FinetuneConfig
+        The config every combination starts from.
+    store : ResultStore
+        Where the runs are kept and read back.
+    split : str
+        The evaluation split whose predictions are returned.
+    progress : bool
+        Show the progress of each fine-tuning run.
+    keep_model : bool, optional
+        As in :func:`finetune_grid`.
+    **grid
+        Config fields and the list of values to try for each, as in :func:`finetune_grid`.
+
+    Returns
+    -------
+    P : np.ndarray, shape (G, N)
+        The predictions, one row per combination in grid order (e.g. ``seed=[0, 1, 2]``
+        gives one row per seed): class ids, or scores for regression.
+    labels : np.ndarray, shape (N,)
+        The labels of ``split``, in the order of the columns of ``P``.
+
+    Raises
+    ------
+    ConfigError
+        An invalid grid or config, or combinations evaluated on different examples.
+    """
     from .executor import ensure_runs
     ft = _engine()
     rows, labels, configs = [], None, _grid_configs(base, grid)
@@ -1035,19 +1443,50 @@ def probe_baseline(model: str, tasks: Sequence[str], *, store, layers: Sequence[
                    token: str = "cls", max_train_samples: int | None = None,
                    max_eval_samples: int | None = None, max_seq_len: int = 128,
                    device: str = "auto", data_dir: str | None = None) -> pd.DataFrame:
-    """Linear probes on the frozen pretrained encoder (Matton & de Oliveira, section 2: "a
-    linear classifier is trained on top of the pretrained embedding from the [CLS] token, but
-    the BERT model itself is frozen").
+    """Linear probes on the frozen pretrained encoder, per task and layer.
 
-    For each task, the token vector of each of ``layers`` is read once for the examples
-    fine-tuning uses (the engine's fixed subsets of ``max_train_samples`` train and
+    This is the baseline of Matton & de Oliveira, section 2: "a linear classifier is trained
+    on top of the pretrained embedding from the [CLS] token, but the BERT model itself is
+    frozen". For each task, the token vector of each of ``layers`` is read once for the
+    examples fine-tuning uses (the engine's fixed subsets of ``max_train_samples`` train and
     ``max_eval_samples`` validation/test rows, :func:`bertdims.finetune.prepare_splits`), and a
     :class:`LinearHead` (logistic regression / least squares on standardised values, fitted
     to convergence; no randomness) is fitted on train. Stored under kind ``probe``, one run per
     (task, layer), with its per-example predictions (:func:`probe_predictions`).
 
-    Returns a tidy DataFrame: ``task``, ``layer`` (as given), ``token``, ``split``, ``metric``,
-    ``value``, ``headline``.
+    Parameters
+    ----------
+    model : str
+        The pretrained model's name or folder.
+    tasks : str or sequence of str
+        The tasks to probe.
+    store : ResultStore
+        Where the probe runs are kept and read back.
+    layers : int or sequence of int
+        The layers read (0 = embedding output, -1 = last block).
+    token : str
+        Which token vector is read: ``"cls"``, ``"mean"``, ``"maxnorm"`` or ``"token:i"``
+        (see :mod:`bertdims.tokens`).
+    max_train_samples, max_eval_samples : int, optional
+        The sizes of the fixed training and evaluation subsets; None uses whole splits.
+    max_seq_len : int
+        Texts are truncated to this many tokens.
+    device : str
+        Where the encoder runs: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    data_dir : str, optional
+        Where the task's data is read from, as in :func:`bertdims.load_task`.
+
+    Returns
+    -------
+    pd.DataFrame
+        Tidy, one row per (task, layer, split, metric) with split ``"validation"`` or
+        ``"test"``; columns ``task``, ``layer`` (as given), ``token``, ``split``, ``metric``,
+        ``value`` and ``headline`` (True for the task's headline metric).
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``token``, or invalid ``layers``.
     """
     from .tokens import check_token
     token = check_token(token)
@@ -1071,9 +1510,40 @@ def probe_predictions(model: str, task: str, *, store, layer: int = -1, token: s
                       max_eval_samples: int | None = None, max_seq_len: int = 128,
                       device: str = "auto", data_dir: str | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """The frozen probe's per-example predictions on ``split`` (runs or reads
-    :func:`probe_baseline`): ``(P, labels)``, ``P`` (1, N) (a probe has no seed), ``labels``
-    (N,) in the order of :meth:`bertdims.finetune.FinetuneRun.predictions`."""
+    """The frozen probe's per-example predictions on ``split``, for the statistics layer.
+
+    It runs or reads the probe of :func:`probe_baseline` for one task and layer.
+
+    Parameters
+    ----------
+    model : str
+        The pretrained model's name or folder.
+    task : str
+        The task.
+    store : ResultStore
+        Where the probe run is kept and read back.
+    layer : int
+        The layer read (0 = embedding output, -1 = last block).
+    token : str
+        Which token vector is read, as in :func:`probe_baseline`.
+    split : str
+        ``"validation"`` or ``"test"``.
+    max_train_samples, max_eval_samples, max_seq_len, device, data_dir :
+        As in :func:`probe_baseline`.
+
+    Returns
+    -------
+    P : np.ndarray, shape (1, N)
+        The predictions, one row (a probe has no seed): class ids, or scores for regression.
+    labels : np.ndarray, shape (N,)
+        The labels of ``split``, in the order of
+        :meth:`bertdims.finetune.FinetuneRun.predictions`.
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``split`` or ``token``, or an invalid ``layer``.
+    """
     from .tokens import check_token
     check_choice("split", split, ("validation", "test"))
     run = _probe_runs(model, get_task(task), [layer], store=store, token=check_token(token),
@@ -1085,10 +1555,37 @@ def probe_predictions(model: str, task: str, *, store, layer: int = -1, token: s
 def constant_predictions(task: str, *, store=None, split: str = "test",
                          max_train_samples: int | None = None, max_eval_samples: int | None = None,
                          data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The constant guess of :func:`chance_score` (majority training class, or training mean)
-    for every example of ``split``: ``(P, labels)``, ``P`` (1, N), ``labels`` (N,) in the
-    order of :meth:`bertdims.finetune.FinetuneRun.predictions`. Cheap, so nothing is stored
-    (``store`` is accepted for symmetry with the other prediction readers)."""
+    """The constant guess of :func:`chance_score` for every example of ``split``.
+
+    The guess is the majority training class, or the training mean for regression. It is
+    cheap, so nothing is stored.
+
+    Parameters
+    ----------
+    task : str
+        The task.
+    store : ResultStore, optional
+        Unused; accepted for symmetry with the other prediction readers.
+    split : str
+        The evaluation split.
+    max_train_samples, max_eval_samples : int, optional
+        The sizes of the fixed training and evaluation subsets fine-tuning uses.
+    data_dir : str, optional
+        Where the task's data is read from, as in :func:`bertdims.load_task`.
+
+    Returns
+    -------
+    P : np.ndarray, shape (1, N)
+        The guess, repeated for every example, in one row.
+    labels : np.ndarray, shape (N,)
+        The labels of ``split``, in the order of
+        :meth:`bertdims.finetune.FinetuneRun.predictions`.
+
+    Raises
+    ------
+    ConfigError
+        ``split`` is not a split of the task.
+    """
     task = get_task(task) if isinstance(task, str) else task
     data = _engine().prepare_splits(task, max_train_samples=max_train_samples,
                                     max_eval_samples=max_eval_samples,
@@ -1101,11 +1598,29 @@ def constant_predictions(task: str, *, store=None, split: str = "test",
 
 def constant_baseline(tasks: Sequence[str], *, store, max_train_samples: int | None = None,
                       max_eval_samples: int | None = None, data_dir: str | None = None) -> pd.DataFrame:
-    """The score of a constant guess (:func:`chance_score`: the most frequent training class,
-    or the training mean for regression) on the examples fine-tuning uses, per task: the floor
-    any trained model must clear. Stored under kind ``constant``.
+    """The score of a constant guess per task: the floor any trained model must clear.
 
-    Returns a tidy DataFrame: ``task``, ``split``, ``metric``, ``value``, ``headline``.
+    The guess is that of :func:`chance_score` (the most frequent training class, or the
+    training mean for regression), scored on the examples fine-tuning uses. Stored under kind
+    ``constant``.
+
+    Parameters
+    ----------
+    tasks : str or sequence of str
+        The tasks.
+    store : ResultStore
+        Where the scores are kept and read back.
+    max_train_samples, max_eval_samples : int, optional
+        The sizes of the fixed training and evaluation subsets fine-tuning uses.
+    data_dir : str, optional
+        Where the task's data is read from, as in :func:`bertdims.load_task`.
+
+    Returns
+    -------
+    pd.DataFrame
+        Tidy, one row per (task, split, metric) with split ``"validation"`` or ``"test"``;
+        columns ``task``, ``split``, ``metric``, ``value`` and ``headline`` (True for the
+        task's headline metric).
     """
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     task_objs = [get_task(t) for t in tasks]
@@ -1137,8 +1652,25 @@ def constant_baseline(tasks: Sequence[str], *, store, max_train_samples: int | N
 
 
 def summarize_runs(df: pd.DataFrame, by: Sequence[str], value: str = "value") -> pd.DataFrame:
-    """Mean, standard deviation (ddof 1; 0 for one run), min, max and count of ``value`` per
-    group, plus ``mean ± sd`` as text."""
+    """Mean, standard deviation, min, max and count of a column per group of runs.
+
+    Parameters
+    ----------
+    df : pd.DataFrame
+        One row per run (e.g. a filtered :func:`finetune_grid` table), with the ``by``
+        columns and the ``value`` column.
+    by : str or sequence of str
+        The columns that define a group.
+    value : str
+        The column summarised.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per group, in order of first appearance; columns the ``by`` columns,
+        ``mean``, ``sd`` (ddof 1; 0 for one run), ``min``, ``max``, ``n`` and ``mean ± sd``
+        (text, three decimals).
+    """
     by = [by] if isinstance(by, str) else list(by)
     g = df.groupby(by, sort=False)[value]
     out = g.agg(mean="mean", sd="std", min="min", max="max", n="count").reset_index()
@@ -1149,10 +1681,37 @@ def summarize_runs(df: pd.DataFrame, by: Sequence[str], value: str = "value") ->
 
 def run_dims_grid(base, *, tasks: Sequence[str], seeds: Sequence[int], store,
                   progress: bool = False, **kwargs) -> DimsResult:
-    """:func:`run_dims` for every (task, seed); the tables gain ``task`` and ``seed`` columns
-    and ``finetune_metrics`` is keyed by ``(task, seed)``. ``kwargs`` go to :func:`run_dims`.
+    """:func:`run_dims` for every (task, seed).
 
-    Every config and argument is checked before the first run starts."""
+    Every config and argument is checked before the first run starts.
+
+    Parameters
+    ----------
+    base : FinetuneConfig
+        The config every run starts from (``dims=None``); each run sets its task and seed.
+    tasks : str or sequence of str
+        The tasks.
+    seeds : sequence of int
+        The fine-tuning seeds.
+    store : ResultStore
+        Where runs, rankings and scores are kept and read back.
+    progress : bool
+        Show the progress of the fine-tuning runs.
+    **kwargs
+        Passed to :func:`run_dims` (``methods``, ``candidates``, ``ks``, ``modes``, ...).
+
+    Returns
+    -------
+    DimsResult
+        The results of :func:`run_dims` for every run, the ``rankings`` and ``scores`` tables
+        stacked with ``task`` and ``seed`` columns added, and ``finetune_metrics`` keyed by
+        ``(task, seed)``.
+
+    Raises
+    ------
+    ConfigError
+        No task or no seed, or an invalid argument for :func:`run_dims`.
+    """
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     configs = [(t, s, base.replace(task=t, seed=s)) for t in tasks for s in seeds]
     if not configs:
@@ -1172,9 +1731,26 @@ def run_dims_grid(base, *, tasks: Sequence[str], seeds: Sequence[int], store,
 
 
 def chosen_dims(rankings: pd.DataFrame, k: int = 5) -> pd.DataFrame:
-    """Which dimensions each ranking put first: one row per (task, method, seed) with the top
-    ``k`` dimensions in order, and per (task, method) how often each appears across seeds
-    (``agreement``: the share of seeds whose top k holds the most frequent dimension)."""
+    """Which dimensions each ranking put first, and how far the seeds agree on them.
+
+    Parameters
+    ----------
+    rankings : pd.DataFrame
+        Rankings, e.g. those of :func:`run_dims_grid`: one row per ranked dimension, with
+        columns ``dim``, ``rank`` and any of ``task``, ``method`` and ``seed``, which tell
+        the rankings apart.
+    k : int
+        How many of the best dimensions to show.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per ranking (per combination of the ``task``, ``method`` and ``seed``
+        columns present); columns those, ``top dims`` (the top ``k`` dimensions in rank
+        order, space-separated) and, when there are seeds and a ``task`` or ``method``
+        column, ``most frequent (seeds)``: the dimension found in the most top-k sets of the
+        seeds of that task and method, with in how many of them, as ``"d (count/seeds)"``.
+    """
     keys = [c for c in ("task", "method", "seed") if c in rankings.columns]
     rows = []
     for group, part in rankings.sort_values("rank").groupby(keys, sort=False):

@@ -185,13 +185,43 @@ def weight_distances(model_a: Any, model_b: Any, *, names: Iterable[str] | None 
 def aggregate_distances(df: pd.DataFrame, by: str | list[str] = "layer") -> pd.DataFrame:
     """Distances of groups of tensors, as if each group were one concatenated vector.
 
-    ``l1`` is the size-weighted mean of the tensors' ``l1`` (mean |difference| over the group),
-    ``l2`` the root of the summed squares, ``angular`` the angle of the concatenations (from
-    the summed dot products and squared norms), ``rel_l2`` the relative distance
-    ``||a - b|| / ||a||`` (the change measured in units of model A's weights: with A the
-    pretrained model, how far fine-tuning moved the group relative to its size). Extra grouping columns in ``df`` such as
-    ``comparison`` or ``seed`` can be named in ``by``. Rows whose group key is missing (for
-    ``layer``: tensors outside the embeddings and encoder layers) are dropped.
+    ``l1`` is the size-weighted mean of the tensors' ``l1`` (the mean absolute difference over the
+    whole group), ``l2`` the square root of the summed squared ``l2``, ``angular`` the angle between
+    the two concatenations (from the summed dot products and squared norms), and ``rel_l2`` the
+    relative distance ``||a - b|| / ||a||``: the change measured in units of model A's weights, so
+    that with A the pretrained model it says how far fine-tuning moved the group relative to its
+    size. Rows whose group key is missing (for ``layer``: the tensors outside the embeddings and
+    the encoder layers, such as a pooler) are dropped.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        One row per parameter tensor, with the columns ``n_params, l1, l2, dot, norm_a, norm_b``
+        of :func:`weight_distances` and the grouping columns: a table of
+        :func:`weight_distances`, or the ``distances`` table of :func:`distance_study`, whose
+        extra columns (``comparison``, ``run``, ``seed_a``, ``seed_b``) can be named in ``by``.
+    by : str or list of str
+        The column or columns to group by, e.g. ``"layer"``, ``"kind"`` or
+        ``["comparison", "run"]``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group, sorted by the group key; columns: the ``by`` columns (``layer`` as
+        int), ``n_params`` (entries in the group), ``l1``, ``l2``, ``angular`` and ``rel_l2``.
+        ``angular`` is NaN when only one of the two concatenations is all zeros, ``rel_l2`` when
+        model A's is.
+
+    Raises
+    ------
+    ConfigError
+        When a column named in ``by`` is not in ``df``.
+
+    Notes
+    -----
+    The angle comes from ``1 - cos = (||a - b||^2 - (||a|| - ||b||)^2) / (2 ||a|| ||b||)``, using
+    the measured ``||a - b||``: this stays accurate for the small angles of fine-tuning, where
+    ``arccos(cos)`` loses digits.
     """
     by = [by] if isinstance(by, str) else list(by)
     missing = [c for c in by if c not in df.columns]
@@ -219,15 +249,62 @@ def aggregate_distances(df: pd.DataFrame, by: str | list[str] = "layer") -> pd.D
 
 
 def layer_distances(df: pd.DataFrame, by: str | list[str] = ()) -> pd.DataFrame:
-    """Per-layer distances (layer 0 = embeddings): :func:`aggregate_distances` by ``layer``
-    plus any extra columns in ``by`` (e.g. ``"comparison"``)."""
+    """Per-layer distances (layer 0 = the embeddings, 1..L the encoder layers).
+
+    :func:`aggregate_distances` grouped by ``layer``, after any extra grouping columns in ``by``.
+    Tensors outside the embeddings and the encoder layers (such as a pooler) are left out.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        One row per parameter tensor, as for :func:`aggregate_distances`: a table of
+        :func:`weight_distances` or the ``distances`` table of :func:`distance_study` (columns
+        ``layer, n_params, l1, l2, dot, norm_a, norm_b`` and any columns named in ``by``).
+    by : str or sequence of str
+        Extra grouping columns, placed before ``layer``, e.g. ``"comparison"`` or ``"run"``
+        (none by default).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group and layer; columns: the ``by`` columns, ``layer`` (int), ``n_params``,
+        ``l1``, ``l2``, ``angular`` and ``rel_l2``.
+
+    Raises
+    ------
+    ConfigError
+        When a column named in ``by`` (or ``layer``) is not in ``df``.
+    """
     extra = [by] if isinstance(by, str) else list(by)
     return aggregate_distances(df, by=extra + ["layer"])
 
 
 def random_init_like(model: Any, seed: int = 0) -> torch.nn.Module:
-    """A randomly initialised model of the same architecture (``AutoModel.from_config`` with
-    the model's config, under ``torch.manual_seed(seed)``): the reference "how far is far"."""
+    """A randomly initialised twin of a model: the reference for "how far is far".
+
+    Builds ``AutoModel.from_config`` with the model's config under ``torch.manual_seed(seed)``.
+    For a BERT or RoBERTa model without pooler weights the twin is built without a pooler too, so
+    the two have the same tensors.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or object
+        A Hugging Face model, or an object holding one as ``.encoder`` (a fine-tuned classifier)
+        or ``.model`` (an ``Encoder``).
+    seed : int
+        Seed of the random initialisation.
+
+    Returns
+    -------
+    torch.nn.Module
+        The random model, in eval mode, with the parameter names and shapes of ``model``.
+
+    Raises
+    ------
+    ConfigError
+        When ``model`` is not, and does not hold, a Hugging Face model with a ``.config`` (e.g. a
+        dict of tensors), or when the twin's tensors differ from the model's.
+    """
     from transformers import AutoModel
     tensors = _named_tensors(model)
     config = getattr(_unwrap(model), "config", None)
@@ -244,10 +321,34 @@ def random_init_like(model: Any, seed: int = 0) -> torch.nn.Module:
 # ------------------------------------------------------------------------------ charts
 def distance_chart(layer_df: pd.DataFrame, metric: str = "l1", color: str = "comparison",
                    log: bool = True):
-    """Line chart of one distance by layer (x: layer, 0 = embeddings), one line per
-    ``color`` value, averaged over the other rows (e.g. seeds); log scale by default, as the
-    comparisons differ by orders of magnitude. ``layer_df`` is the output of
-    :func:`layer_distances`."""
+    """Line chart of one distance by layer, one line per value of ``color``.
+
+    The x axis is the layer (0 = the embeddings), the y axis the mean of ``metric`` over the rows
+    of each layer and ``color`` value (e.g. over seeds). The y axis is logarithmic by default, as
+    the comparisons differ by orders of magnitude.
+
+    Parameters
+    ----------
+    layer_df : pandas.DataFrame
+        Output of :func:`layer_distances`: one row per layer and group, with the columns
+        ``layer``, ``metric`` and ``color``.
+    metric : str
+        The distance to draw, one of :data:`METRICS` (``l1``, ``l2``, ``angular``, ``rel_l2``).
+    color : str
+        The column whose values get one line each (default ``"comparison"``).
+    log : bool
+        Logarithmic (True) or linear (False) y axis.
+
+    Returns
+    -------
+    altair.Chart
+        The line chart, 320 by 220 pixels, with a point per layer.
+
+    Raises
+    ------
+    ConfigError
+        When ``metric`` is not one of :data:`METRICS`.
+    """
     import altair as alt
     if metric not in METRICS:
         raise bad("metric", metric, "choose one of: " + ", ".join(METRICS))
@@ -261,9 +362,36 @@ def distance_chart(layer_df: pd.DataFrame, metric: str = "l1", color: str = "com
 
 
 def kind_chart(kind_df: pd.DataFrame, metric: str = "l1", color: str = "comparison", log: bool = True):
-    """Bar chart of one distance by kind of matrix (embeddings, attention, feed-forward,
-    layer norm), grouped by ``color``. ``kind_df`` comes from ``aggregate_distances(df,
-    [color, "kind"])`` (averaged over any further rows such as seeds)."""
+    """Bar chart of one distance by kind of matrix, one bar per value of ``color``.
+
+    The x axis is the kind (embeddings, attention, feed-forward, layer norm, other), with the bars
+    of the ``color`` values side by side; the y axis is the mean of ``metric`` over the rows of
+    each kind and ``color`` value (e.g. over seeds, when ``kind_df`` has one row per run). The y
+    axis is logarithmic by default.
+
+    Parameters
+    ----------
+    kind_df : pandas.DataFrame
+        Output of ``aggregate_distances(df, [color, "kind"])`` (:func:`aggregate_distances`), or
+        with further grouping columns such as ``run``: one row per group, with the columns
+        ``kind``, ``metric`` and ``color``.
+    metric : str
+        The distance to draw, one of :data:`METRICS`.
+    color : str
+        The column whose values get one bar each within a kind (default ``"comparison"``).
+    log : bool
+        Logarithmic (True) or linear (False) y axis.
+
+    Returns
+    -------
+    altair.Chart
+        The bar chart, 320 by 220 pixels.
+
+    Raises
+    ------
+    ConfigError
+        When ``metric`` is not one of :data:`METRICS`.
+    """
     import altair as alt
     if metric not in METRICS:
         raise bad("metric", metric, "choose one of: " + ", ".join(METRICS))
@@ -281,9 +409,27 @@ _METRIC_TITLES = {"l1": "L1 (mean |difference|)", "l2": "L2 distance", "angular"
 
 
 def layer_study_chart(df: pd.DataFrame, metric: str):
-    """Task metric of fine-tuning one layer only / the top n layers (x: layer or n), with
-    full fine-tuning and the frozen-encoder probe as horizontal rules. ``df`` comes from
-    :func:`layer_study` (columns ``setting, n, seed, <metric>``)."""
+    """Task metric of fine-tuning one layer only or the top n layers, against full fine-tuning.
+
+    The x axis is the layer i (setting ``single layer``) or the number n of top layers (setting
+    ``top n layers``); the y axis the mean of ``metric`` over seeds, with error bars of one
+    standard deviation. Full fine-tuning and the head alone on the frozen encoder (``head only``)
+    are drawn as dashed horizontal rules at their means.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        :attr:`LayerStudy.table` of :func:`layer_study`: one row per run, with the columns
+        ``setting``, ``n``, ``seed`` and ``metric``.
+    metric : str
+        The column to draw, e.g. :attr:`LayerStudy.metric` (the headline metric) or
+        ``validation_accuracy``.
+
+    Returns
+    -------
+    altair.LayerChart
+        The lines, error bars and rules, 360 by 240 pixels.
+    """
     import altair as alt
     parts = df[df["setting"].isin(["single layer", "top n layers"])]
     refs = df[df["setting"].isin(["full", "head only"])]
@@ -309,18 +455,52 @@ from .training import finetune_module as _finetune_module  # noqa: E402
 
 @dataclass
 class DistanceConfig(ConfigMixin):
-    """How far fine-tuning moves the weights (Radiya-Dixit & Wang: fine-tuned models are close
-    to the pretrained one in parameter space, the closeness varying from layer to layer).
+    """How far fine-tuning moves the weights (Radiya-Dixit & Wang, AISTATS 2020).
 
-    Fine-tunes ``model`` on ``task`` once per seed (the engine), then measures fine-tuned vs
-    pretrained (per seed), pretrained vs a random initialisation (seed ``random_seed``), and
-    fine-tuned vs fine-tuned for every pair of seeds.
+    The paper finds fine-tuned models close to the pretrained one in parameter space, with the
+    closeness varying from layer to layer. :func:`distance_study` fine-tunes ``model`` on ``task``
+    once per seed (the engine), then measures fine-tuned vs pretrained (per seed), pretrained vs a
+    random initialisation (seeded by ``random_seed``), and fine-tuned vs fine-tuned for every pair
+    of seeds.
 
-    ``layer_lr_decay`` defaults to 1.0, unlike the engine's 0.95: with decay every block
-    learns at its own rate (block n at ``lr * decay ** (L - n)``), so the top block of six
-    moves about 1.3 times as far as the bottom one from the schedule alone, and a "varies by
-    layer" finding would measure the recipe. :func:`layer_profile` divides each layer's
-    distance by its learning rate when the decay is not 1.
+    Parameters
+    ----------
+    model : str
+        Base encoder: ``"embedded"`` (all-MiniLM-L6-v2), a hub name or a local folder.
+    task : str
+        A registered task name (:func:`bertdims.task_names`).
+    seeds : list of int
+        Seeds of the fine-tunings: distinct integers >= 0, at least one (at least two for the
+        t-intervals of :func:`closeness_effect` and :func:`layer_variation_effect`).
+    max_train_samples, max_eval_samples : int or None
+        Use a fixed random subset of this many examples of the training split and of each
+        evaluation split (None: all), as in :class:`bertdims.finetune.FinetuneConfig`.
+    max_seq_len : int
+        Maximum tokens per example (>= 2).
+    epochs : float
+        Passes over the training set (> 0).
+    lr : float
+        Peak learning rate of the top block (> 0).
+    layer_lr_decay : float
+        Layer-wise learning-rate decay, in (0, 1]: block n learns at
+        ``lr * layer_lr_decay ** (L - n)``. 1.0 by default; see the notes.
+    random_seed : int
+        Seed of the random initialisation (:func:`random_init_like`), >= 0.
+
+    Raises
+    ------
+    ConfigError
+        When a field is out of range (``seeds`` empty, repeated or negative; ``epochs`` or ``lr``
+        not positive; ``layer_lr_decay`` outside (0, 1]; ``max_seq_len`` < 2; ``random_seed`` < 0)
+        or ``task`` is unknown.
+
+    Notes
+    -----
+    ``layer_lr_decay`` defaults to 1.0, unlike the engine's 0.95: with decay every block learns at
+    its own rate, so the top block of six moves about 1.3 times as far as the bottom one from the
+    schedule alone, and a "varies by layer" finding would measure the recipe.
+    :func:`layer_profile` divides each layer's distance by its learning rate when the decay is
+    not 1.
     """
 
     model: str = "embedded"
@@ -368,13 +548,38 @@ def _check_seeds(seeds) -> None:
 
 
 def distance_study(config: DistanceConfig, store=None, *, force: bool = False):
-    """Run (or read back) the distance study. Returns a ``StoredRun`` with
+    """Run (or read back) the distance study of a :class:`DistanceConfig`.
 
-    * ``.table("distances")``: :func:`weight_distances` rows plus ``comparison``
-      (``fine-tuned vs pretrained``, ``pretrained vs random init``, ``seed vs seed``),
-      ``run`` (e.g. ``seed 0`` or ``seeds 0 vs 1``), ``seed_a`` and ``seed_b``;
-    * ``.table("metrics")``: the fine-tuned runs' metrics (``seed, split, metric, value``);
-    * ``.table("history")``: the fine-tuned runs' training curves (the engine's rows and ``seed``).
+    Fine-tunes the model once per seed (each fine-tuning cached by the engine), then compares
+    weights tensor by tensor with :func:`weight_distances`: each fine-tuned encoder against the
+    pretrained one, the pretrained encoder against a random initialisation
+    (:func:`random_init_like`), and the fine-tuned encoders of every pair of seeds. The tables
+    are cached in the store.
+
+    Parameters
+    ----------
+    config : DistanceConfig
+        What to run.
+    store : ResultStore, optional
+        Where the runs are cached; None: a :class:`bertdims.store.ResultStore` at its default root.
+    force : bool
+        Recompute the distances even when they are stored (the fine-tunings are still read back
+        from the engine's cache).
+
+    Returns
+    -------
+    StoredRun
+        The stored result, with three tables:
+
+        * ``.table("distances")``: one row per parameter tensor and compared pair; columns
+          ``comparison`` (``fine-tuned vs pretrained``, ``pretrained vs random init`` or
+          ``seed vs seed``), ``run`` (e.g. ``seed 0`` or ``seeds 0 vs 1``), ``seed_a`` (the seed,
+          or the random initialisation's seed), ``seed_b`` (empty except for seed vs seed), then
+          the columns of :func:`weight_distances`;
+        * ``.table("metrics")``: the fine-tuned runs' metrics, one row per seed, split and metric;
+          columns ``seed, split, metric, value``;
+        * ``.table("history")``: the fine-tuned runs' training curves: the engine's rows, with a
+          ``seed`` column.
     """
     from .models import fingerprint_of, load_encoder
     from .store import ResultStore
@@ -420,10 +625,25 @@ def _tag(df: pd.DataFrame, comparison: str, seed_a, seed_b) -> pd.DataFrame:
 
 
 def comparison_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Whole-encoder distances per comparison (each run aggregated over all its tensors,
-    then the mean and standard deviation over runs): ``comparison, runs, l1, l1_sd, l2,
-    l2_sd, angular, angular_sd, rel_l2, rel_l2_sd``. ``df``: the ``distances`` table of
-    :func:`distance_study`."""
+    """Whole-encoder distances per comparison: mean and standard deviation over runs.
+
+    Each run (one seed, or one pair of seeds) is first aggregated over all its tensors with
+    :func:`aggregate_distances`; the runs of each comparison are then averaged.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The ``distances`` table of :func:`distance_study`: one row per tensor and compared pair,
+        with the columns ``comparison``, ``run`` and those of :func:`weight_distances`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per comparison, in the order fine-tuned vs pretrained, seed vs seed, pretrained vs
+        random init (those present); columns ``comparison, runs, l1, l2, angular, rel_l2, l1_sd,
+        l2_sd, angular_sd, rel_l2_sd``, where ``<distance>_sd`` is the standard deviation over the
+        runs (NaN for a single run).
+    """
     per_run = aggregate_distances(df, ["comparison", "run"])
     g = per_run.groupby("comparison", sort=False)
     out = g[list(METRICS)].mean()
@@ -439,12 +659,38 @@ FT, RANDOM = "fine-tuned vs pretrained", "pretrained vs random init"
 
 
 def closeness_effect(df: pd.DataFrame, *, margin: float, metric: str = "l1", claim: str = "worse"):
-    """How close the fine-tuned encoders are to the pretrained one, on the scale of a random
-    initialisation: per seed, the whole-encoder distance fine-tuned vs pretrained (A) against
-    the distance pretrained vs random initialisation (B), as ``A / B - 1`` with a t-interval
-    over the seeds (:func:`bertdims.stats.seed_effect`; at least 2 seeds). "Close" (the
-    registered claim ``p3-close-to-pretrained``) is ``worse`` than the random
-    initialisation by more than ``margin`` (0.5: less than half its distance)."""
+    """How close the fine-tuned encoders are to the pretrained one, on the scale of a random init.
+
+    Per seed, the whole-encoder distance fine-tuned vs pretrained (A) is set against the distance
+    pretrained vs random initialisation (B, one value), as ``A / B - 1`` with a t-interval over
+    the seeds (:func:`bertdims.stats.seed_effect` on the ratio scale; at least 2 seeds). "Close"
+    (the registered claim ``p3-close-to-pretrained``) is ``worse`` than the random initialisation
+    by more than ``margin``: with 0.5, less than half its distance.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The ``distances`` table of :func:`distance_study`: one row per tensor and compared pair,
+        with the columns ``comparison``, ``run`` and those of :func:`weight_distances`.
+    margin : float
+        Margin on the ratio scale, fixed before running (see :func:`bertdims.stats.verdict_of`).
+    metric : str
+        The distance, one of :data:`METRICS` (default ``l1``).
+    claim : str
+        The claim about A against B: ``"worse"`` (the default), ``"better"``, ``"equivalent"`` or
+        ``"noninferior"``.
+
+    Returns
+    -------
+    bertdims.stats.Effect
+        Estimate, interval over the seeds and verdict.
+
+    Raises
+    ------
+    ConfigError
+        When ``metric`` is not one of :data:`METRICS`, ``claim`` or ``margin`` is not valid, or
+        ``df`` has fewer than two fine-tuned seeds.
+    """
     from .stats import seed_effect
     if metric not in METRICS:
         raise bad("metric", metric, "choose one of: " + ", ".join(METRICS))
@@ -495,10 +741,41 @@ def layer_profile(df: pd.DataFrame, metric: str = "rel_l2", lrs: Mapping[int, fl
 
 def layer_variation_effect(df: pd.DataFrame, *, margin: float, metric: str = "rel_l2",
                            lrs: Mapping[int, float] | None = None, claim: str = "better"):
-    """Does the closeness vary by layer: per seed, the top transformer block's relative
-    distance (A) against the bottom block's (B), ``A / B - 1`` with a t-interval over the
-    seeds (:func:`bertdims.stats.seed_effect`). ``lrs`` as in :func:`layer_profile` (needed
-    when the runs used layer-wise learning-rate decay)."""
+    """Whether the closeness varies by layer: the top block's distance against the bottom block's.
+
+    Per seed, the distance fine-tuned vs pretrained of the top transformer block (A) is set
+    against that of the bottom block (B), as ``A / B - 1`` with a t-interval over the seeds
+    (:func:`bertdims.stats.seed_effect` on the ratio scale), from the per-seed values of
+    :func:`layer_profile`.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The ``distances`` table of :func:`distance_study` (its ``fine-tuned vs pretrained`` rows
+        are used): one row per tensor and compared pair, with the columns ``comparison``, ``run``
+        and those of :func:`weight_distances`; at least two seeds.
+    margin : float
+        Margin on the ratio scale, fixed before running (see :func:`bertdims.stats.verdict_of`).
+    metric : str
+        The distance (default ``rel_l2``, the relative distance ``||a - b|| / ||a||``).
+    lrs : mapping of int to float, optional
+        Layer -> peak learning rate (:func:`run_lrs`), as in :func:`layer_profile`: each layer's
+        distance is divided by its rate relative to the top layer's. Needed when the runs used
+        layer-wise learning-rate decay; None: no normalisation.
+    claim : str
+        The claim about A against B: ``"better"`` (the default: the top block moves further),
+        ``"worse"``, ``"equivalent"`` or ``"noninferior"``.
+
+    Returns
+    -------
+    bertdims.stats.Effect
+        Estimate, interval over the seeds and verdict; its label names the two layers.
+
+    Raises
+    ------
+    ConfigError
+        When ``claim`` or ``margin`` is not valid, or ``df`` has fewer than two seeds.
+    """
     from .stats import seed_effect
     prof = layer_profile(df, metric, lrs)
     blocks = prof[prof["layer"] >= 1]
@@ -530,14 +807,40 @@ from .report import verdict_note  # noqa: E402  (how verdicts are shown: shared 
 # ------------------------------------------------------------------------------ layers
 @dataclass
 class LayerStudyConfig(ConfigMixin):
-    """Which layers need fine-tuning (Radiya-Dixit & Wang: only some layers need
-    fine-tuning).
+    """Which layers need fine-tuning (Radiya-Dixit & Wang: only some layers need fine-tuning).
 
-    For each seed: full fine-tuning; each encoder layer in ``single_layers`` fine-tuned alone
-    (with the head); the top ``n`` layers for each ``n`` in ``top_n``; and the head alone on
-    the frozen encoder (``head only``). Layers are numbered 1..L; None means all of them.
-    ``layer_lr_decay`` as in :class:`DistanceConfig` (1.0), so the full fine-tunings are the
-    distance study's runs.
+    For each seed, :func:`layer_study` runs full fine-tuning; each encoder layer in
+    ``single_layers`` fine-tuned alone (with the head); the top ``n`` layers for each ``n`` in
+    ``top_n``; and the head alone on the frozen encoder (``head only``). Layers are numbered 1..L.
+
+    Parameters
+    ----------
+    model : str
+        Base encoder, as in :class:`DistanceConfig`.
+    task : str
+        A registered task name.
+    seeds : list of int
+        Seeds of the runs: distinct integers >= 0, at least one.
+    single_layers : list of int or None
+        Encoder layers (1..L) to fine-tune one at a time; None: every layer.
+    top_n : list of int or None
+        Numbers n (1..L) of top layers to fine-tune together; None: every n from 1 to L.
+    max_train_samples, max_eval_samples : int or None
+        Training and evaluation subset sizes (None: all), as in :class:`DistanceConfig`.
+    max_seq_len : int
+        Maximum tokens per example.
+    epochs, lr : float
+        Passes over the training set and peak learning rate, as in :class:`DistanceConfig`.
+    layer_lr_decay : float
+        As in :class:`DistanceConfig` (1.0), so the full fine-tunings are the distance study's
+        runs.
+
+    Raises
+    ------
+    ConfigError
+        When ``seeds`` is empty, repeated or negative, ``single_layers`` or ``top_n`` is not None
+        or a list of layer numbers >= 1, ``epochs`` or ``lr`` is not positive,
+        ``layer_lr_decay`` is outside (0, 1], or ``task`` is unknown.
     """
 
     model: str = "embedded"
@@ -599,8 +902,36 @@ class LayerStudy:
 
 
 def layer_study(config: LayerStudyConfig, store=None) -> LayerStudy:
-    """Fine-tune some layers only, for every seed (each fine-tuning cached by the engine, so
-    reruns and runs shared with other chapters are read back)."""
+    """Fine-tune some layers only, for every seed of a :class:`LayerStudyConfig`.
+
+    Runs the settings of :meth:`LayerStudyConfig.runs` for each seed: full fine-tuning, the head
+    alone on the frozen encoder, each layer of ``single_layers`` alone, and the top n layers for
+    each n of ``top_n``. Each fine-tuning is cached by the engine, so reruns, and runs shared with
+    other chapters, are read back.
+
+    Parameters
+    ----------
+    config : LayerStudyConfig
+        What to run.
+    store : ResultStore, optional
+        Where the runs are cached; None: a :class:`bertdims.store.ResultStore` at its default root.
+
+    Returns
+    -------
+    LayerStudy
+        ``table``: one row per run, with columns ``setting, n, seed, train_layers``,
+        ``<split>_<metric>`` for every split and metric, and the headline metric (test, else
+        validation) under its own name; ``predictions``: (setting, n) -> test predictions, array
+        (S, N), one row per seed in the order of ``config.seeds``; ``labels``: the test labels
+        (N,); ``histories``: the engine's training curves with ``setting, n, seed, comparison``;
+        ``metric``: the task's headline metric.
+
+    Raises
+    ------
+    ConfigError
+        When ``single_layers`` or ``top_n`` names a layer the model does not have, or the runs
+        were scored on different test examples.
+    """
     from .models import load_encoder
     from .store import ResultStore
     from .tasks import get_task
@@ -666,19 +997,60 @@ def layer_effects(study: LayerStudy, *, margin: float, n_boot: int = 2000) -> di
 
 
 def layer_summary(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean and standard deviation (over seeds) of ``metric`` per setting and n; ``df`` is
-    :attr:`LayerStudy.table`."""
+    """Mean and standard deviation over seeds of ``metric``, per setting and n.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        :attr:`LayerStudy.table` of :func:`layer_study`: one row per run, with the columns
+        ``setting``, ``n``, ``train_layers`` and ``metric``.
+    metric : str
+        The column to summarise, e.g. :attr:`LayerStudy.metric`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per setting and n, in the order they first appear; columns ``setting, n,
+        train_layers, mean, sd, seeds`` (``sd`` is NaN for a single seed).
+    """
     g = df.groupby(["setting", "n", "train_layers"], sort=False)[metric]
     return g.agg(mean="mean", sd="std", seeds="size").reset_index()
 
 
 def layer_findings(effects: Mapping[str, Any]) -> str:
-    """The verdicts of :func:`layer_effects` in Markdown, one line per setting, with why an
-    inconclusive one is inconclusive."""
+    """The verdicts of :func:`layer_effects` in Markdown, one line per setting.
+
+    Each line gives the effect's sentence (:meth:`bertdims.stats.Effect.sentence`) and, through
+    :func:`bertdims.report.verdict_note`, why an inconclusive verdict is inconclusive.
+
+    Parameters
+    ----------
+    effects : mapping of str to Effect
+        Setting name -> :class:`bertdims.stats.Effect`, as :func:`layer_effects` returns.
+
+    Returns
+    -------
+    str
+        A Markdown list, one bullet per effect, in the order of ``effects``.
+    """
     return "\n".join(f"* **{k}**: {e.sentence()}. {verdict_note(e)}" for k, e in effects.items())
 
 
 def distance_findings(effects: Mapping[str, Any]) -> str:
-    """The distance verdicts (:func:`closeness_effect`, :func:`layer_variation_effect`) in
-    Markdown, one line each."""
+    """The distance verdicts in Markdown, one line each.
+
+    Each line gives the effect's sentence (:meth:`bertdims.stats.Effect.sentence`) and, through
+    :func:`bertdims.report.verdict_note`, why an inconclusive verdict is inconclusive.
+
+    Parameters
+    ----------
+    effects : mapping of str to Effect
+        Name -> :class:`bertdims.stats.Effect`, from :func:`closeness_effect` and
+        :func:`layer_variation_effect`.
+
+    Returns
+    -------
+    str
+        A Markdown list, one bullet per effect, in the order of ``effects``.
+    """
     return "\n".join(f"* **{k}**: {e.sentence()}. {verdict_note(e)}" for k, e in effects.items())

@@ -171,18 +171,46 @@ def encode(encoder, texts: Texts, *, layers: int | Sequence[int] = (-1,), token:
            precision: str = "auto", progress: bool = True, pad_to_max: bool = False) -> np.ndarray:
     """Token representations of ``texts`` at ``layers``, in memory.
 
+    The model runs without gradients, in bf16 autocast on a GPU by default. Texts are
+    batched by similar token count, so that each batch is padded only to its own longest
+    sequence; the rows come back in input order.
+
     Parameters
     ----------
-    encoder : Encoder, fine-tuned classifier (``.encoder``/``.tokenizer``) or model name
-    texts : list of strings, or of (a, b) pairs for sentence-pair tasks
-    layers : layer numbers (0 = embedding output, -1 = last block)
-    token : ``"cls"``, ``"mean"``, ``"maxnorm"`` or ``"token:i"`` (see :mod:`bertdims.tokens`)
-    pad_to_max : pad every batch to ``max_seq_len`` in input order (the slow baseline of
-        ``benchmarks/bench_extract.py``; results are the same up to float rounding)
+    encoder : Encoder, fine-tuned classifier or str
+        A :class:`~bertdims.Encoder`, a fine-tuned classifier (anything with ``.encoder`` and
+        ``.tokenizer``) or a model name / folder (loaded with :func:`bertdims.load_encoder`).
+    texts : list of str or list of (str, str)
+        The texts, or (a, b) pairs for sentence-pair tasks (all of one kind).
+    layers : int or sequence of int
+        Layer numbers, distinct: 0 = embedding output, ``i`` = block ``i``, -1 = last block.
+    token : str
+        ``"cls"``, ``"mean"``, ``"maxnorm"`` or ``"token:i"`` (see :mod:`bertdims.tokens`).
+    batch_size : int
+        Texts per forward pass.
+    max_seq_len : int
+        Texts are truncated to this many tokens (at least 2, at most the model's number of
+        positions).
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"`` (see :func:`bertdims.pick_device`).
+    precision : str
+        ``"auto"``, ``"fp32"`` or ``"bf16"`` (see :func:`bertdims.pick_precision`).
+    progress : bool
+        Show a progress bar.
+    pad_to_max : bool
+        Pad every batch to ``max_seq_len`` in input order (the slow baseline of
+        ``benchmarks/bench_extract.py``; results are the same up to float rounding).
 
     Returns
     -------
-    np.ndarray, shape (N, len(layers), H), float32, rows in input order.
+    np.ndarray, shape (N, len(layers), H)
+        float32, one row per text in input order, the layers in the order given.
+
+    Raises
+    ------
+    ConfigError
+        An encoder of an unknown kind, malformed ``texts``, or an invalid ``layers``,
+        ``token``, ``batch_size``, ``max_seq_len``, ``device`` or ``precision``.
     """
     encoder = as_encoder(encoder)
     token = check_token(token)

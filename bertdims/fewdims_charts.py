@@ -32,8 +32,31 @@ def compare_runs_chart(df: pd.DataFrame, x: str, *, y: str = "value", color: str
                   sort: Sequence | None = None) -> alt.Chart:
     """Categorical comparison: one point per run, the mean as a tick and ±1 sd as a bar.
 
-    ``df`` holds one row per run with the columns ``x``, ``y`` and optionally ``color`` and
-    ``column`` (facets, independent y scales).
+    Parameters
+    ----------
+    df : pd.DataFrame
+        One row per run (seed), with the columns ``x`` and ``y`` and, when used, ``color`` and
+        ``column``; a ``metric`` column gives the default y title and a ``seed`` column shows
+        in the tooltips (e.g. as :func:`scores_frame` returns it).
+    x : str
+        The column of the categories (settings) on the x axis.
+    y : str
+        The column of the values.
+    color : str, optional
+        The column to colour the points by (with a legend); None: by ``x``, without a legend.
+    column : str, optional
+        The column whose values get one panel each, with independent y scales; no panels when
+        it is None, missing from ``df`` or has a single value.
+    y_title : str, optional
+        The y axis title; None: the value of the ``metric`` column when ``df`` has one with a
+        single value, else ``y``.
+    sort : sequence, optional
+        The order of the categories on the x axis; None: the order of the data.
+
+    Returns
+    -------
+    altair.Chart
+        A layer chart, or a facet chart of layer charts when faceted by ``column``.
     """
     color = color or x
     x_enc = alt.X(f"{x}:N", title=x, sort=list(sort) if sort is not None else None,
@@ -53,8 +76,42 @@ def compare_runs_chart(df: pd.DataFrame, x: str, *, y: str = "value", color: str
 def trend_chart(df: pd.DataFrame, x: str, *, y: str = "value", color: str | None = None,
                column: str | None = "task", x_title: str | None = None, y_title: str | None = None,
                x_type: str = "O", rule: float | None = None) -> alt.Chart:
-    """A quantity against an ordered setting (layer, number of frozen layers, k): the mean
-    over runs as a line, ±1 sd as bars, single runs as faint points; optional horizontal rule."""
+    """A quantity against an ordered setting (layer, number of frozen layers, k).
+
+    The mean over runs is drawn as a line, ±1 sd as bars and single runs as faint points, with
+    an optional horizontal rule (a reference such as a probe's score or a threshold).
+
+    Parameters
+    ----------
+    df : pd.DataFrame
+        One row per run (seed) and setting, with the columns ``x`` and ``y`` and, when used,
+        ``color`` and ``column``; a ``metric`` column gives the default y title, and ``seed``
+        and ``dims`` columns show in the tooltips.
+    x : str
+        The column of the ordered setting on the x axis.
+    y : str
+        The column of the values.
+    color : str, optional
+        The column whose values get one line each, in their own colour; None: one line.
+    column : str, optional
+        The column whose values get one panel each, with independent y scales; no panels when
+        it is None, missing from ``df`` or has a single value.
+    x_title : str, optional
+        The x axis title; None: ``x``.
+    y_title : str, optional
+        The y axis title; None: the value of the ``metric`` column when ``df`` has one with a
+        single value, else ``y``.
+    x_type : str
+        The Vega-Lite type of ``x``: ``"O"`` (ordinal: numbers, or number-like labels, in
+        numeric order, words such as ``"all"`` last), or e.g. ``"Q"`` (quantitative).
+    rule : float, optional
+        Where to draw a dashed horizontal rule, in units of ``y``; None: no rule.
+
+    Returns
+    -------
+    altair.Chart
+        A layer chart, or a facet chart of layer charts when faceted by ``column``.
+    """
     y_title = y_title or (df["metric"].iloc[0] if "metric" in df and df["metric"].nunique() == 1 else y)
     x_enc = alt.X(f"{x}:{x_type}", title=x_title or x,
                   sort=None if x_type != "O" else _natural_order(df[x]), axis=alt.Axis(labelAngle=0))
@@ -91,9 +148,26 @@ def _natural_order(values: pd.Series) -> list:
 
 
 def share_chart(scores: pd.DataFrame, threshold: float = 0.98) -> alt.Chart:
-    """Share of full performance against k (Few Dimensions are Enough: 2-3 dimensions reach
-    over 98 %). ``scores`` is :func:`bertdims.dims.run_dims` scores with a ``task`` and a
-    ``seed`` column; one line per (mode, method)."""
+    """Share of full performance against k, one line per (mode, method).
+
+    *Few Dimensions are Enough* reports that 2-3 dimensions reach over 98% of the full model's
+    score; the threshold is drawn as a dashed rule. Drawn by :func:`trend_chart`.
+
+    Parameters
+    ----------
+    scores : pd.DataFrame
+        The ``scores`` table of :func:`bertdims.dims.run_dims`: one row per (mode, method, k)
+        and run, with at least the columns ``k``, ``mode``, ``method`` and ``share``; a
+        ``task`` column with several values gives one panel per task, and a ``seed`` column
+        shows in the tooltips.
+    threshold : float
+        Where to draw the rule, as a share of full performance.
+
+    Returns
+    -------
+    altair.Chart
+        A layer chart, or a facet chart of layer charts with one panel per task.
+    """
     df = scores.assign(k=scores["k"].astype(str),
                        how=scores["mode"] + " / " + scores["method"])
     return trend_chart(df, "k", y="share", color="how", y_title="share of full performance",
@@ -104,11 +178,32 @@ def scores_frame(preds: Mapping[Any, Any], labels, metric: str, name: str,
                  seeds: Sequence[int] | None = None) -> pd.DataFrame:
     """Per-run test scores from stored predictions, as a tidy DataFrame for the charts.
 
-    ``preds`` maps a setting (a layer, a token, a number of frozen layers) to predictions
-    ``(S, N)``, one row per seed, or ``(1, N)`` for a setting without seeds (a probe);
-    ``labels`` (N,); ``metric`` a headline metric of :func:`bertdims.stats.metric_scores`.
-    Returns the columns ``name`` (the setting), ``seed`` (``seeds[i]`` for row i, or the row
-    index), ``metric`` and ``value``.
+    Parameters
+    ----------
+    preds : Mapping
+        Maps a setting (a layer, a token, a number of frozen layers) to its predictions, an
+        array (S, N) with one row per seed, or (1, N) for a setting without seeds (a probe).
+    labels : array (N,)
+        The test labels.
+    metric : str
+        A headline metric of :func:`bertdims.stats.metric_scores`.
+    name : str
+        The name of the column that holds the setting.
+    seeds : sequence of int, optional
+        The seed of each row of the predictions; None, or a setting with a single row: the
+        row index is used instead.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per setting and seed (row of predictions); columns ``name`` (the setting),
+        ``seed`` (``seeds[i]`` for row i, or the row index), ``metric`` and ``value``.
+
+    Raises
+    ------
+    ConfigError
+        From :func:`bertdims.stats.metric_scores`: an unknown metric or predictions and
+        labels of the wrong shape.
     """
     from .stats import metric_scores
     frames = []
@@ -129,11 +224,27 @@ CURVE_COLUMNS = ("step", "epoch", "train_loss", "dev_loss", "dev_score")
 def history_frame(runs: Mapping[Any, Any], names: Sequence[str]) -> pd.DataFrame:
     """The training curves of fine-tuning runs as one tidy DataFrame.
 
-    ``runs`` maps a key (a tuple of values, or one value) to a
-    :class:`~bertdims.finetune.FinetuneRun`; ``names`` names the key's parts (e.g.
-    ``("task", "seed")``). One row per evaluation of each run: the key columns, ``step``,
-    ``epoch``, ``train_loss``, ``dev_loss``, ``dev_score`` (the task's headline metric on the
-    monitored split, ``dev_<metric>`` of the history), ``metric`` and ``total_steps``.
+    Parameters
+    ----------
+    runs : Mapping
+        Maps a key (a tuple of values, or one value) to a
+        :class:`~bertdims.finetune.FinetuneRun`.
+    names : sequence of str
+        The names of the key's parts, e.g. ``("task", "seed")``; as many as the key has parts.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per evaluation of each run; columns: the key columns (``names``), ``step``,
+        ``epoch``, ``train_loss``, ``dev_loss``, ``dev_score`` (the task's headline metric on
+        the monitored split, ``dev_<metric>`` of the history; curve columns a history lacks
+        are left out), ``metric`` (the headline metric's name) and ``total_steps`` (the
+        run's total number of steps).
+
+    Raises
+    ------
+    ConfigError
+        A key with another number of parts than ``names``.
     """
     from .tasks import get_task
     names = list(names)
@@ -158,12 +269,33 @@ def history_frame(runs: Mapping[Any, Any], names: Sequence[str]) -> pd.DataFrame
 
 def curve_chart(history: pd.DataFrame, *, column: str | None = "task", line: str = "seed",
                 title: str | None = None) -> alt.VConcatChart:
-    """Validation score (top) and training and validation loss (bottom) against the step,
-    one panel per ``column`` value (independent scales), one line per ``line`` value.
+    """Validation score (top) and training and validation loss (bottom) against the step.
 
-    ``history``: :func:`history_frame` (columns ``step``, ``dev_score``, ``dev_loss``,
-    ``train_loss``, ``metric`` and ``column``, ``line``). A curve still rising at its last
-    step is a run that has not finished learning.
+    One panel per ``column`` value (independent scales), one line per ``line`` value. A curve
+    still rising at its last step is a run that has not finished learning.
+
+    Parameters
+    ----------
+    history : pd.DataFrame
+        As :func:`history_frame` returns it: one row per evaluation of each run, with the
+        columns ``step``, ``dev_score``, ``dev_loss``, ``train_loss``, ``line`` and, when
+        given, ``column``; a ``metric`` column with one value names the score's axis.
+    column : str, optional
+        The column whose values get one panel each; None, or a single value: one panel.
+    line : str
+        The column whose values get one line each (e.g. the seed).
+    title : str, optional
+        The chart's title; None: no title.
+
+    Returns
+    -------
+    altair.VConcatChart
+        The score chart above the loss chart.
+
+    Raises
+    ------
+    ConfigError
+        ``history`` lacks one of the needed columns.
     """
     needed = {"step", "dev_score", "dev_loss", "train_loss", line} | ({column} if column else set())
     missing = needed - set(history.columns)

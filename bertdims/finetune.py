@@ -86,22 +86,40 @@ BOTTOM_CACHE_BYTES = int(os.environ.get("BERTDIMS_BOTTOM_CACHE_BYTES", 4 << 30))
 
 @dataclass
 class FinetuneRun:
-    """A finished fine-tuning run.
+    """A finished fine-tuning run, as :func:`finetune` returns it.
+
+    Its methods read the results: :meth:`predictions` and :meth:`labels` (per example, for
+    the paired comparisons of :mod:`bertdims.stats`), :meth:`score` (the headline metric) and
+    :meth:`load` (the fine-tuned model).
 
     Attributes
     ----------
-    config : the :class:`FinetuneConfig`.
-    metrics : ``{"validation": {...}, "test": {...}}`` (:func:`bertdims.compute_metrics`).
-    history : one row per evaluation: step, epoch, lr (top block), train_loss (mean since the
-        last row), ``dev_loss`` and ``dev_<metric>`` on the monitored split (``info["monitor_split"]``:
-        the development split when there is one, else validation, which is then only watched).
-    model_dir : folder of the saved model (:func:`load_finetuned`).
-    path : the run folder (store run or ``out_dir``), or None.
-    info : steps trained, ``checkpoint_rule`` ("final" or "best_dev_loss") and ``best_step``
+    config : FinetuneConfig
+        The config of the run.
+    metrics : dict of str to dict
+        The task's metrics (:func:`bertdims.compute_metrics`) per evaluation split:
+        ``{"validation": {...}, "test": {...}}``, plus any extra evaluation split of the task.
+    history : pandas.DataFrame
+        One row per evaluation; columns step, epoch, lr (top block), train_loss (mean since
+        the last row), ``dev_loss`` and ``dev_<metric>`` on the monitored split
+        (``info["monitor_split"]``: the development split when there is one, else validation,
+        which is then only watched).
+    model_dir : pathlib.Path
+        Folder of the saved model (:func:`load_finetuned`).
+    path : pathlib.Path or None
+        The run folder (store run or ``out_dir``), or None.
+    info : dict
+        Steps trained, ``checkpoint_rule`` ("final" or "best_dev_loss") and ``best_step``
         (the step of the kept state), train/dev sizes, seconds, whether it stopped early,
         ``fast_frozen`` (the head was trained on features computed once).
-    cached : True when read back from the store without training.
-    model : the trained :class:`SelectiveClassifier` when trained in this call, else None.
+    cached : bool
+        True when read back from the store without training.
+    model : SelectiveClassifier or None
+        The trained :class:`SelectiveClassifier` when trained in this call, else None.
+    _outputs : dict
+        Internal: for a run trained in this call, ``{split: (predictions, labels)}`` with two
+        arrays of shape (N,) per evaluation split; empty when read back, in which case
+        :meth:`predictions` and :meth:`labels` read the ``.npy`` files of ``path``.
     """
 
     config: FinetuneConfig
@@ -194,20 +212,49 @@ def finetune(config: FinetuneConfig, *, store: ResultStore | None = None,
              keep_model: bool | None = None) -> FinetuneRun:
     """Fine-tune ``config.model`` on ``config.task`` and evaluate on validation and test.
 
-    With ``store``, the run is kept under kind ``"finetune"`` keyed by the config and the base
-    model's fingerprint (the ``init_from`` model's when set); the model is saved in
-    ``run.path / "model"``, and calling again with the same config reads it back without
-    training. With ``out_dir``, writes ``config.json``, ``metrics.json``, ``history.csv`` and
-    ``model/`` there. Checkpoints (in the store, or ``out_dir/checkpoint``) let a killed run
-    resume where it stopped (``resume=True``) and end with the same result.
+    With ``store``, the run is kept under kind ``"finetune"`` keyed by the config, the base
+    model's fingerprint (the ``init_from`` model's when set) and the task's data version; the
+    model is saved in ``run.path / "model"``, and calling again with the same config reads it
+    back without training. Checkpoints (in the store, or ``out_dir/checkpoint``) let a killed
+    run resume where it stopped and end with the same result.
 
-    ``keep_model``: None (default) keeps the weights of a run trained now and accepts any
-    stored run; ``False`` stores a lean run (metrics, history, predictions and the head in
-    ``model/head.pt``, not the encoder's weights, about 90 MB for the embedded model);
-    ``True`` needs the weights: a run stored lean is trained again and replaced by a full one.
-    Steps that load a model (rankings, PCA, distances, cross-fine-tuning) ask with True. The
-    environment variable ``BERTDIMS_KEEP_MODELS=1`` keeps every model.
+    Parameters
+    ----------
+    config : FinetuneConfig
+        What to train: model, task, head, layers, schedule and seed.
+    store : ResultStore, optional
+        Where the run is kept and looked up; None trains every time.
+    out_dir : str or pathlib.Path, optional
+        Also write ``config.json``, ``metrics.json``, ``info.json``, ``history.csv``, the
+        per-example predictions (``pred_<split>.npy``, ``label_<split>.npy``) and ``model/``
+        there.
+    progress : bool
+        Show a progress bar and transformers' load reports.
+    resume : bool
+        Continue from the last checkpoint of a run killed part-way, if there is one.
+    keep_model : bool or None
+        None (default) keeps the weights of a run trained now and accepts any stored run;
+        ``False`` stores a lean run (metrics, history, predictions and the head in
+        ``model/head.pt``, not the encoder's weights, about 90 MB for the embedded model);
+        ``True`` needs the weights: a run stored lean is trained again and replaced by a full
+        one. Steps that load a model (rankings, PCA, distances, cross-fine-tuning) ask with
+        True. The environment variable ``BERTDIMS_KEEP_MODELS=1`` keeps every model.
 
+    Returns
+    -------
+    FinetuneRun
+        The metrics, history, predictions and saved model of the run. Without ``store`` and
+        ``out_dir`` the model is saved in a new temporary folder (``run.model_dir``).
+
+    Raises
+    ------
+    ConfigError
+        If ``config`` is not a :class:`FinetuneConfig`, ``init_from`` is not a saved model
+        folder, or the config does not fit the model (``layer``, ``dims``, ``freeze``,
+        ``train_layers`` against its size).
+
+    Notes
+    -----
     Training only the top blocks (``freeze``/``train_layers`` with the embeddings and the
     blocks below the lowest trained one frozen) runs that frozen bottom in eval mode, once per
     training example, and trains the blocks above from its cached output (the same result as

@@ -26,24 +26,42 @@ PAPER_RECIPE = {"lr": 2e-5, "batch_size": 32, "epochs": 4.0, "layer_lr_decay": 0
 class FinetuneConfig(ConfigMixin):
     """Everything that defines a fine-tuning run (the store key is built from it).
 
+    Every field is checked when the config is made; the checks that need the model's size
+    run in :meth:`validate`. :func:`bertdims.finetune.finetune` trains the run.
+
     Attributes
     ----------
-    model : base encoder: ``"embedded"`` (all-MiniLM-L6-v2), a hub name or a local folder.
-    task : a registered task name (:func:`bertdims.task_names`).
-    layer : layer whose output the head reads: 0 embeddings, 1..L blocks, -1 the last.
-    token : ``cls`` | ``mean`` | ``maxnorm`` | ``token:i`` (see :mod:`bertdims.tokens`).
-    dims : hidden dimensions the head reads (distinct, in [0, H)); None for all.
-    head : ``linear`` (one fully connected layer) or ``mlp`` (two, with ``head_hidden`` units).
-    freeze : 0 trains everything; n in 1..L freezes the embeddings and blocks 1..n.
-    freeze_embeddings : also freeze the embeddings when ``freeze`` is 0.
-    train_layers : if set, only these blocks (1..L) and the head train.
+    model : str
+        The base encoder: ``"embedded"`` (all-MiniLM-L6-v2), a hub name or a local folder.
+    task : str
+        A registered task name (:func:`bertdims.task_names`).
+    layer : int
+        The layer whose output the head reads: 0 the embeddings, 1..L the blocks, -1 the last.
+    token : str
+        ``cls``, ``mean``, ``maxnorm`` or ``token:i`` (see :mod:`bertdims.tokens`).
+    dims : list of int or None
+        The hidden dimensions the head reads (distinct, in [0, H)); None for all. A string
+        such as ``"3,17"`` is parsed into a list.
+    head : str
+        ``linear`` (one fully connected layer) or ``mlp`` (two, with ``head_hidden`` units).
+    head_hidden : int
+        Hidden units of the ``mlp`` head (not used by a ``linear`` head).
+    freeze : int
+        0 trains everything; n in 1..L freezes the embeddings and blocks 1..n.
+    freeze_embeddings : bool
+        Also freeze the embeddings when ``freeze`` is 0.
+    train_layers : list of int or None
+        If set, only these blocks (1..L) and the head train; it cannot be combined with
+        ``freeze`` or ``freeze_embeddings``.
 
         The frozen bottom (the embeddings and the blocks below the lowest trained one) runs in
         eval mode, without dropout: it gives the pretrained model's features, is computed once
         per training example and cached (blocks above it train from the cache), and
         ``freeze=n`` and ``train_layers=[n+1..L]`` are stored as one run.
-    epochs : passes over the training set (fractions allowed).
-    lr : peak learning rate of the top block; block n gets ``lr * layer_lr_decay ** (L - n)``
+    epochs : float
+        Passes over the training set (fractions allowed).
+    lr : float
+        Peak learning rate of the top block; block n gets ``lr * layer_lr_decay ** (L - n)``
         and the embeddings ``lr * layer_lr_decay ** L``.
 
         Defaults (calibrated on the embedded model, 1,000 training examples, length 64):
@@ -55,17 +73,33 @@ class FinetuneConfig(ConfigMixin):
         ``batch_size=32`` and 3-4 epochs (:data:`PAPER_RECIPE`); with it, 1,000 examples and
         one epoch give 29 updates and the embedded model barely leaves chance on
         rotten_tomatoes (0.56 test accuracy).
-    head_lr : peak learning rate of the head; None uses 1e-3 (:data:`DEFAULT_HEAD_LR`): a new
+    head_lr : float or None
+        Peak learning rate of the head; None uses 1e-3 (:data:`DEFAULT_HEAD_LR`): a new
         layer reading a few dimensions learns too slowly at the encoder's 2e-5.
-    warmup : fraction of steps with rising learning rate (slanted triangular, minimum 0).
-    batch_size : effective batch (examples per update); micro_batch_size : examples per
-        forward pass (gradient accumulation makes up the rest).
-    dropout : dropout on the selected features, before the head.
-    max_train_samples / max_eval_samples : use a fixed random subset of this many examples of
-        the training / each evaluation split (the same subset for every seed).
-    early_stopping_fraction : the checkpoint rule. 0 (default): train the whole budget and keep
-        the final state; nothing is held out, and the validation split is evaluated along the
-        way only to draw the curve (``history``; it chooses nothing). Above 0: hold out
+    layer_lr_decay : float
+        The factor, in (0, 1], by which each layer's peak learning rate shrinks from one
+        layer to the one below it (see ``lr``).
+    warmup : float
+        Fraction of steps with rising learning rate (slanted triangular, down to 0 after).
+    batch_size : int
+        The effective batch (examples per update).
+    micro_batch_size : int
+        Examples per forward pass; gradient accumulation makes up the rest of the batch.
+    dropout : float
+        Dropout on the selected features, before the head.
+    weight_decay : float
+        AdamW weight decay (biases and LayerNorm parameters get none).
+    max_grad_norm : float or None
+        Gradient clipping norm (None: off).
+    max_train_samples, max_eval_samples : int or None
+        Use a fixed random subset of this many examples of the training split / of each
+        evaluation split (the same subset for every seed); None uses them all.
+    max_seq_len : int
+        Tokens per input; longer inputs are truncated.
+    early_stopping_fraction : float
+        The checkpoint rule. 0 (default): train the whole budget and keep the final state;
+        nothing is held out, and the validation split is evaluated along the way only to draw
+        the curve (``history``; it chooses nothing). Above 0: hold out
         ``max(MIN_DEV_SAMPLES, fraction * n)`` training examples (at least 300) as a
         development split, evaluate it every ``eval_every`` steps, keep the state of lowest
         development *loss* (a later evaluation wins a tie) and stop after ``patience``
@@ -73,16 +107,36 @@ class FinetuneConfig(ConfigMixin):
         where a 300-example hold-out would cost a third of the data and a smaller one picks
         checkpoints by noise. ``info["checkpoint_rule"]`` and ``info["best_step"]`` record
         what was kept.
-    patience : evaluations without a lower development loss before stopping.
-    eval_every : steps between evaluations (None: twice per epoch, and at least twice per run).
-    frozen_epochs : passes over the training set when no encoder parameter trains (``freeze``
-        equal to the number of layers, or ``freeze_embeddings`` with every block frozen): only
-        the head trains, on features computed once, so it is trained to convergence at little
-        cost (``epochs`` is not used then).
-    max_grad_norm : gradient clipping (None: off).
-    init_from : a folder saved by :func:`finetune` (``run.model_dir``): start the encoder from it
+    patience : int
+        Evaluations without a lower development loss before stopping.
+    eval_every : int or None
+        Steps between evaluations (None: twice per epoch, and at least twice per run).
+    frozen_epochs : float
+        Passes over the training set when no encoder parameter trains (``freeze`` equal to
+        the number of layers, or ``freeze_embeddings`` with every block frozen): only the head
+        trains, on features computed once, so it is trained to convergence at little cost
+        (``epochs`` is not used then).
+    seed : int
+        Seeds the head's initialisation, the dropout masks and the order of the training
+        examples in each epoch; which examples are used does not depend on it.
+    device : str
+        ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
+    precision : str
+        ``"auto"`` (bf16 on a GPU that supports it, else fp32), ``"fp32"`` or ``"bf16"``.
+    init_from : str or None
+        A folder saved by :func:`finetune` (``run.model_dir``): start the encoder from it
         with a new head (cross-fine-tuning); its weights and tokenizer replace ``model``'s.
-    checkpoint_every : steps between resumable checkpoints (None: at each evaluation).
+    data_dir : str or None
+        Points a hub task at a copy of its data saved with ``DatasetDict.save_to_disk``
+        (:func:`bertdims.tasks.load_task`); None loads it as usual.
+    checkpoint_every : int or None
+        Steps between resumable checkpoints (None: at each evaluation).
+
+    Raises
+    ------
+    ConfigError
+        When a field has a wrong type or value (an unknown task, a negative ``lr``, both
+        ``train_layers`` and ``freeze`` set, ...).
     """
 
     model: str = "embedded"

@@ -321,7 +321,27 @@ def save_finetuned(model: SelectiveClassifier, folder: str | Path, *, weights: b
 
 
 def load_finetuned(model_dir: str | Path, device: str | torch.device = "cpu") -> SelectiveClassifier:
-    """Load a model saved by :func:`bertdims.finetune` (its ``run.model_dir``), in eval mode."""
+    """Load a model saved by :func:`bertdims.finetune` (its ``run.model_dir``), in eval mode.
+
+    Parameters
+    ----------
+    model_dir : str or pathlib.Path
+        The folder :func:`save_finetuned` wrote: the encoder and tokenizer in Hugging Face
+        format, ``head.pt`` and ``finetune.json`` (the run's config).
+    device : str or torch.device
+        Where to put the model.
+
+    Returns
+    -------
+    SelectiveClassifier
+        The fine-tuned encoder with its head, built from the saved config and task.
+
+    Raises
+    ------
+    ConfigError
+        If ``model_dir`` is not a folder written by :func:`bertdims.finetune`, or it is a lean
+        save without the encoder's weights (``finetune(..., keep_model=False)``).
+    """
     from transformers import AutoTokenizer
 
     from ._validate import ConfigError

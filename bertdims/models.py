@@ -55,8 +55,25 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def model_size(model: str) -> tuple[int, int]:
-    """(number of layers L, hidden size H) of a model given by name or folder, read from its
-    ``config.json`` only (no weights are loaded)."""
+    """The number of layers and the hidden size of a model, read from its ``config.json``.
+
+    No weights are loaded.
+
+    Parameters
+    ----------
+    model : str
+        A model name or folder, as :func:`resolve_model` takes it.
+
+    Returns
+    -------
+    tuple of int
+        ``(L, H)``: the number of hidden layers L and the hidden size H.
+
+    Raises
+    ------
+    ModelNotAvailableError
+        If the model cannot be found (see :func:`resolve_model`).
+    """
     from transformers import AutoConfig
     cfg = AutoConfig.from_pretrained(resolve_model(model))
     return int(cfg.num_hidden_layers), int(cfg.hidden_size)
@@ -65,9 +82,26 @@ def model_size(model: str) -> tuple[int, int]:
 def resolve_model(name: str) -> str:
     """Turn a model name into something ``from_pretrained`` can load without waiting.
 
-    Returns the embedded folder for ``"embedded"``/``"all-MiniLM-L6-v2"``, a local folder as
-    given, or a hub name when the model is in the local cache or the hub is reachable.
-    Raises :class:`ModelNotAvailableError` at once otherwise.
+    Parameters
+    ----------
+    name : str or os.PathLike
+        ``"embedded"`` (or ``"default"``, ``"all-MiniLM-L6-v2"``,
+        ``"sentence-transformers/all-MiniLM-L6-v2"``, in any case), a local folder that
+        holds a ``config.json``, or a Hugging Face hub name.
+
+    Returns
+    -------
+    str
+        The folder of the embedded model inside its package for the embedded names, a local
+        folder as given, or the hub name when the model is in the local cache or the hub can
+        be reached.
+
+    Raises
+    ------
+    ModelNotAvailableError
+        At once, without waiting on the network, when ``name`` is empty or not a string, a
+        folder lacks ``config.json``, the embedded package is not installed, or a hub model
+        is neither cached nor reachable.
     """
     if not isinstance(name, (str, os.PathLike)) or not str(name):
         raise ModelNotAvailableError(f"parameter 'model' = {name!r}: expected a model name or folder")
@@ -94,7 +128,21 @@ def resolve_model(name: str) -> str:
 
 @dataclass
 class Encoder:
-    """A loaded encoder, its tokenizer and where it came from."""
+    """A loaded encoder, its tokenizer and where it came from.
+
+    Made by :func:`load_encoder` and :func:`cached_encoder`. Its properties ``num_layers``
+    and ``hidden_size`` read the model's config, and ``fingerprint()`` is
+    :func:`model_fingerprint` of the model.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A Hugging Face ``AutoModel`` set to return the hidden states of every layer.
+    tokenizer : transformers.PreTrainedTokenizerBase
+        The model's tokenizer.
+    name : str
+        The name or folder the encoder was loaded from, as given.
+    """
 
     model: torch.nn.Module
     tokenizer: object
@@ -121,7 +169,26 @@ def load_encoder(name: str = "embedded", *, device: str | torch.device = "cpu") 
     """Load a Hugging Face encoder (``AutoModel``) and its tokenizer, in eval mode.
 
     The model returns hidden states of every layer (``output_hidden_states=True``):
-    ``hidden_states[0]`` is the embedding output, ``hidden_states[i]`` layer ``i``.
+    ``hidden_states[0]`` is the embedding output, ``hidden_states[i]`` layer ``i``. A BERT or
+    RoBERTa model is loaded without its pooling layer, which nothing here uses.
+
+    Parameters
+    ----------
+    name : str
+        A model name or folder, as :func:`resolve_model` takes it; the embedded
+        all-MiniLM-L6-v2 by default.
+    device : str or torch.device
+        Where to put the model.
+
+    Returns
+    -------
+    Encoder
+        The model (in eval mode, on ``device``), its tokenizer and ``name``.
+
+    Raises
+    ------
+    ModelNotAvailableError
+        If the model cannot be found (see :func:`resolve_model`).
     """
     from transformers import AutoModel, AutoTokenizer
     path = resolve_model(name)
@@ -184,10 +251,23 @@ def _model_folder(name: str) -> Path | None:
 
 
 def cached_encoder(name: str) -> Encoder:
-    """A process-wide shared encoder for read-only use (inference, fingerprints). Never train it.
+    """A process-wide shared encoder for read-only use (inference, fingerprints).
 
-    Kept per (name, :func:`files_state`): a model folder rewritten in this process is loaded
-    again, never served from memory."""
+    Never train it: every caller gets the same object. It is kept per (name,
+    :func:`files_state`), so a model folder rewritten in this process is loaded again, never
+    served from memory. At most four encoders are kept; the oldest is dropped first.
+    ``cached_encoder.cache_clear()`` empties the cache.
+
+    Parameters
+    ----------
+    name : str
+        A model name or folder, as :func:`load_encoder` takes it.
+
+    Returns
+    -------
+    Encoder
+        The shared encoder, on the CPU, in eval mode.
+    """
     key = (str(name), files_state(name))
     if key not in _ENCODERS:
         if len(_ENCODERS) >= 4:
@@ -205,7 +285,24 @@ def _is_bert_like(path: str) -> bool:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of the model's architecture and every parameter and buffer value."""
+    """A short hash of the model's architecture and every parameter and buffer value.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any model; a Hugging Face one also has its ``config.model_type`` hashed.
+
+    Returns
+    -------
+    str
+        16 hex digits of a SHA-256 over the model type and, for every entry of the state
+        dict in name order, its name, dtype, shape and bytes.
+
+    Notes
+    -----
+    The result is cached on the model (attribute ``_bertdims_fingerprint``); code that
+    changes the weights afterwards must delete that attribute.
+    """
     cached = getattr(model, "_bertdims_fingerprint", None)
     if cached is not None:
         return cached

@@ -222,7 +222,26 @@ class MultiTaskModel(nn.Module):
 
 
 def load_multitask(folder: str | Path, device: str = "cpu") -> MultiTaskModel:
-    """Load a model saved by :meth:`MultiTaskModel.save` (or a ``multitask`` store run)."""
+    """Load a model saved by :meth:`MultiTaskModel.save` (or a ``multitask`` store run).
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        The saved folder (``multitask.json``, ``heads.pt`` and ``encoder/``), or a run folder
+        that holds it as ``model/`` (``MultitaskRun.model_dir`` or a store run's path).
+    device : str
+        Where to put the model.
+
+    Returns
+    -------
+    MultiTaskModel
+        The encoder with every task's head, in eval mode on ``device``.
+
+    Raises
+    ------
+    ConfigError
+        If ``folder`` holds no ``multitask.json`` (directly or under ``model/``).
+    """
     from transformers import AutoTokenizer
 
     from .heads import load_backbone
@@ -293,15 +312,72 @@ class TaskSampler:
 class MultitaskConfig(ConfigMixin):
     """Joint fine-tuning of one encoder with one linear head per task.
 
-    ``dims``: one list of hidden dimensions per task, pairwise disjoint (the paper's 2-3 per
-    task); ``None`` gives task ``i`` the block ``[i*k, (i+1)*k)`` with ``k = dims_per_task``.
-    The other fields mean what they mean in :class:`bertdims.finetune.FinetuneConfig` and the
-    optimisation is the engine's (``build_optimizer``: AdamW, ``lr`` for the top block decayed
-    by ``layer_lr_decay`` per layer below, ``head_lr`` or 1e-3 for the heads;
-    ``slanted_triangular`` schedule over all steps). A joint run has no early stopping and
-    keeps its last state. ``train_holdout``: leave out the part of each task's training subset
-    that a single-task run with ``early_stopping_fraction = train_holdout`` holds out, so that
-    the joint and single-task models train on the same examples.
+    The fields shared with :class:`bertdims.finetune.FinetuneConfig` mean what they mean
+    there, with the same defaults, and the optimisation is the engine's (``build_optimizer``:
+    AdamW, ``lr`` for the top block decayed by ``layer_lr_decay`` per layer below, ``head_lr``
+    or 1e-3 for the heads; ``slanted_triangular`` schedule over all steps). A joint run has no
+    early stopping and keeps its last state.
+
+    Parameters
+    ----------
+    model : str
+        The base encoder: ``"embedded"``, a hub name or a local folder.
+    tasks : list of str
+        Distinct registered task names; one head each. Default: the four embedded
+        classification tasks (rotten_tomatoes, bbc_news, reuters_r8, 20newsgroups).
+    dims : list of list of int or None
+        One list of hidden dimensions per task, in the order of ``tasks``, pairwise disjoint
+        (the paper's 2-3 per task); ``None`` gives task ``i`` the block ``[i*k, (i+1)*k)``
+        with ``k = dims_per_task``.
+    dims_per_task : int
+        Dimensions per task when ``dims`` is None.
+    layer : int
+        The layer every head reads: 0 the embeddings, 1..L the blocks, negative values count
+        from the end (-1 the last block).
+    token : str
+        The token vector the heads read: ``cls``, ``mean``, ``maxnorm`` or ``token:i``.
+    sampler : str
+        The order of the tasks' batches, ``"proportional"`` or ``"round_robin"``
+        (:class:`TaskSampler`).
+    epochs : float
+        Passes over each task's training set.
+    lr : float
+        Peak learning rate of the top block.
+    head_lr : float or None
+        Peak learning rate of the heads; None uses 1e-3.
+    layer_lr_decay : float
+        Factor of the learning rate from one layer to the one below it.
+    warmup : float
+        Fraction of all steps with rising learning rate.
+    batch_size : int
+        Examples per step (each step is one task's batch).
+    dropout : float
+        Dropout on each task's selected dimensions, before its head.
+    weight_decay : float
+        AdamW weight decay.
+    max_grad_norm : float or None
+        Gradient clipping norm (None: off).
+    max_train_samples, max_eval_samples : int or None
+        Fixed random subsets of each task's training split / evaluation splits, the same as a
+        single-task run with these limits takes.
+    train_holdout : float
+        Leave out the part of each task's training subset that a single-task run with
+        ``early_stopping_fraction = train_holdout`` holds out, so that the joint and
+        single-task models train on the same examples.
+    max_seq_len : int
+        Tokens per input; longer inputs are truncated.
+    seed : int
+        Seeds the heads' initialisation, the task order and the batch order.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
+    precision : str
+        ``"auto"``, ``"fp32"`` or ``"bf16"``.
+
+    Raises
+    ------
+    ConfigError
+        When a field has a wrong type or value: unknown or repeated tasks, dimension sets that
+        overlap or do not match the tasks, out-of-range numbers.
     """
 
     model: str = "embedded"
@@ -571,12 +647,38 @@ def check_model(config: MultitaskConfig) -> None:
 
 def train_multitask(config: MultitaskConfig, *, store=None, out_dir: str | Path | None = None,
                     progress: bool = True) -> MultitaskRun:
-    """Fine-tune one encoder jointly on ``config.tasks`` (one linear head per task on its own
-    dimensions), evaluate every task on its validation and test splits, save the model.
+    """Fine-tune one encoder jointly on several tasks and evaluate every task.
 
-    With a ``store`` the run is kept under kind ``"multitask"`` (the model in ``<run>/model``)
-    and the same config is read back instead of retrained. Otherwise the model goes to
-    ``out_dir`` (required then).
+    One linear head per task reads its own dimensions; each task is evaluated on its
+    validation and test splits, and the model is saved. A run killed part-way in a store
+    resumes from its last checkpoint.
+
+    Parameters
+    ----------
+    config : MultitaskConfig
+        The joint run: model, tasks, dimensions, sampler and schedule.
+    store : ResultStore, optional
+        Keep the run under kind ``"multitask"`` (the model in ``<run>/model``); the same
+        config is then read back instead of retrained.
+    out_dir : str or pathlib.Path, optional
+        Without a ``store``, the folder the model is saved in (as ``<out_dir>/model``);
+        required then, and not used with a ``store``.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    MultitaskRun
+        The config; ``metrics``, a table with one row per task, split and metric, columns
+        task, split, metric, value; ``history``, one row per training step, columns step,
+        task, loss; and ``model_dir`` (:func:`load_multitask`).
+
+    Raises
+    ------
+    ConfigError
+        If neither ``store`` nor ``out_dir`` is given, or the config does not fit the model
+        (dimensions beyond its hidden size, a layer it lacks, ``max_seq_len`` above its
+        positions).
     """
     check_model(config)
     if store is None:

@@ -531,9 +531,41 @@ class NeuronSelector(SelectorMixin, BaseEstimator):
 
 def single_neuron_accuracy(X_train, y_train, X_test, y_test, *, C: float = 1.0,
                            standardize_: bool = True, device: str = "cpu") -> np.ndarray:
-    """Test accuracy of a logistic regression on each single dimension: (D,) (section 3.2.2,
-    Figure 6). All D one-dimensional problems are solved together; features are standardised
-    with the training rows' mean and std."""
+    """Test accuracy of a logistic regression on each single dimension (section 3.2.2, Figure 6).
+
+    All D one-dimensional problems are solved together, by Newton's method. A test label
+    that does not occur in the training labels counts as a wrong prediction.
+
+    Parameters
+    ----------
+    X_train : np.ndarray, shape (n, D)
+        Training embeddings, finite.
+    y_train : np.ndarray, shape (n,)
+        Training labels (at least two classes).
+    X_test : np.ndarray, shape (m, D)
+        Test embeddings, with the same D as ``X_train``.
+    y_test : np.ndarray, shape (m,)
+        Test labels.
+    C : float
+        Inverse L2 regularisation strength of each logistic regression, as in scikit-learn.
+    standardize_ : bool
+        Standardise every dimension with the mean and standard deviation of the training
+        rows first (:func:`standardize`).
+    device : str
+        Where the solver runs: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    np.ndarray, shape (D,)
+        The test accuracy of the model on each dimension alone.
+
+    Raises
+    ------
+    ConfigError
+        Embeddings that are not a non-empty finite 2-D array, labels that do not match their
+        rows, fewer than two training classes, or ``X_test`` of another width than
+        ``X_train``.
+    """
     X_train, y_train = check_embeddings(X_train, y_train, name="X_train")
     X_test, y_test = check_embeddings(X_test, y_test, name="X_test")
     if X_test.shape[1] != X_train.shape[1]:

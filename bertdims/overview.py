@@ -21,9 +21,44 @@ def project_task(model: str, task: str, *, split: str = "validation", max_exampl
                  store: ResultStore | None = None) -> pd.DataFrame:
     """2-D PCA projection of a task's token vectors (default: last-layer [CLS]).
 
-    Returns a tidy frame (max_examples rows): ``task, x, y, label, label_name``, plus the
-    share of variance the two components explain in ``attrs["explained"]``.
-    The projection is stored (kind ``projection``) and read back on a rerun.
+    The pretrained model encodes the first ``max_examples`` examples of the split, and a PCA
+    with two components is fitted on those vectors. The projection is stored (kind
+    ``projection``) and read back on a rerun.
+
+    Parameters
+    ----------
+    model : str
+        The pretrained model's name or folder.
+    task : str
+        A registered task name (:func:`bertdims.tasks.task_names`).
+    split : str
+        The split to project, e.g. ``"validation"``.
+    max_examples : int
+        How many examples to project at most (the first ones of the split).
+    max_seq_len : int
+        The tokenizer's maximum sequence length.
+    layer : int
+        The layer to read (0: embedding output, -1: last block).
+    token : str
+        Which vector of the layer: ``"cls"``, ``"mean"``, ``"maxnorm"`` or ``"token:i"``
+        (see :func:`bertdims.extract.encode`).
+    store : ResultStore, optional
+        Where the projection is stored; None: a :class:`~bertdims.store.ResultStore` at its
+        default root.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per example (``min(max_examples, len(split))`` rows); columns ``task``, ``x``
+        and ``y`` (the first and second principal components), ``label`` (the class id, or
+        the score for regression) and ``label_name`` (the class name, or the score to one
+        decimal). ``attrs["explained"]`` holds the share of variance each of the two
+        components explains.
+
+    Raises
+    ------
+    ConfigError
+        An unknown task, or a split the task does not have.
     """
     store = store or ResultStore()
     config = projection_config(model, task, split, max_examples, max_seq_len, layer, token)
@@ -53,7 +88,32 @@ def project_task(model: str, task: str, *, split: str = "validation", max_exampl
 
 
 def project_tasks(model: str, tasks: list[str], **kw) -> pd.DataFrame:
-    """:func:`project_task` for several tasks, stacked into one tidy frame."""
+    """:func:`project_task` for several tasks, stacked into one tidy frame.
+
+    Every task name is checked before any work starts.
+
+    Parameters
+    ----------
+    model : str
+        The pretrained model's name or folder.
+    tasks : list of str
+        Registered task names.
+    **kw
+        Passed on to :func:`project_task` (``split``, ``max_examples``, ``max_seq_len``,
+        ``layer``, ``token``, ``store``).
+
+    Returns
+    -------
+    pd.DataFrame
+        The frames of :func:`project_task` stacked in task order: one row per example and
+        task, columns ``task, x, y, label, label_name``. ``attrs["explained"]`` maps each
+        task to the shares of variance of its two components.
+
+    Raises
+    ------
+    ConfigError
+        An unknown task (before any work), or a split a task does not have.
+    """
     for name in tasks:
         get_task(name)                                  # validate every name before any work
     frames = [project_task(model, name, **kw) for name in tasks]
@@ -66,7 +126,21 @@ def projection_chart(points: pd.DataFrame, width: int = 220, height: int = 200):
     """One scatter panel per task (from :func:`project_tasks`), coloured by label.
 
     Classification labels get a categorical colour, regression labels a colour scale; the
-    panels have independent axes and colour legends."""
+    panels have independent axes and colour legends, three panels to a row.
+
+    Parameters
+    ----------
+    points : pd.DataFrame
+        As :func:`project_tasks` returns it: one row per example and task, with the columns
+        ``task, x, y, label, label_name``.
+    width, height : int
+        The size of each panel, in pixels.
+
+    Returns
+    -------
+    altair.VConcatChart
+        The rows of panels, one above the other.
+    """
     import altair as alt
 
     panels = []

@@ -40,16 +40,46 @@ PAPER_SAMPLE_SIZE = 32_000
 
 # ---------------------------------------------------------------------------- PCA
 class TorchPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
-    """PCA by eigen-decomposition of the covariance, accumulated over row chunks in float64,
-    with the scikit-learn contract (``fit`` returns self, ``transform``, ``fit_transform``,
-    ``get_feature_names_out``, ``clone``; dense real input only).
+    """PCA by eigen-decomposition of the covariance, accumulated over row chunks in float64.
 
-    Parameters: ``n_components`` (None: all dimensions), ``device`` ("auto", "cpu", "cuda"),
-    ``chunk_size`` (rows per chunk; a memory-mapped X is read chunk by chunk).
+    It follows the scikit-learn contract (``fit`` returns self, ``transform``,
+    ``fit_transform``, ``get_feature_names_out``, ``clone``; dense real input only).
+    ``fit(X)`` takes X of shape (n, D) with n >= 2; ``transform(X)`` maps (n, D) to the
+    projections (n, k) of the centred rows on the components.
 
-    Attributes after ``fit``: ``mean_`` (D,), ``components_`` (k, D), ``explained_variance_``
-    (k,), ``explained_variance_ratio_`` (k,) (of the total variance), ``n_samples_``,
-    ``n_features_in_``.
+    Parameters
+    ----------
+    n_components : int, optional
+        The number of components k kept, in [1, D]; None keeps all D.
+    device : str
+        Where the covariance is accumulated and decomposed: ``"auto"``, ``"cpu"`` or
+        ``"cuda"``.
+    chunk_size : int
+        Rows per chunk; a memory-mapped X is read chunk by chunk, never whole.
+
+    Attributes
+    ----------
+    mean_ : np.ndarray, shape (D,)
+        The mean of the training rows.
+    components_ : np.ndarray, shape (k, D)
+        The principal axes, one per row, by decreasing explained variance; the largest entry
+        of each is positive.
+    explained_variance_ : np.ndarray, shape (k,)
+        The variance along each component (covariance with ``n - 1`` in the denominator).
+    explained_variance_ratio_ : np.ndarray, shape (k,)
+        Each component's share of the total variance of all D dimensions.
+    n_samples_ : int
+        The number of training rows n.
+    n_features_in_ : int
+        The number of dimensions D seen by ``fit``.
+
+    Raises
+    ------
+    ConfigError
+        From ``fit`` and ``transform``: input that is complex, not finite, of too few rows or
+        of the wrong width, or ``n_components`` above D.
+    TypeError
+        Sparse input (scikit-learn's message, naming it).
     """
 
     _parameter_constraints: dict = {

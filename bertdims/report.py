@@ -12,9 +12,23 @@ import pandas as pd
 
 
 def verdict_note(effect) -> str:
-    """Why a verdict came out as it did, in one sentence: for an inconclusive one, what the
-    interval straddles and at which scale (seeds, test examples), so a reader knows what more
-    data would settle."""
+    """Why a verdict came out as it did, in one sentence.
+
+    For a reproduced or not reproduced verdict, the sentence says on which side of the claim
+    the whole interval lies and at which scale (seeds, test examples). For an inconclusive one
+    it says that the interval straddles the claim's boundary, how wide it is, the likely cause
+    (one seed, few seeds, or seeds that disagree) and what more data would settle it.
+
+    Parameters
+    ----------
+    effect : Effect
+        A :class:`~bertdims.stats.Effect`, e.g. from :func:`bertdims.stats.paired_effect`.
+
+    Returns
+    -------
+    str
+        The sentence.
+    """
     scale = f"{effect.n_seeds} seed{'s' if effect.n_seeds != 1 else ''}" + (
         f" and {effect.n_examples} test examples" if effect.n_examples else "")
     if effect.verdict != "inconclusive":
@@ -31,11 +45,27 @@ def verdict_note(effect) -> str:
 
 
 def glue_effects(effects: Mapping[str, Any], prefix: str = "") -> dict:
-    """Glue each effect's numbers and words for the chapter's Markdown (myst-nb ``glue``,
-    not displayed): ``<prefix><key>_<field>`` for the fields ``estimate, low, high, margin,
-    score_a, score_b, verdict, seeds, examples, sentence, note`` and, on the ratio scale,
-    ``ratio, ratio_low, ratio_high`` (``A / B``; spaces in keys become ``_``). Returns the
-    glued values; without myst-nb (tests) nothing is glued."""
+    """Glue each effect's numbers and words for the chapter's Markdown.
+
+    The values are glued with myst-nb's ``glue`` (not displayed) under the names
+    ``<prefix><key>_<field>``, for the fields ``estimate, low, high, margin, score_a,
+    score_b, verdict, seeds, examples, sentence`` (:meth:`~bertdims.stats.Effect.sentence`)
+    and ``note`` (:func:`verdict_note`), and, on the ratio scale, also ``ratio, ratio_low,
+    ratio_high`` (``A / B`` itself, i.e. 1 plus the estimate and its interval). Without
+    myst-nb (as in the tests) nothing is glued, but the values are still returned.
+
+    Parameters
+    ----------
+    effects : Mapping[str, Effect]
+        The effects to glue, by key; spaces in a key become ``_`` in the glued names.
+    prefix : str
+        Put in front of every glued name.
+
+    Returns
+    -------
+    dict
+        The glued values, by glued name.
+    """
     values = {}
     for key, eff in effects.items():
         name = prefix + key.replace(" ", "_")
@@ -56,8 +86,21 @@ def glue_effects(effects: Mapping[str, Any], prefix: str = "") -> dict:
 
 
 def effects_table(effects: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per effect: ``comparison, label, metric, scale, estimate, low, high, claim,
-    margin, verdict, seeds, examples, p_value``."""
+    """The effects as a table, one row per effect.
+
+    Parameters
+    ----------
+    effects : Mapping[str, Effect]
+        The effects, by key (the key becomes the ``comparison`` column).
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per effect, in the mapping's order; columns ``comparison, label, metric,
+        scale, estimate, low, high, claim, margin, verdict, seeds, examples, p_value``
+        (``seeds`` and ``examples`` are :attr:`~bertdims.stats.Effect.n_seeds` and
+        :attr:`~bertdims.stats.Effect.n_examples`).
+    """
     return pd.DataFrame([{"comparison": k, "label": e.label, "metric": e.metric, "scale": e.scale,
                           "estimate": e.estimate, "low": e.low, "high": e.high, "claim": e.claim,
                           "margin": e.margin, "verdict": e.verdict, "seeds": e.n_seeds,
@@ -66,8 +109,24 @@ def effects_table(effects: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def effect_chart(table: pd.DataFrame, title: str = "Effects with 95% intervals"):
-    """Each effect of :func:`effects_table` as a point with its interval, coloured by verdict,
-    with 0 (dashed) and the claim's margin (grey ticks); one row per comparison."""
+    """Each effect of :func:`effects_table` as a point with its interval, coloured by verdict.
+
+    One row per comparison, with 0 as a dashed line and the claim's margin as grey ticks on
+    both sides (at ``-margin`` and ``+margin``).
+
+    Parameters
+    ----------
+    table : pd.DataFrame
+        As :func:`effects_table` returns it: one row per effect, with at least the columns
+        ``comparison, label, claim, estimate, low, high, margin, verdict, seeds, examples``.
+    title : str
+        The chart's title.
+
+    Returns
+    -------
+    altair.LayerChart
+        The chart.
+    """
     import altair as alt
     colors = {"reproduced": "#59a14f", "not reproduced": "#e15759", "inconclusive": "#f28e2b"}
     d = table.assign(lo_m=-table["margin"], hi_m=table["margin"])
@@ -88,10 +147,39 @@ def effect_chart(table: pd.DataFrame, title: str = "Effects with 95% intervals")
 
 def record_known_verdicts(store, chapter: str, effects: Mapping[str, Any], claim_ids: Mapping[str, str],
                           params: dict, scale_note: dict | None = None) -> list[str]:
-    """Record each effect whose key ``claim_ids`` maps to a claim id registered for
-    ``chapter`` in :data:`bertdims.claims.CLAIMS` (:func:`bertdims.scorecard.record_verdict`).
-    Returns the ids that are not registered for the chapter (their effects are shown in the
-    chapter but not on the scorecard)."""
+    """Record the verdicts of a chapter's effects that are claims registered for it.
+
+    Each effect whose key ``claim_ids`` maps to a claim id registered for ``chapter`` in
+    :data:`bertdims.claims.CLAIMS` is stored with :func:`bertdims.scorecard.record_verdict`.
+    An effect whose claim id is not registered for the chapter is shown in the chapter but
+    not on the scorecard.
+
+    Parameters
+    ----------
+    store : ResultStore
+        The results store to record in.
+    chapter : str
+        The chapter's stem.
+    effects : Mapping[str, Effect]
+        The chapter's effects, by key.
+    claim_ids : Mapping[str, str]
+        Effect key -> claim id; keys that are not in ``effects`` are skipped.
+    params : dict
+        The chapter's parameters, as :func:`bertdims.scorecard.chapter_params` returns them.
+    scale_note : dict, optional
+        Passed on to :func:`bertdims.scorecard.record_verdict`.
+
+    Returns
+    -------
+    list of str
+        The claim ids (of effects present) that are not registered for the chapter.
+
+    Raises
+    ------
+    ConfigError
+        From :func:`bertdims.scorecard.record_verdict`: an effect to record that is not an
+        :class:`~bertdims.stats.Effect`, or ``params`` that is not a dict.
+    """
     from .claims import CLAIMS
     from .scorecard import record_verdict
     known = {c.id for c in CLAIMS if c.chapter == chapter}

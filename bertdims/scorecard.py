@@ -49,8 +49,33 @@ def _canonical(values: dict[str, Any], declared: dict[str, Any]) -> dict[str, An
 
 
 def chapter_params(namespace: dict, stem: str, root: Path | None = None) -> dict[str, Any]:
-    """The values of the names that chapter ``stem``'s parameters cell declares, read from
-    ``namespace`` (a chapter passes ``globals()``); ConfigError if one is missing."""
+    """The values of the names that chapter ``stem``'s parameters cell declares.
+
+    A chapter calls it with its own ``globals()`` to get the parameters it ran with, typed as
+    the parameters cell types them (an int given for a float parameter becomes a float, a
+    tuple becomes a list), so that its records and the lookup of :func:`scorecard_table`
+    build the same key.
+
+    Parameters
+    ----------
+    namespace : dict
+        Where to read the values, e.g. the chapter's ``globals()``.
+    stem : str
+        The chapter: its stem, its number prefix such as ``"01"``, or a notebook path.
+    root : Path, optional
+        The project root (the folder with ``_toc.yml`` and ``book/``); None: found from
+        ``$BERTDIMS_ROOT`` or upwards from the working directory.
+
+    Returns
+    -------
+    dict
+        Parameter name -> value, for every name the parameters cell declares, in its order.
+
+    Raises
+    ------
+    ConfigError
+        ``stem`` is not a chapter, or a declared parameter is missing from ``namespace``.
+    """
     from .parameters import chapter_path, declared_parameters
 
     declared = declared_parameters(chapter_path(stem, root))
@@ -62,7 +87,31 @@ def chapter_params(namespace: dict, stem: str, root: Path | None = None) -> dict
 
 
 def preset_params(stem: str, preset: str = "default", root: Path | None = None) -> dict[str, Any]:
-    """Every parameter of chapter ``stem`` as ``bertdims run --preset`` would set it."""
+    """Every parameter of chapter ``stem`` as ``bertdims run --preset`` would set it.
+
+    Parameters
+    ----------
+    stem : str
+        The chapter: its stem, its number prefix such as ``"01"``, or a notebook path.
+    preset : str
+        One of :data:`bertdims.parameters.PRESETS` (``"smoke"``, ``"default"``,
+        ``"paper"``); ``"default"`` is the parameters cell as it is.
+    root : Path, optional
+        The project root (the folder with ``_toc.yml`` and ``book/``); None: found from
+        ``$BERTDIMS_ROOT`` or upwards from the working directory.
+
+    Returns
+    -------
+    dict
+        Parameter name -> value: the parameters cell's defaults with the preset's values over
+        them, typed as :func:`chapter_params` types them.
+
+    Raises
+    ------
+    ConfigError
+        ``stem`` is not a chapter, the preset is unknown, or the preset sets a parameter the
+        chapter does not declare or gives it a value of the wrong type.
+    """
     from .parameters import chapter_path, declared_parameters, resolve_parameters
 
     path = chapter_path(stem, root)
@@ -80,8 +129,13 @@ def record_verdict(store: ResultStore, chapter: str, claim_id: str, effect: Effe
                    claims: Sequence[Claim] = CLAIMS) -> None:
     """Store one verdict (kind ``"verdict"``) with the chapter's parameters.
 
+    The record is stored under the chapter, the claim and ``params``, so a rerun with other
+    parameters makes another record rather than replacing this one.
+
     Parameters
     ----------
+    store : ResultStore
+        The results store to write to.
     chapter : str
         The chapter's stem; must be the chapter the claim names.
     claim_id : str
@@ -94,6 +148,15 @@ def record_verdict(store: ResultStore, chapter: str, claim_id: str, effect: Effe
         The scale the verdict was reached at: ``model``, ``n_train`` (training examples),
         ``seeds``; missing entries are read from ``params`` (``model``, ``max_train_samples``,
         ``seeds``).
+    claims : sequence of Claim
+        The registered claims to look ``claim_id`` up in; by default
+        :data:`bertdims.claims.CLAIMS`.
+
+    Raises
+    ------
+    ConfigError
+        An unknown claim id, a chapter that is not the claim's, an ``effect`` that is not an
+        :class:`~bertdims.stats.Effect`, or ``params`` that is not a dict.
     """
     claim = _find(claim_id, claims)
     if chapter != claim.chapter:
@@ -133,11 +196,38 @@ def scorecard_table(store: ResultStore, preset: str = "default", *, root: Path |
                     claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
     """One row per claim with the verdict its chapter recorded under ``preset``'s parameters.
 
-    Columns: ``claim`` (id), ``paper``, ``words``, ``paper number``, ``estimate``, ``low``,
-    ``high``, ``margin``, ``claim kind``, ``verdict`` (``"not run"`` when there is no record),
-    ``scale`` (model, training examples, test examples, seeds), ``chapter`` (stem), ``link``
-    (``<stem>.html``, relative to the book's pages), ``p_value``, ``effect scale``
-    (difference or ratio), ``compares`` and ``sentence``.
+    Each chapter's parameters are resolved for the preset as ``bertdims run --preset`` does
+    (:func:`preset_params`), and the record made with exactly those parameters is read. A
+    claim with no such record, or whose chapter is not in the book, is ``"not run"``.
+
+    Parameters
+    ----------
+    store : ResultStore
+        The results store the chapters recorded their verdicts in.
+    preset : str
+        One of :data:`bertdims.parameters.PRESETS`.
+    root : Path, optional
+        The project root (the folder with ``_toc.yml`` and ``book/``); None: found from
+        ``$BERTDIMS_ROOT`` or upwards from the working directory.
+    claims : sequence of Claim
+        The claims to list, by default :data:`bertdims.claims.CLAIMS`.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per claim, in the order of ``claims``; columns (:data:`COLUMNS`): ``claim``
+        (id), ``paper``, ``words``, ``paper number``, ``estimate``, ``low``, ``high``,
+        ``margin``, ``claim kind``, ``verdict`` (``"not run"`` when there is no record),
+        ``scale`` (model, training examples, test examples, seeds), ``chapter`` (stem),
+        ``link`` (``<stem>.html``, relative to the book's pages), ``p_value``, ``effect
+        scale`` (difference or ratio), ``compares`` and ``sentence``. A claim not run has a NaN
+        estimate and interval, no p-value, its registered margin and kind, and an empty
+        ``scale`` and ``sentence``.
+
+    Raises
+    ------
+    ConfigError
+        The preset is unknown.
     """
     from .parameters import PRESETS
 
@@ -171,7 +261,19 @@ def scorecard_table(store: ResultStore, preset: str = "default", *, root: Path |
 
 
 def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
-    """How many claims got each verdict (``not run`` included), in a fixed order."""
+    """How many claims got each verdict (``not run`` included), in a fixed order.
+
+    Parameters
+    ----------
+    table : pd.DataFrame
+        One row per claim with a ``verdict`` column, as :func:`scorecard_table` returns it.
+
+    Returns
+    -------
+    dict of str to int
+        Verdict -> number of claims, for ``"reproduced"``, ``"not reproduced"``,
+        ``"inconclusive"`` and ``"not run"``, in that order (0 for a verdict no claim got).
+    """
     counts = table["verdict"].value_counts()
     return {v: int(counts.get(v, 0)) for v in (*VERDICTS, NOT_RUN)}
 
@@ -184,8 +286,21 @@ def _fmt(value: float, scale: str) -> str:
 
 
 def scorecard_html(table: pd.DataFrame) -> str:
-    """The table as HTML for the book: numbers formatted on each claim's scale (ratios in
-    percent), the chapter as a relative link, the verdict coloured."""
+    """The scorecard as an HTML table for the book.
+
+    Numbers are formatted on each claim's scale (ratios in percent), the chapter is a relative
+    link labelled with its number, and the verdict is coloured.
+
+    Parameters
+    ----------
+    table : pd.DataFrame
+        One row per claim, with the columns of :func:`scorecard_table`.
+
+    Returns
+    -------
+    str
+        The HTML of a ``<table class="bertdims-scorecard">``, one row per claim.
+    """
     head = ["claim", "paper", "their words", "their number", "ours [95% interval]", "margin",
             "kind", "verdict", "scale", "chapter"]
     out = ['<table class="bertdims-scorecard">', "<thead><tr>" +
@@ -217,10 +332,32 @@ def _margin_lines(kind: str, margin: float) -> tuple[float, float]:
 
 
 def forest_chart(table: pd.DataFrame, *, title: str | None = None) -> alt.FacetChart:
-    """One row per claim: the estimate (point) and its 95% interval (rule), coloured by
-    verdict, against a dashed zero and the claim's margin (solid grey lines). Each row has
-    its own x axis, since claims are on different scales (accuracy points, ratios,
-    components); claims not run show their margins and the words "not run"."""
+    """The scorecard as a forest plot: one row per claim, estimate and interval.
+
+    Each row shows the estimate (point) and its 95% interval (rule), coloured by verdict,
+    against a dashed zero and the claim's margin (solid grey lines: on both sides for an
+    equivalence claim, on one side otherwise). Each row has its own x axis, since claims are
+    on different scales (accuracy points, ratios, components); claims not run show their
+    margins and the words "not run".
+
+    Parameters
+    ----------
+    table : pd.DataFrame
+        One row per claim, as :func:`scorecard_table` returns it; at least the columns
+        ``claim, estimate, low, high, margin, claim kind, verdict``.
+    title : str, optional
+        The chart's title; None: no title.
+
+    Returns
+    -------
+    altair.FacetChart
+        The chart, faceted by claim in the table's order.
+
+    Raises
+    ------
+    ConfigError
+        The table lacks one of the needed columns.
+    """
     needed = {"claim", "estimate", "low", "high", "margin", "claim kind", "verdict"}
     missing = needed - set(table.columns)
     if missing:

@@ -102,22 +102,65 @@ SPARSE_VERSION = 2
 class SparseConfig(ConfigMixin):
     """Sparse fine-tuning of ``model`` on ``task`` (see the module docstring).
 
-    Mask (what only sparse fine-tuning has):
+    Only the mask fields (``sparsity``, ``mask``, ``layers``, ``weights``, ``estimator``,
+    ``score_lr``) belong to sparse fine-tuning. The other fields are the training recipe
+    (:data:`RECIPE`): they have the names, meanings and defaults of
+    :class:`bertdims.finetune.FinetuneConfig`'s fields. :meth:`reference` is the full fine-tuning
+    with the same recipe, and :meth:`from_reference` a sparse run with a given reference's recipe.
+    A run that trains mask scores trains for ``epochs``, like its reference; a run in which nothing
+    of the encoder trains (sparsity 0, or a fixed mask) trains its head on features computed once,
+    for ``frozen_epochs``, exactly as the engine trains the head of a frozen encoder.
 
-    * ``sparsity``: fraction of each masked matrix set to zero, in [0, 1); 0 keeps every
-      weight (the frozen pretrained encoder with a trained head);
-    * ``mask``: ``learned`` | ``magnitude`` | ``random`` (:data:`MASKS`);
-    * ``layers``: encoder layers 1..L whose matrices are masked (None = all);
-      ``weights``: which matrices of those layers (keys of :data:`MATRICES`; None = all six);
-    * ``score_lr``: peak learning rate of the mask scores (they start at ``|W| / mean|W|``,
-      a scale of about 1, so they need a larger rate than the weights' ``lr``).
+    Parameters
+    ----------
+    model : str
+        Base encoder: ``"embedded"``, a hub name or a local folder; a BERT-style encoder with
+        ``encoder.layer.<i>`` blocks.
+    task : str
+        A registered task name (:func:`bertdims.task_names`).
+    sparsity : float
+        Fraction of each masked matrix set to zero, in [0, 1); 0 keeps every weight (the frozen
+        pretrained encoder with a trained head).
+    mask : str
+        How the masks are chosen (:data:`MASKS`): ``"learned"`` (scores trained with the head),
+        or fixed before training and never changed, the controls: ``"magnitude"`` (the largest
+        ``|W|`` of each matrix) or ``"random"`` (a random subset of each matrix, seeded by
+        ``seed``).
+    layers : list of int or None
+        Encoder layers (1..L) whose matrices are masked; None: all.
+    weights : list of str or None
+        Which matrices of those layers are masked, keys of :data:`MATRICES`; None: all six. A
+        single string stands for a list of one.
+    estimator : str
+        How a mask is learned (:data:`ESTIMATORS`): ``"topk"``, the top-k of the scores in each
+        matrix with a straight-through gradient.
+    score_lr : float
+        Peak learning rate of the mask scores. They start at ``|W| / mean|W|``, a scale of about
+        1, so they need a larger rate than the weights' ``lr``.
+    layer, token, head, head_hidden, dropout :
+        The classifier head: the layer and token it reads, its kind, its hidden units and the
+        dropout before it, as in :class:`bertdims.finetune.FinetuneConfig`.
+    epochs, head_lr, warmup, batch_size, micro_batch_size, weight_decay, max_grad_norm :
+        The optimisation, as in :class:`bertdims.finetune.FinetuneConfig` (``head_lr`` is the
+        head's peak learning rate; the scores use ``score_lr``).
+    max_train_samples, max_eval_samples, max_seq_len :
+        The data: subset sizes of the training and evaluation splits, and tokens per example.
+    early_stopping_fraction, patience, eval_every :
+        The checkpoint rule and the evaluation points, as in
+        :class:`bertdims.finetune.FinetuneConfig`.
+    frozen_epochs : float
+        Passes over the training set of a run in which only the head trains.
+    seed, device, precision :
+        The run's seed (data order, head initialisation, the random mask), the device and the
+        numeric precision, as in :class:`bertdims.finetune.FinetuneConfig`.
 
-    Recipe (:data:`RECIPE`): the fields, meanings and defaults of
-    :class:`bertdims.finetune.FinetuneConfig`; :meth:`reference` is the full fine-tuning with
-    the same recipe, :meth:`from_reference` a sparse run with a given reference's recipe.
-    A run that trains mask scores trains for ``epochs`` like the reference; a run in which
-    nothing of the encoder trains (sparsity 0, fixed masks) trains its head on features
-    computed once for ``frozen_epochs``, exactly as the engine trains a frozen encoder's head.
+    Raises
+    ------
+    ConfigError
+        When ``sparsity`` is outside [0, 1), ``mask`` or ``estimator`` is unknown, ``layers`` is
+        not None or a non-empty list of layer numbers >= 1, ``weights`` names no matrix or an
+        unknown one, ``score_lr`` is not positive, or a recipe field is not valid for
+        :class:`bertdims.finetune.FinetuneConfig`.
     """
 
     model: str = "embedded"
@@ -345,8 +388,26 @@ def masked_modules(model: nn.Module) -> dict[str, MaskedLinear]:
 # ------------------------------------------------------------------------------ storage
 @dataclass
 class StoredMask:
-    """A task stored as masks over a pretrained model: parameter name -> bool tensor
-    (True = kept), plus the classifier head's state and the run's config."""
+    """A task stored as masks over a pretrained model, with its classifier head and config.
+
+    What :func:`load_mask` reads back from a folder written by :func:`save_mask`. The property
+    ``sparsity`` is the measured fraction of the masked weights that are set to zero.
+
+    Parameters
+    ----------
+    masks : dict of str to torch.Tensor
+        Parameter name (``<module path>.weight``) -> bool mask of that weight's shape (out, in),
+        True = kept.
+    head_state : dict of str to torch.Tensor
+        The classifier head's ``state_dict``, each tensor in the shape of its head parameter or
+        buffer; empty when none was stored.
+    config : dict
+        The run's :class:`SparseConfig` as a dict (:meth:`SparseConfig.to_dict`); empty when
+        unknown.
+    fingerprint : str or None
+        Fingerprint of the pretrained model the masks were learned on, which :func:`apply_mask`
+        checks; None when not recorded.
+    """
 
     masks: dict[str, torch.Tensor]
     head_state: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -367,9 +428,32 @@ def extract_mask(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_mask(masks: dict[str, torch.Tensor], folder: str | Path, *, head_state=None,
               config: dict | None = None, fingerprint: str | None = None) -> dict[str, int]:
-    """Write a task as bit-packed masks: ``mask.bin`` (``np.packbits`` of each flattened mask,
-    byte-aligned per matrix), ``mask.json`` (names, shapes, byte offsets, pretrained
-    fingerprint), ``head.pt`` and ``sparse.json``. Returns the byte sizes of the files."""
+    """Write a task as bit-packed masks, with its classifier head and config.
+
+    Writes four files into ``folder`` (created if needed): ``mask.bin`` (``np.packbits`` of each
+    flattened mask, byte-aligned per matrix), ``mask.json`` (names, shapes, byte offsets and the
+    pretrained fingerprint), ``head.pt`` (the head's tensors, on the CPU) and ``sparse.json`` (the
+    config). :func:`load_mask` reads them back.
+
+    Parameters
+    ----------
+    masks : dict of str to torch.Tensor
+        Parameter name -> mask of that weight's shape (out, in); a nonzero entry is kept.
+    folder : str or Path
+        The folder to write into.
+    head_state : dict of str to torch.Tensor, optional
+        The classifier head's ``state_dict``, tensors of any shape; None: an empty one.
+    config : dict, optional
+        The run's config, written as JSON (values JSON cannot hold are written as strings);
+        None: an empty one.
+    fingerprint : str, optional
+        Fingerprint of the pretrained model the masks apply to.
+
+    Returns
+    -------
+    dict of str to int
+        The byte sizes of the files: ``mask_bytes``, ``index_bytes`` and ``head_bytes``.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     index, chunks, offset = [], [], 0
@@ -389,7 +473,25 @@ def save_mask(masks: dict[str, torch.Tensor], folder: str | Path, *, head_state=
 
 
 def load_mask(folder: str | Path) -> StoredMask:
-    """Read a task written by :func:`save_mask`."""
+    """Read a task written by :func:`save_mask`.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A folder written by :func:`save_mask`, e.g. the ``path`` of a stored
+        :func:`sparse_finetune` run.
+
+    Returns
+    -------
+    StoredMask
+        The bool masks in their stored shapes, the head's state (empty without ``head.pt``), the
+        config (empty without ``sparse.json``) and the pretrained model's fingerprint.
+
+    Raises
+    ------
+    ConfigError
+        When ``folder`` has no ``mask.json``.
+    """
     folder = Path(folder)
     if not (folder / INDEX_FILE).exists():
         raise ConfigError(f"parameter 'folder' = {str(folder)!r} is not allowed; expected a folder "
@@ -411,9 +513,31 @@ def apply_mask(pretrained: nn.Module, stored: StoredMask | dict[str, torch.Tenso
                check_fingerprint: bool = True) -> nn.Module:
     """A copy of ``pretrained`` (a Hugging Face encoder) whose masked weights are ``W * M``.
 
-    Gives outputs identical (bit for bit) to the sparsified model the masks came from. Raises
-    ConfigError when a mask names a parameter the model does not have, when shapes differ, or
-    (``check_fingerprint``) when the masks were learned on another pretrained model.
+    Gives outputs identical (bit for bit) to those of the sparsified model the masks came from.
+    ``pretrained`` itself is not changed; a stored head is not applied (see
+    :func:`load_sparse_task`).
+
+    Parameters
+    ----------
+    pretrained : torch.nn.Module
+        The pretrained Hugging Face encoder, whose parameter names the masks use.
+    stored : StoredMask or dict of str to torch.Tensor
+        The masks: a :class:`StoredMask` (from :func:`load_mask`), or parameter name -> mask of
+        that weight's shape (out, in), 1 = kept.
+    check_fingerprint : bool
+        Refuse masks learned on another pretrained model (when ``stored`` records a fingerprint;
+        a plain dict records none).
+
+    Returns
+    -------
+    torch.nn.Module
+        The masked copy of ``pretrained``.
+
+    Raises
+    ------
+    ConfigError
+        When a mask names a parameter the model does not have, a mask's shape differs from its
+        weight's, or (``check_fingerprint``) the masks were learned on another pretrained model.
     """
     from .models import model_fingerprint
     masks = stored.masks if isinstance(stored, StoredMask) else stored
@@ -729,12 +853,38 @@ def _key_config(config: SparseConfig) -> dict:
 
 
 def sparse_finetune(config: SparseConfig, store=None, *, force: bool = False):
-    """Run (or read back) one sparse fine-tuning. Returns the ``StoredRun``: its folder holds
-    the task as masks (:func:`load_mask` reads it) and ``pred_<split>.npy`` /
-    ``label_<split>.npy`` (per-example predictions and labels, in the engine's example
-    order); ``result.json`` has ``metrics`` ({split: {metric: value}}), ``info``, ``sizes``
-    (:func:`storage_sizes`) and ``sparsity`` (measured); ``.table("history")`` the engine's
-    evaluation rows and ``.table("steps")`` the training loss per step."""
+    """Run (or read back) one sparse fine-tuning.
+
+    Trains with :func:`train_sparse` and stores the task as masks. The run is cached in the store
+    under its config, so a second call reads it back; while one process trains a key, the others
+    wait and then read it. A learned mask is checkpointed along the way, so a run killed part-way
+    resumes from its last checkpoint.
+
+    Parameters
+    ----------
+    config : SparseConfig
+        What to run.
+    store : ResultStore, optional
+        Where the run is cached; None: a :class:`bertdims.store.ResultStore` at its default root.
+    force : bool
+        Train again even when the run is stored.
+
+    Returns
+    -------
+    StoredRun
+        Its folder holds the task as masks (:func:`load_mask` reads it) and ``pred_<split>.npy``
+        / ``label_<split>.npy`` for each evaluation split (per-example predictions and labels,
+        shape (N,), in the engine's example order). ``result.json`` has ``metrics`` ({split:
+        {metric: value}}), ``info``, ``sizes`` (:func:`storage_sizes`), ``sparsity`` (measured)
+        and ``masked_weights`` (parameter names); ``.table("history")`` has the engine's
+        evaluation rows and ``.table("steps")`` the training loss per step (no rows when only the
+        head trains).
+
+    Raises
+    ------
+    ConfigError
+        When ``config.layers`` or ``config.layer`` names a layer the model does not have.
+    """
     from .models import fingerprint_of
     from .store import ResultStore
     store = store or ResultStore()
@@ -776,9 +926,32 @@ def _train_and_store(config: SparseConfig, store, kind: str, cfg: dict, fp: str,
 
 
 def load_sparse_task(folder: str | Path, pretrained: nn.Module | None = None, device="cpu"):
-    """A plain classifier from a stored task: the pretrained encoder with the masks applied
-    (:func:`apply_mask`) and the stored head. ``pretrained`` defaults to the model named in
-    the stored config. Returns a :class:`bertdims.heads.SelectiveClassifier` in eval mode."""
+    """A plain classifier from a stored task: the masked pretrained encoder and the stored head.
+
+    The masks are applied with :func:`apply_mask`; the classifier is built with the stored
+    config's recipe (:meth:`SparseConfig.reference`) and task.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A folder written by :func:`save_mask` with a stored :class:`SparseConfig`, e.g. the
+        ``path`` of a :func:`sparse_finetune` run.
+    pretrained : torch.nn.Module, optional
+        The pretrained encoder to mask; None loads the model named in the stored config.
+    device : str or torch.device
+        Where the classifier is placed (default ``"cpu"``).
+
+    Returns
+    -------
+    bertdims.heads.SelectiveClassifier
+        The classifier, in eval mode.
+
+    Raises
+    ------
+    ConfigError
+        When ``folder`` holds no stored mask, or the masks do not fit ``pretrained`` (names,
+        shapes, or the fingerprint of another pretrained model).
+    """
     from transformers import AutoTokenizer
 
     from .heads import SelectiveClassifier, load_backbone
@@ -854,7 +1027,43 @@ def sparse_study(base: SparseConfig, sparsities: Sequence[float], seeds: Sequenc
     Per seed: full fine-tuning (the engine, :meth:`SparseConfig.reference`); the pretrained
     encoder with a trained head (sparsity 0); a learned mask at each sparsity > 0 of
     ``sparsities``; and, at ``control_sparsity``, the two fixed-mask controls (magnitude and
-    random; the head trains, the mask does not). Each run is cached in the store.
+    random: the head trains, the mask does not). Each run is cached in the store.
+
+    Parameters
+    ----------
+    base : SparseConfig
+        The recipe, masked layers and matrices, and ``score_lr`` of every run; its ``sparsity``,
+        ``mask`` and ``seed`` are set per run.
+    sparsities : sequence of float
+        Sparsities of the learned masks, in [0, 1); a 0 adds nothing, as the sparsity-0 run is
+        part of every study.
+    seeds : sequence of int
+        The seeds; each gets every setting.
+    control_sparsity : float, optional
+        Sparsity, in (0, 1), of the magnitude and random masks; None: no controls.
+    store : ResultStore, optional
+        Where the runs are cached; None: a :class:`bertdims.store.ResultStore` at its default root.
+    split : str
+        The evaluation split whose predictions and labels are collected (default ``"test"``);
+        ``scores`` has every split.
+
+    Returns
+    -------
+    SparseStudy
+        ``scores``: one row per run and evaluation split, with columns ``setting`` (``full
+        fine-tuning``, ``pretrained (sparsity 0)``, ``learned mask``, ``magnitude mask``,
+        ``random mask``), ``sparsity``, ``seed``, ``split``, the task's metrics, ``steps`` and
+        ``seconds``; ``histories``: every run's evaluation rows with ``setting, sparsity, seed``;
+        ``predictions``: (setting, sparsity) -> predictions on ``split``, array (S, N), one row
+        per seed in the order of ``seeds``; ``labels``: the labels (N,); ``metric``: the task's
+        headline metric; ``seeds``; ``runs``: (setting, sparsity, seed) -> the stored run.
+
+    Raises
+    ------
+    ConfigError
+        When ``sparsities`` is empty or has a value outside [0, 1), ``seeds`` is not a non-empty
+        list, ``control_sparsity`` is outside (0, 1), or two runs were scored on different
+        examples of ``split``.
     """
     from .models import quiet_transformers
     from .tasks import get_task
@@ -902,20 +1111,48 @@ def sparse_study(base: SparseConfig, sparsities: Sequence[float], seeds: Sequenc
 def sparse_effects(study: SparseStudy, *, sparsity: float, margin: float,
                    control_margin: float = 0.0, match_claim: str = "equivalent",
                    n_boot: int = 2000) -> dict:
-    """The chapter's comparisons, each a :class:`bertdims.stats.Effect` from
-    :func:`bertdims.stats.paired_effect` on the test predictions (paired by seed and example):
+    """The chapter's comparisons, each an effect on the test predictions paired by seed and example.
+
+    Each comparison is a :class:`bertdims.stats.Effect` from :func:`bertdims.stats.paired_effect`
+    (difference scale) on the study's predictions:
 
     * ``"match"``: the learned mask at ``sparsity`` against full fine-tuning (``match_claim``,
       ``margin``): the paper's "sparse models achieve comparable results";
-    * ``"vs magnitude"``, ``"vs random"``: the learned mask against the fixed magnitude and
-      random masks at the same sparsity (better, ``control_margin``): does learning the mask
-      matter, or would any mask of that sparsity do;
+    * ``"vs magnitude"``, ``"vs random"``: the learned mask against the fixed magnitude and random
+      masks at the same sparsity (``better``, ``control_margin``): does learning the mask matter,
+      or would any mask of that sparsity do;
     * ``"vs pretrained"``: the learned mask against the pretrained encoder with a trained head
-      (better, ``control_margin``): does the mask add to what the head learns alone;
+      (``better``, ``control_margin``): does the mask add to what the head learns alone;
     * ``"sparsity <s>"`` for every other learned sparsity: against full fine-tuning
       (``match_claim``, ``margin``), for the curve; not a verdict on its own.
 
     Comparisons whose runs are not in the study are left out.
+
+    Parameters
+    ----------
+    study : SparseStudy
+        The output of :func:`sparse_study`.
+    sparsity : float
+        The learned sparsity of the verdicts; one of the study's learned sparsities.
+    margin : float
+        Margin of the comparisons with full fine-tuning, on the metric's difference scale.
+    control_margin : float
+        Margin of the comparisons with the controls (default 0).
+    match_claim : str
+        Claim of the comparisons with full fine-tuning (default ``"equivalent"``).
+    n_boot : int
+        Bootstrap replicates of each interval.
+
+    Returns
+    -------
+    dict of str to Effect
+        Comparison name (as listed above) -> :class:`bertdims.stats.Effect`.
+
+    Raises
+    ------
+    ConfigError
+        When ``sparsity`` is not one of the learned sparsities run, or a claim or margin is not
+        valid for :func:`bertdims.stats.paired_effect`.
     """
     from .stats import paired_effect
     p, y, m = study.predictions, study.labels, study.metric
@@ -946,7 +1183,24 @@ def sparse_effects(study: SparseStudy, *, sparsity: float, margin: float,
 
 
 def sparse_summary(scores: pd.DataFrame, metric: str, split: str = "test") -> pd.DataFrame:
-    """Mean and standard deviation over seeds of ``metric`` per setting and sparsity."""
+    """Mean and standard deviation over seeds of ``metric``, per setting and sparsity.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        :attr:`SparseStudy.scores`: one row per run and split, with the columns ``setting``,
+        ``sparsity``, ``split`` and ``metric``.
+    metric : str
+        The metric column to summarise, e.g. :attr:`SparseStudy.metric`.
+    split : str
+        The evaluation split (default ``"test"``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per setting and sparsity, in the order they first appear; columns ``setting,
+        sparsity, mean, sd, seeds`` (``sd`` is NaN for a single seed).
+    """
     d = scores[scores["split"] == split]
     g = d.groupby(["setting", "sparsity"], sort=False)[metric]
     return g.agg(mean="mean", sd="std", seeds="size").reset_index()
@@ -960,9 +1214,21 @@ def study_seconds(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def sparse_findings(effects: dict) -> str:
-    """The verdicts of :func:`sparse_effects` in Markdown, one line per comparison
-    (:meth:`bertdims.stats.Effect.sentence`), each with why an inconclusive one is
-    inconclusive (:func:`bertdims.report.verdict_note`)."""
+    """The verdicts of :func:`sparse_effects` in Markdown, one line per comparison.
+
+    Each line gives the effect's sentence (:meth:`bertdims.stats.Effect.sentence`) and, through
+    :func:`bertdims.report.verdict_note`, why an inconclusive verdict is inconclusive.
+
+    Parameters
+    ----------
+    effects : dict of str to Effect
+        Comparison name -> :class:`bertdims.stats.Effect`, as :func:`sparse_effects` returns.
+
+    Returns
+    -------
+    str
+        A Markdown list, one bullet per comparison, in the order of ``effects``.
+    """
     from .report import verdict_note
     lines = []
     for key, eff in effects.items():
@@ -971,9 +1237,21 @@ def sparse_findings(effects: dict) -> str:
 
 
 def storage_table(run) -> pd.DataFrame:
-    """What a task stored as a mask costs, from a stored :func:`sparse_finetune` run:
-    one row per item with ``bytes`` and ``vs full checkpoint`` (fraction of a full fp32
-    checkpoint of encoder and head)."""
+    """What a task stored as a mask costs, from a stored :func:`sparse_finetune` run.
+
+    Parameters
+    ----------
+    run : StoredRun
+        A run of :func:`sparse_finetune` (its ``sizes``, from :func:`storage_sizes`, are read).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Six rows: the bit-packed mask, its index, the classifier head, the task in all (mask,
+        index and head), the masked weights in fp32, and a full fp32 checkpoint of encoder and
+        head; columns ``item``, ``bytes`` and ``vs full checkpoint`` (the fraction of the full fp32
+        checkpoint).
+    """
     z = run.json()["sizes"]
     full = z["full_checkpoint_fp32_bytes"]
     rows = [("mask, bit-packed (1 bit per masked weight)", z["mask_bytes"]),
@@ -986,9 +1264,26 @@ def storage_table(run) -> pd.DataFrame:
 
 
 def verify_stored_task(run, store=None) -> dict:
-    """Rebuild the classifier from a stored task (pretrained model + :func:`apply_mask` +
-    head) and evaluate it on the same evaluation examples; cached in the store. Returns
-    ``{"stored": metrics of the run, "reloaded": metrics recomputed, "identical": bool}``."""
+    """Check that a stored task, rebuilt from its mask, scores what the run scored.
+
+    Rebuilds the classifier from the stored task (pretrained model + :func:`apply_mask` + head,
+    :func:`load_sparse_task`) and evaluates it in fp32 on the same evaluation examples, for every
+    split the run has metrics for. The evaluation is cached in the store.
+
+    Parameters
+    ----------
+    run : StoredRun
+        A run of :func:`sparse_finetune`.
+    store : ResultStore, optional
+        Where the evaluation is cached; None: a :class:`bertdims.store.ResultStore` at its
+        default root.
+
+    Returns
+    -------
+    dict
+        ``{"stored": the run's metrics, "reloaded": the metrics recomputed, "identical": bool}``,
+        metrics as {split: {metric: value}}.
+    """
     from .finetune import prepare_splits
     from .store import ResultStore
     from .tasks import get_task
@@ -1016,9 +1311,33 @@ def verify_stored_task(run, store=None) -> dict:
 
 
 def sparsity_chart(scores: pd.DataFrame, metric: str, split: str = "test"):
-    """Task metric against sparsity: learned masks (mean and seed spread, a line), the fixed
-    magnitude and random masks (points) and the pretrained encoder with a trained head (at
-    sparsity 0), with full fine-tuning as a dashed rule. ``scores``: :attr:`SparseStudy.scores`."""
+    """Task metric against sparsity, for learned masks, fixed masks and full fine-tuning.
+
+    The learned masks are a line (mean over seeds, with the pretrained encoder and trained head
+    at sparsity 0); the fixed magnitude and random masks and the pretrained encoder are points;
+    every setting but full fine-tuning has error bars of one standard deviation over seeds; full
+    fine-tuning is a dashed horizontal rule.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        :attr:`SparseStudy.scores`: one row per run and split, with the columns ``setting``,
+        ``sparsity``, ``split`` and ``metric``.
+    metric : str
+        The metric column to draw, e.g. :attr:`SparseStudy.metric`.
+    split : str
+        The evaluation split (default ``"test"``).
+
+    Returns
+    -------
+    altair.LayerChart
+        The chart, 380 by 240 pixels.
+
+    Raises
+    ------
+    ConfigError
+        When ``metric`` is not a column of ``scores``.
+    """
     import altair as alt
     if metric not in scores.columns:
         raise bad("metric", metric, "choose a metric column of the table")
@@ -1070,14 +1389,42 @@ def history_chart(histories: pd.DataFrame, facet: str = "setting", title: str | 
 # ------------------------------------------------------------------------------ older names
 def sparsity_sweep(base: SparseConfig, sparsities: Sequence[float], seeds: Sequence[int],
                    store=None) -> pd.DataFrame:
-    """The learned-mask rows of :func:`sparse_study` (kept for the older namespace)."""
+    """The learned-mask rows of :func:`sparse_study` (kept for the older namespace).
+
+    Runs (or reads back) :func:`sparse_study` without controls, which includes the full
+    fine-tuning and sparsity-0 runs, and keeps the learned masks' rows.
+
+    Parameters
+    ----------
+    base, sparsities, seeds, store :
+        As for :func:`sparse_study`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows of :attr:`SparseStudy.scores` with setting ``learned mask``: one row per learned
+        sparsity > 0, seed and split, with the columns of :attr:`SparseStudy.scores`.
+    """
     scores = sparse_study(base, sparsities, seeds, store=store).scores
     return scores[scores["setting"] == SETTINGS["learned"]].reset_index(drop=True)
 
 
 def sparse_vs_full(base: SparseConfig, sparsities: Sequence[float], seeds: Sequence[int],
                    store=None) -> pd.DataFrame:
-    """:attr:`SparseStudy.scores` of :func:`sparse_study` without controls (older name)."""
+    """:attr:`SparseStudy.scores` of :func:`sparse_study` without controls (older name).
+
+    Parameters
+    ----------
+    base, sparsities, seeds, store :
+        As for :func:`sparse_study`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per run and evaluation split (settings ``full fine-tuning``, ``pretrained
+        (sparsity 0)`` and ``learned mask``); columns ``setting, sparsity, seed, split``, the
+        task's metrics, ``steps`` and ``seconds``.
+    """
     return sparse_study(base, sparsities, seeds, store=store).scores
 
 

@@ -63,8 +63,37 @@ _MEMORY = 2_000_000          # index entries per bootstrap block (about 16 MB)
 def verdict_of(low: float, high: float, claim: str, margin: float) -> str:
     """The verdict on a claim from the interval ``[low, high]`` of the effect A vs B.
 
-    ``low``, ``high`` and ``margin`` are on the effect's scale (``A - B``, or ``A / B - 1``).
-    The margin is fixed before running. The rules:
+    A verdict is *reproduced* when the whole interval lies where the claim holds, *not
+    reproduced* when the whole interval lies where it fails, and *inconclusive* when the
+    interval straddles the two; the exact rules per claim kind are in the Notes.
+
+    Parameters
+    ----------
+    low, high : float
+        The ends of the interval of the effect, finite, ``low <= high``, on the effect's scale
+        (``A - B``, or ``A / B - 1``).
+    claim : str
+        The claim about A against B, one of :data:`CLAIM_KINDS`: ``"equivalent"``,
+        ``"better"``, ``"worse"`` or ``"noninferior"``.
+    margin : float
+        The margin, on the same scale as the interval, fixed before running; finite and
+        ``>= 0``, and ``> 0`` for an equivalence claim.
+
+    Returns
+    -------
+    str
+        One of :data:`VERDICTS`: ``"reproduced"``, ``"not reproduced"`` or
+        ``"inconclusive"``.
+
+    Raises
+    ------
+    ConfigError
+        ``low`` or ``high`` is not a finite number, ``low > high``, the claim is unknown, the
+        margin is negative or not finite, or an equivalence claim has a margin of 0.
+
+    Notes
+    -----
+    The rules, per claim kind:
 
     * ``"equivalent"`` (A matches B within the margin; needs ``margin > 0``):
       reproduced if ``-margin < low`` and ``high < margin`` (the interval lies inside the band);
@@ -79,8 +108,6 @@ def verdict_of(low: float, high: float, claim: str, margin: float) -> str:
       else reproduced if ``high < 0``; else inconclusive.
     * ``"noninferior"`` (A is at least B minus the margin; 0 allowed):
       reproduced if ``low > -margin``; not reproduced if ``high <= -margin``; else inconclusive.
-
-    Returns one of :data:`VERDICTS`.
     """
     for name, value in (("low", low), ("high", high)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
@@ -124,10 +151,47 @@ def _check_claim(claim: str, margin: float) -> None:
 class Effect:
     """The effect of setting A against setting B, with its interval and verdict.
 
-    ``estimate``, ``low``, ``high`` and ``margin`` are on the ``scale`` (``"difference"``:
-    ``A - B``; ``"ratio"``: ``A / B - 1``), computed from the seed-averaged scores on the full
-    test set. ``score_a`` and ``score_b`` are those seed-averaged scores. ``p_value`` is the
-    seed-level test named in ``p_test`` (None with fewer than 3 seeds).
+    Made by :func:`paired_effect` (scores on a test set) or :func:`seed_effect` (a quantity
+    measured once per seed). ``estimate``, ``low``, ``high`` and ``margin`` are on the
+    ``scale`` (``"difference"``: ``A - B``; ``"ratio"``: ``A / B - 1``), computed from the
+    seed-averaged scores on the full test set. :meth:`to_dict` and :meth:`from_dict` give a
+    JSON-able round trip.
+
+    Attributes
+    ----------
+    label : str
+        The name of the comparison, e.g. ``"layer 4 - layer 6"``.
+    metric : str
+        The metric's name (one of :data:`METRICS`, the ``__name__`` of a callable metric, or
+        the quantity's name given to :func:`seed_effect`).
+    scale : str
+        ``"difference"`` or ``"ratio"``.
+    estimate : float
+        The effect on the ``scale``, from the seed-averaged scores.
+    low, high : float
+        The ends of the interval of the effect, on the ``scale``.
+    confidence : float
+        The level of the interval, e.g. 0.95.
+    claim : str
+        The claim tested, one of :data:`CLAIM_KINDS`.
+    margin : float
+        The margin of the claim, on the ``scale``, fixed before running.
+    verdict : str
+        One of :data:`VERDICTS`, from :func:`verdict_of` on ``low``, ``high``, ``claim`` and
+        ``margin``.
+    p_value : float or None
+        The p-value of the seed-level test named in ``p_test``; None with fewer than 3 seeds
+        (or when the test cannot run or gives no finite value).
+    n_seeds : int
+        The number of seeds of setting A.
+    n_examples : int
+        The number of test examples (for :func:`seed_effect`, as given; 0 when not given).
+    score_a, score_b : float
+        The seed-averaged scores (or values) of A and of B; NaN when not given.
+    p_test : str or None
+        The name of the seed-level test behind ``p_value``, e.g. ``"ttest_rel (greater)"``.
+    method : str
+        How the interval was made, in words.
     """
 
     label: str
@@ -244,10 +308,31 @@ def _batch_metric(metric: str | Callable,
 
 
 def metric_scores(preds, labels, metric: str | Callable) -> np.ndarray:
-    """The metric of each row of ``preds`` (S, N) against ``labels`` (N,): shape (S,).
+    """The metric of each row of ``preds`` against ``labels``: one score per seed.
 
     Built-in metrics follow :func:`bertdims.tasks.compute_metrics` (binary ``f1`` is the F1
     of class 1; a constant prediction has correlation 0).
+
+    Parameters
+    ----------
+    preds : array (S, N)
+        Predictions, one row per seed, on the N test examples (class ids, or scores for
+        regression). A 1-D array of shape (N,) is one seed.
+    labels : array (N,)
+        The test labels, N >= 2.
+    metric : str or callable
+        One of :data:`METRICS`, or ``callable(preds (N,), labels (N,)) -> float``.
+
+    Returns
+    -------
+    np.ndarray, shape (S,)
+        The metric of each row of ``preds``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown metric, arrays of the wrong shape or with non-finite values, or binary
+        ``f1`` on class ids other than 0 and 1.
     """
     a, b, y, fn = _prepare(preds, np.asarray(preds)[:1], labels, metric)
     return fn(a, np.broadcast_to(y, a.shape))
@@ -413,6 +498,8 @@ def paired_effect(a, b, labels, *, metric: str | Callable, claim: str, margin: f
     scale : str
         ``"difference"`` (``mean_s metric(A_s) - mean_s metric(B_s)``) or ``"ratio"``
         (``mean_s metric(A_s) / mean_s metric(B_s) - 1``, e.g. a share of the full model).
+    label : str
+        The name of the comparison, kept in :attr:`Effect.label`.
     confidence, n_boot, random_state :
         Interval level, bootstrap replicates, seed of the resampling.
 
@@ -420,6 +507,14 @@ def paired_effect(a, b, labels, *, metric: str | Callable, claim: str, margin: f
     -------
     Effect
         Estimate, interval, verdict (:func:`verdict_of`) and a seed-level p-value (3+ seeds).
+
+    Raises
+    ------
+    ConfigError
+        An unknown scale, claim or metric, a margin not allowed for the claim, a
+        ``confidence`` outside (0, 1), ``n_boot`` below 100 or not an integer, a negative
+        ``random_state``, arrays of the wrong shape or with non-finite values, or a ratio where
+        B's score is 0 or below (or where the bootstrap gives no finite interval).
     """
     if scale not in SCALES:
         raise bad("scale", scale, "choose one of: " + ", ".join(SCALES))
@@ -461,8 +556,11 @@ def paired_effect(a, b, labels, *, metric: str | Callable, claim: str, margin: f
 def seed_effect(a, b, *, claim: str, margin: float, scale: str = "difference",
                 label: str = "A - B", metric: str = "value", confidence: float = 0.95,
                 n_examples: int = 0) -> Effect:
-    """The effect of A against B for a quantity measured once per seed (a distance, the index
-    of a principal component), with a t-interval over the seeds.
+    """The effect of A against B for a quantity measured once per seed, with a t-interval.
+
+    For a quantity such as a weight distance or the index of a principal component there are no
+    test examples to resample; the interval is a t-interval over the seeds instead. It gives
+    the same :class:`Effect` as :func:`paired_effect`.
 
     Parameters
     ----------
@@ -478,8 +576,25 @@ def seed_effect(a, b, *, claim: str, margin: float, scale: str = "difference",
         same test on the logarithms (values must be > 0).
     claim, margin, confidence :
         As for :func:`paired_effect`; the verdict is :func:`verdict_of` on this interval.
+    label : str
+        The name of the comparison, kept in :attr:`Effect.label`.
+    metric : str
+        The name of the quantity, kept in :attr:`Effect.metric`.
     n_examples : int
         The number of examples each value was computed on, for the record (0: not given).
+
+    Returns
+    -------
+    Effect
+        Estimate, interval, verdict (:func:`verdict_of`), the means of A and B as
+        ``score_a`` and ``score_b``, and a seed-level p-value (3+ seeds).
+
+    Raises
+    ------
+    ConfigError
+        An unknown scale or claim, a margin not allowed for the claim, a ``confidence``
+        outside (0, 1), fewer than 2 seeds, ``b`` of the wrong length, non-finite values, or
+        values <= 0 on the ratio scale.
     """
     from scipy.stats import ttest_rel
 

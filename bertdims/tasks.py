@@ -32,12 +32,40 @@ def unregister(name: str) -> None:
 
 
 def task_names(source: str | None = None) -> list[str]:
-    """Names of the registered tasks, of one ``source`` ("embedded" or "hub") when given."""
+    """Names of the registered tasks, of one ``source`` when given.
+
+    Parameters
+    ----------
+    source : str or None
+        ``"embedded"`` or ``"hub"`` to list the tasks of that source only; None lists all.
+
+    Returns
+    -------
+    list of str
+        Task names in registry order: the embedded catalogue, then the hub's, then any
+        registered with :func:`register`.
+    """
     return [n for n, t in _REGISTRY.items() if source is None or t.source == source]
 
 
 def get_task(name: str) -> Task:
-    """The registered task called ``name``; a clear error listing the known ones otherwise."""
+    """The registered task called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`task_names`.
+
+    Returns
+    -------
+    Task
+        The task's description (texts, labels, metrics and loader).
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is not the name of a registered task; the message lists the known ones.
+    """
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ConfigError(f"parameter 'task' = {name!r} is not a known task; choose one of: "
                           + ", ".join(_REGISTRY))
@@ -62,8 +90,27 @@ def data_version(name: str) -> dict:
 def load_task(name: str, *, max_samples: dict[str, int] | int | None = None, data_dir: str | None = None):
     """Load a task's splits as a ``DatasetDict`` (cached per process).
 
-    ``data_dir`` points a hub task at a copy saved with ``DatasetDict.save_to_disk``.
-    ``max_samples`` keeps the first n rows of each split (an int for all, or per split).
+    Parameters
+    ----------
+    name : str
+        A name from :func:`task_names`.
+    max_samples : int, dict of str to int, or None
+        Keep the first n rows of each split: one int for every split, or a dict from split
+        name to n (splits it does not name are kept whole). None keeps everything.
+    data_dir : str or None
+        Points a hub task at a copy saved with ``DatasetDict.save_to_disk``.
+
+    Returns
+    -------
+    datasets.DatasetDict
+        The splits ``train``, ``validation`` and ``test`` (plus any extra evaluation splits),
+        with the task's text column(s) and a ``label`` column. With ``max_samples`` it is a
+        shallow copy, and the per-process cache is left whole.
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is not a registered task.
     """
     task = get_task(name)
     data = load_splits(task, data_dir)
@@ -77,7 +124,28 @@ def load_task(name: str, *, max_samples: dict[str, int] | int | None = None, dat
 
 
 def get_split(name: str, split: str, **kw):
-    """One split of a task; a clear error naming the split and the ones that exist."""
+    """One split of a task.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`task_names`.
+    split : str
+        The split's name, e.g. ``"train"``, ``"validation"``, ``"test"``.
+    **kw
+        Passed on to :func:`load_task` (``max_samples``, ``data_dir``).
+
+    Returns
+    -------
+    datasets.Dataset
+        The split, with the task's text column(s) and a ``label`` column.
+
+    Raises
+    ------
+    ConfigError
+        If the task is unknown, or it has no split ``split`` (the message names the splits
+        that exist).
+    """
     data = load_task(name, **kw)
     if split not in data:
         raise ConfigError(f"parameter 'split' = {split!r} does not exist for task {name!r}; "
@@ -87,7 +155,32 @@ def get_split(name: str, split: str, **kw):
 
 # ---------------------------------------------------------------------------- metrics
 def compute_metrics(task: Task | str, predictions: Sequence, labels: Sequence) -> dict[str, float]:
-    """The task's metrics. ``predictions`` are class ids, or scores for regression."""
+    """The task's metrics on a set of predictions.
+
+    Parameters
+    ----------
+    task : Task or str
+        The task, or its name, whose ``metrics`` are computed.
+    predictions : array-like, shape (N,)
+        Class ids, or scores for regression, one per example.
+    labels : array-like, shape (N,)
+        The true labels, in the same order.
+
+    Returns
+    -------
+    dict of str to float
+        One entry per metric of the task, in the task's order (the headline metric first).
+        A constant prediction (or constant labels) has a Pearson and Spearman correlation
+        of 0 rather than NaN.
+
+    Raises
+    ------
+    ValueError
+        If ``predictions`` and ``labels`` differ in shape, or the task names an unknown
+        metric.
+    ConfigError
+        If ``task`` is a name that is not a registered task.
+    """
     from scipy import stats
     from sklearn import metrics as skm
 
@@ -132,14 +225,25 @@ def _labels_summary(task: Task, max_chars: int = 36) -> str:
 
 
 def task_table(load_hub: bool = False):
-    """One row per registered task: name, source, type, labels, metrics and split sizes.
+    """An overview of the registered tasks: name, source, type, labels, metrics, split sizes.
 
     Embedded tasks are loaded to count their rows (a few seconds in all). A hub task is
     loaded only when it is already loaded in this process, is in the local Hugging Face cache,
     or ``load_hub`` is True (which downloads it); otherwise its sizes read ``"unavailable"``
     (no hub and no cached copy) or ``"not loaded"`` (the hub is reachable).
-    Returns a ``pandas.DataFrame`` with columns name, source, type, labels, metrics, train,
-    validation, test.
+
+    Parameters
+    ----------
+    load_hub : bool
+        Load (download if need be) every hub task to count its rows.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per registered task; columns name, source, type (``"classification"`` or
+        ``"regression"``), labels (e.g. ``"3: entailment, neutral, contradiction"`` or
+        ``"score (regression)"``), metrics (comma-separated), and train, validation, test (the
+        row counts of the splits, or why they are missing).
     """
     import pandas as pd
 
