@@ -30,8 +30,11 @@ from .dims import (chance_score, constant_predictions, grid_predictions, probe_p
 from .fewdims_charts import (compare_runs_chart, curve_chart, history_frame, scores_frame, share_chart,
                              trend_chart)
 from . import findings
-from .distances import (DistanceConfig, LayerStudyConfig, aggregate_distances, comparison_summary, distance_chart, distance_findings, distance_study, kind_chart, layer_distances, layer_findings, layer_study, layer_study_chart, layer_summary, random_init_like, weight_distances)  # noqa: E501
-from .sparse import (SparseConfig, StoredMask, apply_mask, load_mask, load_sparse_task, save_mask, sparse_findings, sparse_finetune, sparse_summary, sparse_vs_full, sparsity_chart, sparsity_sweep, storage_table, verify_stored_task)  # noqa: E501
+from .distances import (DistanceConfig, LayerStudyConfig, aggregate_distances, comparison_summary, distance_study, layer_distances, layer_study, layer_summary, random_init_like, weight_distances)  # noqa: E501
+from .sparse import (SparseConfig, StoredMask, apply_mask, load_mask, load_sparse_task, save_mask, sparse_finetune, sparse_summary, sparse_vs_full, sparsity_sweep, storage_table, verify_stored_task)  # noqa: E501
+from . import study_charts, study_findings
+from .study_charts import distance_chart, kind_chart, layer_study_chart, sparsity_chart
+from .study_findings import distance_findings, layer_findings, sparse_findings
 from ._embedded import general_corpus
 from .finetune import FinetuneConfig, FinetuneRun, finetune, load_finetuned
 from .crossft import (CrossConfig, MultiTaskModel, MultitaskConfig, load_multitask, multitask_vs_single, sequential, shared_dims, train_multitask, transplant_head)  # noqa: E501

@@ -630,43 +630,6 @@ def matrix_frame(effects: pd.DataFrame, sources: Sequence[str] = SOURCES) -> pd.
     return out.sort_values(["row", "column"], key=lambda c: c.map(order)).reset_index(drop=True)
 
 
-def matrix_chart(frame: pd.DataFrame, *, title: str, value_title: str,
-                 sources: Sequence[str] = SOURCES):
-    """A heat map of :func:`matrix_frame`: each cell the mean observed agreement of two
-    sources, labelled (``*``: above the null of random rankings, the whole 95% interval),
-    with the null and the interval in the tooltip."""
-    import altair as alt
-    order = [s for s in sources if s in set(frame["row"])]
-    base = alt.Chart(frame).encode(x=alt.X("column:N", sort=order, title=None,
-                                           axis=alt.Axis(labelAngle=-30)),
-                                   y=alt.Y("row:N", sort=order, title=None))
-    cells = base.mark_rect().encode(
-        color=alt.Color("observed:Q", title=value_title, scale=alt.Scale(scheme="blues")),
-        tooltip=["row:N", "column:N", alt.Tooltip("observed:Q", format=".3f"),
-                 alt.Tooltip("null:Q", format=".3f"), alt.Tooltip("low:Q", format="+.3f"),
-                 alt.Tooltip("high:Q", format="+.3f"), "verdict:N"])
-    text = base.mark_text(fontSize=11).encode(text="label:N")
-    return alt.layer(cells, text).properties(width=alt.Step(70), height=alt.Step(30),
-                                             title=title)
-
-
-def profile_chart(profile: pd.DataFrame, dims: Sequence[int]):
-    """Mean magnitude of ``dims`` (and, as a band, the median over all dimensions) at every
-    layer of the pretrained model: the outlier dimensions stand out at every layer."""
-    import altair as alt
-    dims = [int(d) for d in dims]
-    sel = profile[profile["dim"].isin(dims)].assign(dimension=lambda d: d["dim"].astype(str))
-    med = profile.groupby("layer", as_index=False)["mean_abs"].median().assign(dimension="median")
-    df = pd.concat([sel[["layer", "dimension", "mean_abs"]], med], ignore_index=True)
-    return alt.Chart(df).mark_line(point=True).encode(
-        x=alt.X("layer:O", title="layer (0: embeddings)"),
-        y=alt.Y("mean_abs:Q", title="mean |x_d| over the general corpus",
-                scale=alt.Scale(type="symlog")),
-        color=alt.Color("dimension:N", sort=[str(d) for d in dims] + ["median"]),
-        tooltip=["layer", "dimension", alt.Tooltip("mean_abs:Q", format=".3f")]).properties(
-        width=420, height=240)
-
-
 # ============================================================================ retraining
 def setting_dims(rankings: Rankings, task: str, seed: int, k: int) -> dict:
     """The dimensions each retraining setting reads for one model: ``selected`` (top ``k`` of
@@ -822,8 +785,8 @@ def outlier_effects(study: OutlierStudy, *, margin: float, n_boot: int = 2000) -
 
 def recorded_effect(effects: pd.DataFrame, claim_id: str):
     """The effect recorded for ``claim_id`` among per-task effects: the one least favourable to
-    the claim (:func:`bertdims.findings.least_favourable`); None when none was computed."""
-    from .findings import least_favourable
+    the claim (:func:`bertdims.stats.least_favourable`); None when none was computed."""
+    from .stats import least_favourable
     part = effects[(effects["claim_id"] == claim_id) & effects["effect"].notna()]
     if part.empty:
         return None

@@ -1,5 +1,5 @@
-"""The ``bertdims`` command. Experiment families add their own sub-commands through a
-``register_cli(subparsers)`` function in their module (listed in ``FAMILY_MODULES``).
+"""The ``bertdims`` command: ``tasks``, ``store``, the chapters' commands (:mod:`bertdims.chapters`,
+:mod:`bertdims.plan`) and the experiment families' (:mod:`bertdims.commands`).
 
 Bad input never ends in a traceback: the library's errors for it (:data:`USER_ERRORS`) and
 argparse's own are printed as one line on stderr, with exit status 2.
@@ -7,11 +7,7 @@ argparse's own are printed as one line on stderr, with exit status 2.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
-
-FAMILY_MODULES = ("finetune", "dims", "crossft", "extract", "pca", "neurons", "distances", "sparse")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -55,11 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     clean.set_defaults(func=_cmd_store_clean)
     from . import chapters
     chapters.register_cli(sub)
-    for name in FAMILY_MODULES:
-        if importlib.util.find_spec(f"bertdims.{name}") is not None:
-            module = importlib.import_module(f"bertdims.{name}")
-            if hasattr(module, "register_cli"):
-                module.register_cli(sub)
+    from .commands import REGISTER
+    for register in REGISTER:
+        register(sub)
     return parser
 
 

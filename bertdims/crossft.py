@@ -59,7 +59,7 @@ PAIR_KIND = "crossft_pair"
 __all__ = ["CrossConfig", "Sequential", "sequential", "shared_dims", "multitask_vs_single",
            "transplant_head", "retention", "retention_predictions", "rank_run", "disjoint_dims",
            "random_dims", "matched_epochs", "pair_matrix", "summarize_shared", "multitask_table",
-           "pair_chart", "shared_chart", "multitask_chart", "joint_demo", "cross_effects",
+           "joint_demo", "cross_effects",
            "effects_frame", "MODES",
            # the joint model lives in bertdims.multitask; re-exported here
            "MultiTaskModel", "MultitaskConfig", "load_multitask", "train_multitask"]
@@ -769,33 +769,6 @@ def multitask_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- charts and claims
-def pair_chart(pairs: pd.DataFrame, value: str, *, title: str | None = None, fmt: str = ".2f",
-               scheme: str = "viridis"):
-    """One heat map per mode of ``value`` (mean over seeds): rows the first task A, columns
-    the task B fine-tuned afterwards."""
-    import altair as alt
-
-    from . import charts
-    matrix = pair_matrix(pairs, value).rename(columns={"first": "first task A", "second": "then task B"})
-    panels = [charts.heatmap(matrix[matrix["mode"] == m], x="then task B", y="first task A", value=value,
-                             fmt=fmt, scheme=scheme, title=f"heads on {m} dimensions")
-              for m in dict.fromkeys(matrix["mode"])]
-    chart = alt.hconcat(*panels).resolve_scale(color="shared")
-    return chart.properties(title=title) if title else chart
-
-
-def shared_chart(shared: pd.DataFrame, *, title: str | None = None):
-    """Score of each target task B by the dimensions its head reads (mean and sd over seeds
-    and source tasks)."""
-    from . import charts
-    return charts.bar_with_error(shared.rename(columns={"target": "task B"}), x="task B", y="value",
-                                 color="kind", title=title)
-
-
-def multitask_chart(rows: pd.DataFrame, *, title: str | None = None):
-    """Each task's score in the joint model and alone (mean and sd over seeds)."""
-    from . import charts
-    return charts.bar_with_error(rows, x="task", y="value", color="setting", title=title)
 
 
 def joint_demo(rows: pd.DataFrame, *, per_task: int = 2, split: str = "test") -> pd.DataFrame:
@@ -826,63 +799,3 @@ def joint_demo(rows: pd.DataFrame, *, per_task: int = 2, split: str = "test") ->
         out[f"{t} head says"] = [names[p] if n > 1 else round(p, 2) for p in pred]
     out["same_as_heads"] = same
     return out
-
-
-# ---------------------------------------------------------------------------- command line
-EXPERIMENTS = ("sequential", "shared", "multitask")
-
-
-def register_cli(subparsers) -> None:
-    """``bertdims crossft --tasks rotten_tomatoes,bbc_news --experiments sequential,multitask``."""
-    import argparse
-    p = subparsers.add_parser("crossft", help="cross-fine-tuning (A then B), shared dimensions, "
-                              "and one model for several tasks", description=__doc__.splitlines()[0])
-    d = CrossConfig()
-    p.add_argument("--model", default=d.model)
-    p.add_argument("--tasks", default=",".join(d.tasks), help="comma-separated task names")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    p.add_argument("--num-dims", type=int, default=d.num_dims)
-    p.add_argument("--selection", default=d.selection, help="ranking method: " + ", ".join(SELECTIONS))
-    p.add_argument("--modes", default=",".join(d.modes), help="comma-separated: all, few")
-    p.add_argument("--sampler", default="proportional", help="joint training: " + ", ".join(SAMPLERS))
-    p.add_argument("--experiments", default=",".join(EXPERIMENTS),
-                   help="comma-separated: " + ", ".join(EXPERIMENTS))
-    p.add_argument("--epochs", type=float, default=d.epochs)
-    p.add_argument("--lr", type=float, default=None, help="default: the engine's")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the engine's")
-    p.add_argument("--max-seq-len", type=int, default=d.max_seq_len)
-    for name in ("max_train_samples", "max_eval_samples"):
-        p.add_argument("--" + name.replace("_", "-"), default=getattr(d, name),
-                       type=lambda s: None if s.lower() in ("none", "all") else int(s))
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--results", default=None, help="results store (default $BERTDIMS_RESULTS or ./results)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cli_main)
-    del argparse
-
-
-def _cli_main(args) -> int:
-    from ._validate import parse_int_list
-    from .store import ResultStore
-    split = lambda s: [t.strip() for t in s.split(",") if t.strip()]  # noqa: E731
-    experiments = split(args.experiments)
-    for e in experiments:
-        check_choice("experiments", e, EXPERIMENTS)
-    check_choice("sampler", args.sampler, SAMPLERS)
-    config = CrossConfig(model=args.model, tasks=split(args.tasks), seeds=parse_int_list(args.seeds) or [0],
-                         num_dims=args.num_dims, selection=args.selection, modes=split(args.modes),
-                         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-                         max_seq_len=args.max_seq_len, device=args.device)
-    store, progress = ResultStore(args.results), not args.quiet
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        if "sequential" in experiments:
-            print(sequential(config, store=store, progress=progress).pairs.round(3)
-                  .to_string(index=False))
-        if "shared" in experiments:
-            print(summarize_shared(shared_dims(config, store=store, progress=progress)).round(3)
-                  .to_string(index=False))
-        if "multitask" in experiments:
-            rows = multitask_vs_single(config, store=store, sampler=args.sampler, progress=progress)
-            print(multitask_table(rows).round(3).to_string(index=False))
-    return 0

@@ -319,130 +319,10 @@ def random_init_like(model: Any, seed: int = 0) -> torch.nn.Module:
 
 
 # ------------------------------------------------------------------------------ charts
-def distance_chart(layer_df: pd.DataFrame, metric: str = "l1", color: str = "comparison",
-                   log: bool = True):
-    """Line chart of one distance by layer, one line per value of ``color``.
-
-    The x axis is the layer (0 = the embeddings), the y axis the mean of ``metric`` over the rows
-    of each layer and ``color`` value (e.g. over seeds). The y axis is logarithmic by default, as
-    the comparisons differ by orders of magnitude.
-
-    Parameters
-    ----------
-    layer_df : pandas.DataFrame
-        Output of :func:`layer_distances`: one row per layer and group, with the columns
-        ``layer``, ``metric`` and ``color``.
-    metric : str
-        The distance to draw, one of :data:`METRICS` (``l1``, ``l2``, ``angular``, ``rel_l2``).
-    color : str
-        The column whose values get one line each (default ``"comparison"``).
-    log : bool
-        Logarithmic (True) or linear (False) y axis.
-
-    Returns
-    -------
-    altair.Chart
-        The line chart, 320 by 220 pixels, with a point per layer.
-
-    Raises
-    ------
-    ConfigError
-        When ``metric`` is not one of :data:`METRICS`.
-    """
-    import altair as alt
-    if metric not in METRICS:
-        raise bad("metric", metric, "choose one of: " + ", ".join(METRICS))
-    y = alt.Y(f"mean({metric}):Q", title=_METRIC_TITLES[metric],
-              scale=alt.Scale(type="log" if log else "linear"))
-    base = alt.Chart(layer_df).encode(x=alt.X("layer:O", title="layer (0 = embeddings)",
-                                              axis=alt.Axis(labelAngle=0)),
-                                      color=alt.Color(f"{color}:N"))
-    return (base.mark_line(point=True).encode(y=y, tooltip=[color, "layer", f"mean({metric}):Q"])
-            .properties(width=320, height=220, title=_METRIC_TITLES[metric] + " by layer"))
-
-
-def kind_chart(kind_df: pd.DataFrame, metric: str = "l1", color: str = "comparison", log: bool = True):
-    """Bar chart of one distance by kind of matrix, one bar per value of ``color``.
-
-    The x axis is the kind (embeddings, attention, feed-forward, layer norm, other), with the bars
-    of the ``color`` values side by side; the y axis is the mean of ``metric`` over the rows of
-    each kind and ``color`` value (e.g. over seeds, when ``kind_df`` has one row per run). The y
-    axis is logarithmic by default.
-
-    Parameters
-    ----------
-    kind_df : pandas.DataFrame
-        Output of ``aggregate_distances(df, [color, "kind"])`` (:func:`aggregate_distances`), or
-        with further grouping columns such as ``run``: one row per group, with the columns
-        ``kind``, ``metric`` and ``color``.
-    metric : str
-        The distance to draw, one of :data:`METRICS`.
-    color : str
-        The column whose values get one bar each within a kind (default ``"comparison"``).
-    log : bool
-        Logarithmic (True) or linear (False) y axis.
-
-    Returns
-    -------
-    altair.Chart
-        The bar chart, 320 by 220 pixels.
-
-    Raises
-    ------
-    ConfigError
-        When ``metric`` is not one of :data:`METRICS`.
-    """
-    import altair as alt
-    if metric not in METRICS:
-        raise bad("metric", metric, "choose one of: " + ", ".join(METRICS))
-    scale = alt.Scale(type="log" if log else "linear")
-    return (alt.Chart(kind_df).mark_bar().encode(
-        x=alt.X("kind:N", title=None, sort=list(KINDS), axis=alt.Axis(labelAngle=0)),
-        xOffset=f"{color}:N",
-        y=alt.Y(f"mean({metric}):Q", title=_METRIC_TITLES[metric], scale=scale),
-        color=f"{color}:N", tooltip=[color, "kind", f"mean({metric}):Q"])
-        .properties(width=320, height=220, title=_METRIC_TITLES[metric] + " by kind of matrix"))
 
 
 _METRIC_TITLES = {"l1": "L1 (mean |difference|)", "l2": "L2 distance", "angular": "angular distance (/π)",
                   "rel_l2": "relative distance ||Δ|| / ||W||"}
-
-
-def layer_study_chart(df: pd.DataFrame, metric: str):
-    """Task metric of fine-tuning one layer only or the top n layers, against full fine-tuning.
-
-    The x axis is the layer i (setting ``single layer``) or the number n of top layers (setting
-    ``top n layers``); the y axis the mean of ``metric`` over seeds, with error bars of one
-    standard deviation. Full fine-tuning and the head alone on the frozen encoder (``head only``)
-    are drawn as dashed horizontal rules at their means.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        :attr:`LayerStudy.table` of :func:`layer_study`: one row per run, with the columns
-        ``setting``, ``n``, ``seed`` and ``metric``.
-    metric : str
-        The column to draw, e.g. :attr:`LayerStudy.metric` (the headline metric) or
-        ``validation_accuracy``.
-
-    Returns
-    -------
-    altair.LayerChart
-        The lines, error bars and rules, 360 by 240 pixels.
-    """
-    import altair as alt
-    parts = df[df["setting"].isin(["single layer", "top n layers"])]
-    refs = df[df["setting"].isin(["full", "head only"])]
-    points = alt.Chart(parts).mark_line(point=True).encode(
-        x=alt.X("n:O", title="layer i (single layer) or n (top n layers)", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y(f"mean({metric}):Q", title=metric, scale=alt.Scale(zero=False)),
-        color=alt.Color("setting:N"), tooltip=["setting", "n", f"mean({metric}):Q"])
-    band = alt.Chart(parts).mark_errorbar(extent="stdev").encode(
-        x="n:O", y=alt.Y(f"{metric}:Q", title=metric), color="setting:N")
-    rules = alt.Chart(refs).mark_rule(strokeDash=[4, 3]).encode(
-        y=f"mean({metric}):Q", color="setting:N", tooltip=["setting", f"mean({metric}):Q"])
-    return (points + band + rules).properties(width=360, height=240,
-                                              title="Fine-tuning some layers vs all")
 
 
 # ------------------------------------------------------------------------------ studies
@@ -785,25 +665,6 @@ def layer_variation_effect(df: pd.DataFrame, *, margin: float, metric: str = "re
                        label=f"{metric}: layer {int(top['layer'])} / layer {int(bottom['layer'])}")
 
 
-def layer_profile_chart(profile: pd.DataFrame, metric: str = "rel_l2"):
-    """The per-layer distance of :func:`layer_profile`: mean over seeds and its 95% interval
-    (bars), layer 0 = the embeddings."""
-    import altair as alt
-    base = alt.Chart(profile.drop(columns=["per_seed"])).encode(
-        x=alt.X("layer:O", title="layer (0 = embeddings)", axis=alt.Axis(labelAngle=0)))
-    title = _METRIC_TITLES.get(metric, metric)
-    points = base.mark_point(filled=True, size=60).encode(
-        y=alt.Y("mean:Q", title=title, scale=alt.Scale(zero=False)),
-        tooltip=["layer", alt.Tooltip("mean:Q", format=".3g"), alt.Tooltip("low:Q", format=".3g"),
-                 alt.Tooltip("high:Q", format=".3g"), "seeds"])
-    bars = base.mark_errorbar().encode(y=alt.Y("low:Q", title=title), y2="high:Q")
-    return (bars + points).properties(width=320, height=220,
-                                      title=f"{title} by layer, 95% interval over seeds")
-
-
-from .report import verdict_note  # noqa: E402  (how verdicts are shown: shared by every chapter)
-
-
 # ------------------------------------------------------------------------------ layers
 @dataclass
 class LayerStudyConfig(ConfigMixin):
@@ -1017,40 +878,3 @@ def layer_summary(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return g.agg(mean="mean", sd="std", seeds="size").reset_index()
 
 
-def layer_findings(effects: Mapping[str, Any]) -> str:
-    """The verdicts of :func:`layer_effects` in Markdown, one line per setting.
-
-    Each line gives the effect's sentence (:meth:`bertdims.stats.Effect.sentence`) and, through
-    :func:`bertdims.report.verdict_note`, why an inconclusive verdict is inconclusive.
-
-    Parameters
-    ----------
-    effects : mapping of str to Effect
-        Setting name -> :class:`bertdims.stats.Effect`, as :func:`layer_effects` returns.
-
-    Returns
-    -------
-    str
-        A Markdown list, one bullet per effect, in the order of ``effects``.
-    """
-    return "\n".join(f"* **{k}**: {e.sentence()}. {verdict_note(e)}" for k, e in effects.items())
-
-
-def distance_findings(effects: Mapping[str, Any]) -> str:
-    """The distance verdicts in Markdown, one line each.
-
-    Each line gives the effect's sentence (:meth:`bertdims.stats.Effect.sentence`) and, through
-    :func:`bertdims.report.verdict_note`, why an inconclusive verdict is inconclusive.
-
-    Parameters
-    ----------
-    effects : mapping of str to Effect
-        Name -> :class:`bertdims.stats.Effect`, from :func:`closeness_effect` and
-        :func:`layer_variation_effect`.
-
-    Returns
-    -------
-    str
-        A Markdown list, one bullet per effect, in the order of ``effects``.
-    """
-    return "\n".join(f"* **{k}**: {e.sentence()}. {verdict_note(e)}" for k, e in effects.items())

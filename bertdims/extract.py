@@ -555,32 +555,3 @@ def general_array(encoder, *, max_samples: int | None, max_seq_len: int, layer: 
     rep = extract(encoder, GENERAL, "train", layers=[layer], token=token, max_samples=max_samples,
                   max_seq_len=max_seq_len, store=store, progress=progress)
     return np.asarray(rep[layer])
-
-
-# ---------------------------------------------------------------------------- command line
-def register_cli(subparsers) -> None:
-    """``bertdims extract MODEL TASK [SPLIT]``: extract and store representations."""
-    p = subparsers.add_parser("extract", help="extract token representations of a task split to the store")
-    p.add_argument("model", help="model name or folder ('embedded' for all-MiniLM-L6-v2)")
-    p.add_argument("task", help="task name, or 'general' for the general-English corpus")
-    p.add_argument("split", nargs="?", default="train")
-    p.add_argument("--layers", default="-1", help="comma-separated layers (0 = embeddings, -1 = last)")
-    p.add_argument("--token", default="cls")
-    p.add_argument("--max-seq-len", type=int, default=128)
-    p.add_argument("--max-samples", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--chunk-size", type=int, default=2048)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=_cli_main)
-
-
-def _cli_main(args) -> int:
-    try:
-        layers = [int(v) for v in str(args.layers).split(",")]
-    except ValueError:
-        raise bad("layers", args.layers, "expected comma-separated integers such as '-1,0'") from None
-    rep = extract(args.model, args.task, args.split, layers=layers, token=args.token,
-                  max_seq_len=args.max_seq_len, max_samples=args.max_samples,
-                  batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device)
-    print(f"{rep}\n{rep.path}")
-    return 0

@@ -24,7 +24,6 @@ run killed part-way resumes from its last checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -41,7 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._validate import bad, parse_int_list
+from ._validate import bad
 from .device import autocast, pick_device, pick_precision
 from . import progress as _progress
 from .finetune_config import HEADS, PAPER_RECIPE, FinetuneConfig, _parse_layers  # noqa: F401
@@ -56,7 +55,7 @@ from .training import (DEFAULT_HEAD_LR, Collator, EncodedDataset, apply_freezing
 
 __all__ = ["FinetuneConfig", "FinetuneRun", "finetune", "load_finetuned", "SelectiveClassifier",
            "make_loader", "evaluate", "build_optimizer", "slanted_triangular", "prepare_splits",
-           "DEFAULT_HEAD_LR", "register_cli"]
+           "DEFAULT_HEAD_LR"]
 
 KIND = "finetune"
 SUBSET_SEED = 0   # fixed: which training/evaluation examples are used does not depend on `seed`
@@ -1027,93 +1026,3 @@ def _load_checkpoint(ckpt_dir: Path, cfg: dict, core, optimizer, scheduler, rank
         _set_rng_state(rng["rng"])
         state.loss_sum, state.loss_count = rng["loss_sum"], rng["loss_count"]
     return state
-
-
-# ---------------------------------------------------------------------------- command line
-_FLAG_TYPES = {"dims": "intlist", "train_layers": "intlist", "head_lr": "optfloat",
-               "max_grad_norm": "optfloat", "max_train_samples": "optint", "max_eval_samples": "optint",
-               "eval_every": "optint", "checkpoint_every": "optint", "init_from": "optstr",
-               "data_dir": "optstr", "freeze_embeddings": "bool"}
-
-
-_HELP = {
-    "model": "base encoder: 'embedded', a hub name or a local folder",
-    "task": "task name (bertdims.task_names())",
-    "layer": "layer the head reads: 0 embeddings, 1..L, -1 the last",
-    "token": "cls | mean | maxnorm | token:i",
-    "dims": "hidden dimensions the head reads: comma-separated, or 'all'",
-    "head": "linear | mlp",
-    "head_hidden": "hidden units of the mlp head",
-    "freeze": "freeze the embeddings and layers 1..n (0: nothing)",
-    "freeze_embeddings": "also freeze the embeddings",
-    "train_layers": "train only these layers (comma-separated), or 'none' to use --freeze",
-    "epochs": "passes over the training set (fractions allowed)",
-    "lr": "peak learning rate of the top layer",
-    "head_lr": f"peak learning rate of the head ('none': {DEFAULT_HEAD_LR})",
-    "layer_lr_decay": "learning-rate factor per layer below the top",
-    "warmup": "fraction of steps with rising learning rate",
-    "batch_size": "effective batch (examples per update)",
-    "micro_batch_size": "examples per forward pass (gradient accumulation)",
-    "dropout": "dropout before the head",
-    "weight_decay": "AdamW weight decay (not on biases and LayerNorm)",
-    "max_grad_norm": "gradient clipping ('none': off)",
-    "max_train_samples": "training examples used ('none': all)",
-    "max_eval_samples": "examples per evaluation split ('none': all)",
-    "max_seq_len": "tokens per input",
-    "early_stopping_fraction": "0: keep the final state; >0: hold out max(300, fraction*n) "
-                               "training examples and keep the lowest-dev-loss state",
-    "patience": "evaluations without a lower dev loss before stopping",
-    "frozen_epochs": "passes over the training set when only the head trains",
-    "eval_every": "steps between evaluations ('none': each epoch, at least twice)",
-    "seed": "random seed",
-    "device": "auto | cpu | cuda",
-    "precision": "auto | fp32 | bf16",
-    "init_from": "start the encoder from this fine-tuned model folder",
-    "data_dir": "folder of a hub task saved with save_to_disk",
-    "checkpoint_every": "steps between resumable checkpoints ('none': at each evaluation)",
-}
-
-
-def _converter(kind: str):
-    def opt(fn):
-        return lambda s: None if s.strip().lower() in ("none", "") else fn(s)
-    return {"intlist": lambda s: s, "optfloat": opt(float), "optint": opt(int), "optstr": opt(str),
-            "int": int, "float": float, "str": str}[kind]
-
-
-def register_cli(subparsers) -> None:
-    """``bertdims finetune --task T --layer -1 --token cls --dims 3,17 ... --out DIR``."""
-    p = subparsers.add_parser("finetune", help="fine-tune an encoder with a selective head",
-                              description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(FinetuneConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        kind = _FLAG_TYPES.get(f.name) or {int: "int", float: "float", str: "str"}[type(default)]
-        helptext = f"{_HELP.get(f.name, '')} (default {default})"
-        if kind == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helptext)
-            continue
-        p.add_argument(flag, type=_converter(kind), default=default, metavar=f.name.upper(), help=helptext)
-    p.add_argument("--out", default=None, help="write config.json, metrics.json, history.csv and model/ here")
-    p.add_argument("--results", default=None,
-                   help="results store folder (default $BERTDIMS_RESULTS or ./results); used when "
-                        "--out is not given, or with --store")
-    p.add_argument("--store", action="store_true", help="also keep the run in the results store")
-    p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore checkpoints")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cli_main)
-
-
-def _cli_main(args: argparse.Namespace) -> int:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)}
-    values["dims"] = parse_int_list(values["dims"])
-    values["train_layers"] = _parse_layers(values["train_layers"]) if isinstance(
-        values["train_layers"], str) else values["train_layers"]
-    config = FinetuneConfig(**values)
-    store = None
-    if args.out is None or args.store:
-        store = ResultStore(args.results)
-    run = finetune(config, store=store, out_dir=args.out, progress=not args.quiet, resume=args.resume)
-    print(json.dumps({"metrics": run.metrics, "model_dir": str(run.model_dir),
-                      "cached": run.cached}, indent=2))
-    return 0

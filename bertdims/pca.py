@@ -335,40 +335,6 @@ def _few_n(curves: pd.DataFrame, target: int = 5) -> int:
     return int(max([n for n in ns if n <= target] or ns[:1]))
 
 
-def pca_chart(curves: pd.DataFrame, task: str | None = None):
-    """Accuracy against the number of components per basis, one panel per model (Figures 1-3)."""
-    import altair as alt
-    df = curves if task is None else curves[curves.task == task]
-    return alt.Chart(df).mark_line(point=True).encode(
-        x=alt.X("n:Q", scale=alt.Scale(type="log"), title="components (or random dimensions)"),
-        y=alt.Y("mean(accuracy):Q", scale=alt.Scale(zero=False), title="test accuracy"),
-        color=alt.Color("basis:N"), strokeDash="model:N",
-        tooltip=["basis", "model", "n", "mean(accuracy)"]).properties(
-        width=300, height=200).facet(column="task:N")
-
-
-def ratio_chart(ratios: pd.DataFrame, top: int = 20):
-    """Variance ratio fine-tuned / pretrained of the first ``top`` components, per task
-    (Figure 4), with the line ratio = 1."""
-    import altair as alt
-    df = ratios[ratios.component <= top]
-    line = alt.Chart(df).mark_line(point=True).encode(
-        x=alt.X("component:Q"), y=alt.Y("mean(ratio):Q", title="variance ratio (fine-tuned / pretrained)"),
-        color="task:N", tooltip=["task", "component", "mean(ratio)"])
-    one = alt.Chart(pd.DataFrame({"y": [1.0]})).mark_rule(strokeDash=[4, 4], color="black").encode(y="y:Q")
-    return alt.layer(line, one).properties(width=420, height=240)
-
-
-def size_chart(sizes: pd.DataFrame):
-    """Accuracy against the number of sentences the general PCA was fitted on."""
-    import altair as alt
-    return alt.Chart(sizes).mark_line(point=True).encode(
-        x=alt.X("sentences:Q", scale=alt.Scale(type="log")),
-        y=alt.Y("mean(accuracy):Q", scale=alt.Scale(zero=False), title="test accuracy"),
-        color="task:N", strokeDash="model:N",
-        tooltip=["task", "model", "sentences", "mean(accuracy)"]).properties(width=420, height=240)
-
-
 # ---------------------------------------------------------------------------- the crossing index (3.1.3)
 def _tensor(X, dev: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.array(X, dtype=np.float64), device=dev)   # a copy: X may be a memmap
@@ -643,24 +609,6 @@ def crossing_table(study: dict, confidence: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def crossing_chart(study: dict):
-    """Crossing index per task with its bootstrap interval (points and bars), the number of
-    classes (black ticks), and the null's central 95% range (grey band)."""
-    import altair as alt
-    t = study["summary"]
-    base = alt.Chart(t).encode(y=alt.Y("task:N", sort=list(t.task), title=None))
-    band = base.mark_bar(color="lightgrey", opacity=0.6, size=14).encode(
-        x=alt.X("null_low:Q", title="component index"), x2="null_high:Q")
-    bars = base.mark_rule(strokeWidth=2).encode(x="low:Q", x2="high:Q")
-    pts = base.mark_point(filled=True, size=70).encode(
-        x="crossing:Q", tooltip=["task", "classes", "crossing", "low", "high", "per_seed",
-                                 "null_low", "null_high"])
-    ticks = base.mark_tick(color="black", thickness=2, size=18).encode(x="classes:Q")
-    return (band + bars + pts + ticks).properties(
-        width=380, title="First variance ratio below 1 (point, 95% interval) against classes (tick); "
-                         "grey: no fine-tuning")
-
-
 def components_effects(study: dict, *, margin: float = 0.01) -> dict:
     """Diagnostics of sections 3.1.1-3.1.2 from :func:`pca_study`, intervals over the seeds
     (:func:`bertdims.stats.seed_effect`; needs 2+ seeds, else empty) on the fine-tuned model
@@ -687,52 +635,5 @@ def components_effects(study: dict, *, margin: float = 0.01) -> dict:
 
 
 # ---------------------------------------------------------------------------- prose from numbers
-def _pp(x: float) -> str:
-    return f"{100 * x:.1f}%"
 
 
-def components_findings(study: dict) -> str:
-    """Markdown: general vs in-domain vs random at 5 components, and the fine-tuned gap between
-    5 general components and all dimensions, beside the paper's (3.1.1-3.1.2)."""
-    c = study["curves"]
-    lines = []
-    for task, df in c.groupby("task"):
-        n5 = _few_n(df)
-        m = df[df.n == n5].groupby(["model", "basis"]).accuracy.mean()
-        s = study["summary"][study["summary"].task == task]
-        gap = 100 * (s.finetuned_all - s.finetuned_5_general).mean()
-        lines.append(f"- **{task}** (pretrained, {n5} dims): in-domain {_pp(m[('pretrained', 'in-domain')])}, "
-                     f"general {_pp(m[('pretrained', 'general')])}, random {_pp(m[('pretrained', 'random')])}. "
-                     f"Fine-tuned: {n5} general components reach {_pp(s.finetuned_5_general.mean())} "
-                     f"against {_pp(s.finetuned_all.mean())} with all dimensions, a gap of {gap:.2f} points.")
-    paper = ", ".join(f"{k} {v} points" for k, v in PAPER_GAP_5_COMPONENTS.items())
-    return ("Paper (BERT-base): in-domain PCA > general PCA > random dimensions for few components, and "
-            f"after fine-tuning 5 general components lose only {paper}.\n\nOurs (mean over seeds):\n\n"
-            + "\n".join(lines))
-
-
-def variance_findings(study: dict) -> str:
-    """Markdown: first component whose variance ratio drops below 1, against the number of
-    classes, beside the paper's (3.1.3)."""
-    s = study["summary"]
-    lines = []
-    for task, df in s.groupby("task"):
-        firsts = [int(v) if v == v and v is not None else None for v in df.first_below_one]
-        lines.append(f"- **{task}** ({int(df.classes.iloc[0])} classes): first ratio below 1 at "
-                     f"component(s) {firsts} over seeds {df.seed.tolist()}")
-    paper = "; ".join(f"{k}: component {a} ({b} classes)" for k, (a, b) in PAPER_FIRST_BELOW_ONE.items())
-    return (f"Paper: the first variance ratio below 1 comes at about the number of classes ({paper})."
-            "\n\nOurs:\n\n" + "\n".join(lines))
-
-
-def size_findings(study: dict) -> str:
-    """Markdown: how many general sentences the PCA needs to reach its best accuracy."""
-    z = study["sizes"].groupby(["task", "model", "sentences"]).accuracy.mean().reset_index()
-    lines = []
-    for (task, model), df in z.groupby(["task", "model"]):
-        best = df.accuracy.max()
-        enough = int(df[df.accuracy >= best - 0.01].sentences.min())
-        lines.append(f"- **{task}**, {model}: within 1 point of its best ({_pp(best)}) from "
-                     f"{enough} sentences (largest tried: {int(df.sentences.max())})")
-    return (f"Paper: about {PAPER_SAMPLE_SIZE:,} sentences are enough (as good as 1M).\n\nOurs:\n\n"
-            + "\n".join(lines))

@@ -1213,29 +1213,6 @@ def study_seconds(scores: pd.DataFrame) -> pd.DataFrame:
     return d.groupby(["setting", "sparsity"], sort=False)["seconds"].agg(["mean", "size"]).reset_index()
 
 
-def sparse_findings(effects: dict) -> str:
-    """The verdicts of :func:`sparse_effects` in Markdown, one line per comparison.
-
-    Each line gives the effect's sentence (:meth:`bertdims.stats.Effect.sentence`) and, through
-    :func:`bertdims.report.verdict_note`, why an inconclusive verdict is inconclusive.
-
-    Parameters
-    ----------
-    effects : dict of str to Effect
-        Comparison name -> :class:`bertdims.stats.Effect`, as :func:`sparse_effects` returns.
-
-    Returns
-    -------
-    str
-        A Markdown list, one bullet per comparison, in the order of ``effects``.
-    """
-    from .report import verdict_note
-    lines = []
-    for key, eff in effects.items():
-        lines.append(f"* **{key}**: {eff.sentence()}. {verdict_note(eff)}")
-    return "\n".join(lines)
-
-
 def storage_table(run) -> pd.DataFrame:
     """What a task stored as a mask costs, from a stored :func:`sparse_finetune` run.
 
@@ -1310,82 +1287,6 @@ def verify_stored_task(run, store=None) -> dict:
     return {"stored": stored, "reloaded": res["reloaded"], "identical": stored == res["reloaded"]}
 
 
-def sparsity_chart(scores: pd.DataFrame, metric: str, split: str = "test"):
-    """Task metric against sparsity, for learned masks, fixed masks and full fine-tuning.
-
-    The learned masks are a line (mean over seeds, with the pretrained encoder and trained head
-    at sparsity 0); the fixed magnitude and random masks and the pretrained encoder are points;
-    every setting but full fine-tuning has error bars of one standard deviation over seeds; full
-    fine-tuning is a dashed horizontal rule.
-
-    Parameters
-    ----------
-    scores : pandas.DataFrame
-        :attr:`SparseStudy.scores`: one row per run and split, with the columns ``setting``,
-        ``sparsity``, ``split`` and ``metric``.
-    metric : str
-        The metric column to draw, e.g. :attr:`SparseStudy.metric`.
-    split : str
-        The evaluation split (default ``"test"``).
-
-    Returns
-    -------
-    altair.LayerChart
-        The chart, 380 by 240 pixels.
-
-    Raises
-    ------
-    ConfigError
-        When ``metric`` is not a column of ``scores``.
-    """
-    import altair as alt
-    if metric not in scores.columns:
-        raise bad("metric", metric, "choose a metric column of the table")
-    d = scores[scores["split"] == split]
-    full = d[d["setting"] == FULL]
-    learned = d[d["setting"].isin([SETTINGS["learned"], FROZEN])].assign(setting=SETTINGS["learned"])
-    controls = d[d["setting"].isin([SETTINGS["magnitude"], SETTINGS["random"], FROZEN])]
-    x = alt.X("sparsity:Q", title="sparsity (fraction of masked weights set to 0)")
-    y = alt.Y(f"mean({metric}):Q", title=f"{metric} ({split})", scale=alt.Scale(zero=False))
-    color = alt.Color("setting:N", title=None)
-    line = alt.Chart(learned).mark_line(point=True).encode(
-        x=x, y=y, color=color, tooltip=["setting", "sparsity", f"mean({metric}):Q"])
-    err = alt.Chart(d[d["setting"] != FULL]).mark_errorbar(extent="stdev").encode(
-        x=x, y=alt.Y(f"{metric}:Q", title=f"{metric} ({split})"), color=color)
-    points = alt.Chart(controls).mark_point(size=80, filled=True, shape="diamond").encode(
-        x=x, y=y, color=color, tooltip=["setting", "sparsity", f"mean({metric}):Q"])
-    rule = alt.Chart(full).mark_rule(strokeDash=[4, 3]).encode(
-        y=f"mean({metric}):Q", color=color, tooltip=["setting", f"mean({metric}):Q"])
-    return (line + err + points + rule).properties(
-        width=380, height=240, title="Learned masks, fixed masks and full fine-tuning")
-
-
-def history_chart(histories: pd.DataFrame, facet: str = "setting", title: str | None = None):
-    """Training curves behind the verdicts: training loss (mean since the previous
-    evaluation) and validation loss against the epoch, one panel per ``facet`` value, one line
-    per run (seed, and sparsity where there are several). Head-only runs (sparsity 0, fixed
-    masks, a frozen encoder) run ``frozen_epochs`` passes on features computed once, hence
-    their longer x axis. ``histories``: :attr:`SparseStudy.histories` or
-    :attr:`bertdims.distances.LayerStudy.histories` (columns ``<facet>, seed, epoch,
-    train_loss, dev_loss``)."""
-    import altair as alt
-    d = histories.copy()
-    run = "seed " + d["seed"].astype(int).astype(str)
-    if "sparsity" in d and d["sparsity"].nunique() > 1:
-        run = run + ", sparsity " + d["sparsity"].map(lambda s: f"{s:g}")
-    d["run"] = run
-    long = d.melt(id_vars=[facet, "run", "epoch"], value_vars=["train_loss", "dev_loss"],
-                  var_name="loss", value_name="value").dropna(subset=["value"])
-    long["loss"] = long["loss"].map({"train_loss": "training", "dev_loss": "validation"})
-    return alt.Chart(long).mark_line(point=True).encode(
-        x=alt.X("epoch:Q", title="epoch"), y=alt.Y("value:Q", title="loss", scale=alt.Scale(zero=False)),
-        color=alt.Color("loss:N", title=None), detail="run:N",
-        tooltip=[facet, "run", "epoch", "loss", alt.Tooltip("value:Q", format=".3f")],
-    ).properties(width=200, height=150).facet(facet=alt.Facet(f"{facet}:N", title=None), columns=3
-    ).resolve_scale(x="independent").properties(
-        title=title or "Training curves of the runs behind the verdicts")
-
-
 # ------------------------------------------------------------------------------ older names
 def sparsity_sweep(base: SparseConfig, sparsities: Sequence[float], seeds: Sequence[int],
                    store=None) -> pd.DataFrame:
@@ -1426,35 +1327,3 @@ def sparse_vs_full(base: SparseConfig, sparsities: Sequence[float], seeds: Seque
         task's metrics, ``steps`` and ``seconds``.
     """
     return sparse_study(base, sparsities, seeds, store=store).scores
-
-
-def register_cli(sub) -> None:
-    """``bertdims sparse --task T --sparsity S ...``: one sparse fine-tuning, stored."""
-    p = sub.add_parser("sparse", help="fine-tune by learning a binary mask over pretrained weights")
-    p.add_argument("--model", default="embedded")
-    p.add_argument("--task", default="rotten_tomatoes")
-    p.add_argument("--sparsity", type=float, default=0.1)
-    p.add_argument("--mask", default="learned", help="learned (default), or a fixed control: "
-                   "magnitude, random")
-    p.add_argument("--layers", type=lambda s: [int(x) for x in s.split(",")], default=None,
-                   help="comma-separated encoder layers 1..L (default: all)")
-    p.add_argument("--weights", type=lambda s: s.split(","), default=None,
-                   help="comma-separated matrices: " + ",".join(MATRICES))
-    p.add_argument("--max-train-samples", type=int, default=1000)
-    p.add_argument("--max-eval-samples", type=int, default=500)
-    p.add_argument("--max-seq-len", type=int, default=64)
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-
-    def run(args) -> int:
-        cfg = SparseConfig(model=args.model, task=args.task, sparsity=args.sparsity, mask=args.mask,
-                           layers=args.layers, weights=args.weights,
-                           max_train_samples=args.max_train_samples,
-                           max_eval_samples=args.max_eval_samples, max_seq_len=args.max_seq_len,
-                           epochs=args.epochs, seed=args.seed)
-        res = sparse_finetune(cfg).json()
-        print(json.dumps({"metrics": res["metrics"], "sparsity": res["sparsity"],
-                          "sizes": res["sizes"]}, indent=2))
-        return 0
-
-    p.set_defaults(func=run)

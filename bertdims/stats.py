@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -637,3 +637,39 @@ def seed_effect(a, b, *, claim: str, margin: float, scale: str = "difference",
                   n_examples=int(n_examples), score_a=float(av.mean()), score_b=float(bv.mean()),
                   p_test=test,
                   method="t-interval over seeds" + (" (log scale)" if scale == "ratio" else ""))
+
+
+#: Verdicts from least to most favourable to a claim.
+SEVERITY = {"not reproduced": 0, "inconclusive": 1, "reproduced": 2}
+
+
+# ------------------------------------------------------------------------------ choosing
+def _against(effect: Effect) -> float:
+    """How strongly the point estimate speaks against the claim (larger: more against)."""
+    if effect.claim in ("better", "noninferior"):
+        return -effect.estimate
+    if effect.claim == "worse":
+        return effect.estimate
+    return abs(effect.estimate)                    # equivalent: the largest gap
+
+
+def least_favourable(effects: Mapping[str, Effect]) -> str:
+    """The key of the effect least favourable to the claim all ``effects`` test.
+
+    A claim tested several times (on every task, every other token vector, every upper layer)
+    holds only as far as its weakest case: the verdict order is *not reproduced* (weakest),
+    *inconclusive*, *reproduced*; among equal verdicts, the estimate furthest on the claim's
+    losing side (lowest for better / noninferior, highest for worse, largest in size for
+    equivalent). Every effect must test the same kind of claim.
+    """
+    if not effects:
+        raise bad("effects", "{}", "expected at least one effect")
+    kinds = {e.claim for e in effects.values()}
+    if len(kinds) != 1:
+        raise bad("effects", sorted(kinds), "expected effects of one claim kind")
+    return min(effects, key=lambda k: (SEVERITY[effects[k].verdict], -_against(effects[k])))
+
+
+def pick(effects: Mapping[str, Effect]) -> Effect | None:
+    """The least favourable effect (:func:`least_favourable`), or None when there is none."""
+    return effects[least_favourable(effects)] if effects else None

@@ -10,8 +10,9 @@ import pytest
 from scipy.stats import kendalltau, spearmanr
 
 from bertdims import ConfigError
+from bertdims.study_charts import matrix_chart
 from bertdims.agreement import (SOURCES, AgreementConfig, Rankings, agreement_effects,
-                                agreement_table, cross_agreement, magnitude_scores, matrix_chart,
+                                agreement_table, cross_agreement, magnitude_scores,
                                 matrix_frame, null_agreement, observed_vs_null, outlier_dims,
                                 outlier_effects, pca_scores, setting_dims, top_order,
                                 weight_change_scores)

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from bertdims import ConfigError, load_encoder
-from bertdims.distances import (aggregate_distances, angular_distance, distance_chart, kind_chart,
+from bertdims.distances import (aggregate_distances, angular_distance,
                                 layer_distances, parameter_kind, parameter_layer, random_init_like,
                                 weight_distances, LayerStudyConfig, DistanceConfig)
+from bertdims.study_charts import distance_chart, kind_chart
 from bertdims.testing import make_tiny_bert
 
 
@@ -237,7 +238,8 @@ def test_effect_helpers_and_records(store):
 
 
 def test_layer_effects_pair_by_seed_and_example():
-    from bertdims.distances import LayerStudy, layer_effects, layer_findings
+    from bertdims.distances import LayerStudy, layer_effects
+    from bertdims.study_findings import layer_findings
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 300)
 

@@ -98,3 +98,35 @@ def test_the_registry_lists_embedded_tasks_first_then_the_hub():
     assert names[len(_embedded.TASKS):len(_embedded.TASKS) + len(_hub.TASKS)] == \
         [t.name for t in _hub.TASKS]
     assert task_names("hub") == [t.name for t in _hub.TASKS]
+
+
+#: The modules that compute (training, analysis, statistics, the store) and the ones that only
+#: present or take input (charts, sentences, the chapter runner, the scorecard and its claims,
+#: the command line).
+NUMERICS = ["models", "heads", "training", "finetune", "finetune_config", "multitask", "sparse",
+            "extract", "probes", "dims", "pca", "neurons", "distances", "crossft", "agreement",
+            "stats", "store", "tasks", "executor"]
+PRESENTATION = ["charts", "fewdims_charts", "study_charts", "findings", "study_findings",
+                "report", "scorecard", "claims", "chapters", "webassets", "overview", "plan",
+                "cli", "commands"]
+
+
+def _imports(module: str, packages: tuple[str, ...]) -> list[int]:
+    """Lines where ``module`` imports one of ``packages`` (third-party names)."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Import) and any(a.name.split(".")[0] in packages for a in node.names)
+            or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in packages]
+
+
+@pytest.mark.parametrize("module", NUMERICS)
+def test_a_numerics_module_never_reaches_charts_sentences_or_the_command_line(module):
+    """A change to a chart, a sentence of findings or a command's flags touches no module that
+    computes: no numerics module imports, even through others, a presentation module, Altair
+    or argparse."""
+    graph, _ = import_graph()
+    assert set(NUMERICS) | set(PRESENTATION) <= set(graph)      # the lists name real modules
+    reached = _reachable(graph, module) | {module}
+    assert not reached & set(PRESENTATION), sorted(reached & set(PRESENTATION))
+    front = {m: _imports(m, ("altair", "argparse")) for m in reached if _imports(m, ("altair", "argparse"))}
+    assert not front, f"imports altair or argparse: {front}"

@@ -5,7 +5,7 @@ import torch
 from datasets import Dataset, DatasetDict
 
 from finetune_tasks import Killed, stop_at
-from bertdims import ConfigError
+from bertdims import ConfigError, study_charts, study_findings
 from bertdims.heads import load_backbone
 from bertdims.sparse import (MATRICES, RECIPE, MaskedLinear, SparseConfig, StoredMask, apply_mask,
                              extract_mask, fixed_masks, load_mask, load_sparse_task,
@@ -333,9 +333,9 @@ def test_study_effects_and_charts(monkeypatch):
     assert eff["match"].verdict != "not reproduced"
     with pytest.raises(ConfigError, match="'sparsity'"):
         sp.sparse_effects(study, sparsity=0.2, margin=0.05)
-    assert "vs random" in sp.sparse_findings(eff)
-    assert sp.sparsity_chart(scores, "accuracy").to_dict()
-    assert sp.history_chart(hist).to_dict()
+    assert "vs random" in study_findings.sparse_findings(eff)
+    assert study_charts.sparsity_chart(scores, "accuracy").to_dict()
+    assert study_charts.history_chart(hist).to_dict()
 
 
 def test_evaluation_mask_follows_the_scores():
