@@ -325,3 +325,26 @@ def share_words(value: float, missing: str, fmt: str = ".0%") -> str:
     if value is None or not np.isfinite(float(value)):
         return missing
     return format(float(value), fmt)
+
+
+def projection_sentence(explained: Mapping[str, Sequence[float]], hidden_size: int) -> str:
+    """What the 2-D projections of chapter 1 keep of each task's ``[CLS]`` variance, in words.
+
+    Parameters
+    ----------
+    explained : mapping of str to sequence of float
+        Per task, the explained-variance ratios of its first two principal components
+        (``attrs["explained"]`` of :func:`bertdims.project_tasks`).
+    hidden_size : int
+        The encoder's number of dimensions H.
+
+    Returns
+    -------
+    str
+        One Markdown paragraph: each task's share of variance in two components, and why
+        class structure visible in them is structure the pretrained model already had.
+    """
+    shares = "; ".join(f"**{t}** {100 * sum(v):.1f}%" for t, v in explained.items())
+    return (f"Share of variance the first two components explain: {shares}. The encoder has "
+            f"{hidden_size} dimensions, so two components keep only a small part of its variance: "
+            "class structure visible here is structure the pretrained model already had.")

@@ -161,3 +161,10 @@ def test_share_words_never_shows_nan():
     assert share_words(0.0125, "x", ".1%") == "1.2%"
     assert share_words(float("nan"), "not measurable with one seed") == "not measurable with one seed"
     assert share_words(None, "n/a") == "n/a"
+
+
+def test_projection_sentence_gives_each_tasks_share_in_percent():
+    from bertdims.findings import projection_sentence
+    text = projection_sentence({"rotten_tomatoes": [0.12, 0.05], "stsb": [0.2, 0.1]}, 384)
+    assert "**rotten_tomatoes** 17.0%" in text and "**stsb** 30.0%" in text
+    assert "384 dimensions" in text and text.endswith(".")
