@@ -4,7 +4,8 @@ A chapter is ``book/<stem>.ipynb``; its ``parameters`` cell holds the ``default`
 ``book/presets.yml`` holds, per chapter, the overrides of the other presets (``smoke`` for
 CI, ``paper`` for the papers' models and data on a GPU). Parameters are checked before any
 kernel starts: names and types against the parameters cell, values against the chapter's
-entry in ``book/parameters.yml`` (ranges, allowed names, bounds from the model's config).
+entry in ``book/parameters.yml`` (ranges, allowed names, bounds from the model's config); those
+checks live in :mod:`bertdims.parameters`.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from .parameters import (PRESETS, chapter_path, chapter_stems, check_parameters,
                          declared_parameters, execution_order, load_declarations, load_presets,
                          project_root, resolve_parameters, results_root)
 from .progress import PROGRESS_ENV
+
 
 class ChapterFailed(RuntimeError):
     """A chapter raised while executing; the failed notebook is kept for inspection."""
