@@ -310,4 +310,3 @@ def load_hub_task(name: str, data_dir: str | None = None):
         rows, _ = labelled(ds)
         out[ours] = ds.select(rows[rng.permutation(len(rows))])
     return datasets.DatasetDict(out)
-

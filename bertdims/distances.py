@@ -876,5 +876,3 @@ def layer_summary(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """
     g = df.groupby(["setting", "n", "train_layers"], sort=False)[metric]
     return g.agg(mean="mean", sd="std", seeds="size").reset_index()
-
-

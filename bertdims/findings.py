@@ -28,6 +28,7 @@ import pandas as pd
 from ._validate import bad
 from .stats import SEVERITY, VERDICTS, Effect, least_favourable, pick  # noqa: F401
 
+
 # ------------------------------------------------------------------------------- wording
 def _num(effect: Effect, x: float) -> str:
     return f"{100 * x:+.1f}%" if effect.scale == "ratio" else f"{x:+.3f}"

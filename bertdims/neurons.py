@@ -753,5 +753,3 @@ def table3(accuracy: pd.DataFrame, chance: dict | None = None) -> pd.DataFrame:
     order = ["classes", "chance", "pretrained_all", "pretrained_1", "pretrained_k",
              "finetuned_model", "finetuned_all", "finetuned_1", "finetuned_k", "finetuned_natural"]
     return wide[[c for c in order if c in wide.columns]].reset_index()
-
-

@@ -635,5 +635,3 @@ def components_effects(study: dict, *, margin: float = 0.01) -> dict:
 
 
 # ---------------------------------------------------------------------------- prose from numbers
-
-
