@@ -37,7 +37,7 @@ from .study_charts import distance_chart, kind_chart, layer_study_chart, sparsit
 from .study_findings import distance_findings, layer_findings, sparse_findings
 from ._embedded import general_corpus
 from .finetune import FinetuneConfig, FinetuneRun, finetune, load_finetuned
-from .crossft import (CrossConfig, MultiTaskModel, MultitaskConfig, load_multitask, multitask_vs_single, sequential, shared_dims, train_multitask, transplant_head)  # noqa: E501
+from .crossft import (CrossConfig, MultitaskModel, MultitaskConfig, load_multitask, multitask_vs_single, sequential, shared_dims, train_multitask, transplant_head)  # noqa: E501
 from . import claims, scorecard, stats
 from .stats import Effect, metric_scores, paired_effect, seed_effect, verdict_of
 from .claims import CLAIMS, Claim, claim_by_id, claims_table

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
-from .multitask import (EMBEDDED_CLASSIFICATION_TASKS, SAMPLERS, MultiTaskModel, MultitaskConfig,
+from .multitask import (EMBEDDED_CLASSIFICATION_TASKS, SAMPLERS, MultitaskModel, MultitaskConfig,
                         check_task_list, load_multitask, train_multitask)
 from .dims import (RESULTS_VERSION, effect_or_note, chance_score, effects_frame, random_dims,
                    with_effect_fields)
@@ -62,7 +62,7 @@ __all__ = ["CrossConfig", "Sequential", "sequential", "shared_dims", "multitask_
            "joint_demo", "cross_effects",
            "effects_frame", "MODES",
            # the joint model lives in bertdims.multitask; re-exported here
-           "MultiTaskModel", "MultitaskConfig", "load_multitask", "train_multitask"]
+           "MultitaskModel", "MultitaskConfig", "load_multitask", "train_multitask"]
 
 
 # ---------------------------------------------------------------------------- config
@@ -682,7 +682,7 @@ def multitask_vs_single(config: CrossConfig, *, store, sampler: str = "proportio
 
     The dimensions are selected once, on the fine-tuned models of seed ``dims_seed``, and made
     disjoint with :func:`disjoint_dims` in task order. For every seed, one
-    :class:`~bertdims.multitask.MultiTaskModel` is trained on all tasks
+    :class:`~bertdims.multitask.MultitaskModel` is trained on all tasks
     (:func:`~bertdims.multitask.train_multitask`, stored under kind ``multitask``), and every
     task is fine-tuned alone with a head on the same dimensions. Both train on the same
     examples: the joint run leaves out what the engine's checkpoint rule holds out

@@ -5,7 +5,7 @@ Few Dimensions are Enough (Discussion, "parallel multi-task processing"): if a t
 each task's head reading its own small, disjoint set of dimensions. This module builds and
 trains that model:
 
-* :class:`MultiTaskModel`: one Hugging Face encoder and one linear head per task; head ``t``
+* :class:`MultitaskModel`: one Hugging Face encoder and one linear head per task; head ``t``
   reads ``representation[:, dims[t]]`` (the layer/token vector restricted to the task's
   dimensions), standardised with fixed statistics of the task's training split like the
   engine's heads (:class:`bertdims.heads.Head`). ``forward`` runs the encoder **once** and
@@ -107,7 +107,7 @@ def resolve_layer(layer: int, num_layers: int) -> int:
 
 
 # ---------------------------------------------------------------------------- the model
-class MultiTaskModel(nn.Module):
+class MultitaskModel(nn.Module):
     """One encoder, one linear head per task; head ``t`` reads the dimensions ``dims[t]``.
 
     Parameters
@@ -221,8 +221,8 @@ class MultiTaskModel(nn.Module):
         return folder
 
 
-def load_multitask(folder: str | Path, device: str = "cpu") -> MultiTaskModel:
-    """Load a model saved by :meth:`MultiTaskModel.save` (or a ``multitask`` store run).
+def load_multitask(folder: str | Path, device: str = "cpu") -> MultitaskModel:
+    """Load a model saved by :meth:`MultitaskModel.save` (or a ``multitask`` store run).
 
     Parameters
     ----------
@@ -234,7 +234,7 @@ def load_multitask(folder: str | Path, device: str = "cpu") -> MultiTaskModel:
 
     Returns
     -------
-    MultiTaskModel
+    MultitaskModel
         The encoder with every task's head, in eval mode on ``device``.
 
     Raises
@@ -249,12 +249,12 @@ def load_multitask(folder: str | Path, device: str = "cpu") -> MultiTaskModel:
     if (folder / "model" / "multitask.json").exists():
         folder = folder / "model"
     if not (folder / "multitask.json").exists():
-        raise bad("model_dir", str(folder), "expected a folder written by MultiTaskModel.save "
+        raise bad("model_dir", str(folder), "expected a folder written by MultitaskModel.save "
                   "(it holds multitask.json, heads.pt and encoder/)")
     layout = json.loads((folder / "multitask.json").read_text())
     encoder = load_backbone(str(folder / "encoder"))
     tokenizer = AutoTokenizer.from_pretrained(folder / "encoder")
-    model = MultiTaskModel(encoder, tokenizer, layout["tasks"], layout["dims"], layout["num_labels"],
+    model = MultitaskModel(encoder, tokenizer, layout["tasks"], layout["dims"], layout["num_labels"],
                            layer=layout["layer"], token=layout["token"], dropout=layout["dropout"],
                            base_model=layout["base_model"], max_seq_len=layout["max_seq_len"])
     model.heads.load_state_dict(torch.load(folder / "heads.pt", map_location="cpu", weights_only=True))
@@ -460,7 +460,7 @@ class MultitaskRun:
     history: pd.DataFrame
     model_dir: Path
 
-    def load(self, device: str = "cpu") -> MultiTaskModel:
+    def load(self, device: str = "cpu") -> MultitaskModel:
         return load_multitask(self.model_dir, device=device)
 
     def score(self, task: str, split: str = "test", metric: str | None = None) -> float:
@@ -472,10 +472,10 @@ class MultitaskRun:
         return float(row.value.iloc[0])
 
 
-def evaluate_multitask(model: MultiTaskModel, splits: dict[str, object], *, batch_size: int = 64,
+def evaluate_multitask(model: MultitaskModel, splits: dict[str, object], *, batch_size: int = 64,
                        max_seq_len: int = 128, device="cpu", precision: str = "fp32") -> pd.DataFrame:
     """Metrics of every task on its own examples: ``splits = {task: datasets.Dataset}``, each
-    task scored through :meth:`MultiTaskModel.single_task` with the engine's ``evaluate``.
+    task scored through :meth:`MultitaskModel.single_task` with the engine's ``evaluate``.
     Returns a tidy table (task, metric, value)."""
     from .tasks import get_task
     from .training import evaluate, make_loader
@@ -532,7 +532,7 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool, ckpt_dir: Pat
     tasks = [get_task(t) for t in config.tasks]
     splits = [task_splits(t, config) for t in config.tasks]
     torch.manual_seed(config.seed)
-    model = MultiTaskModel(encoder, tokenizer, config.tasks, config.dim_sets(),
+    model = MultitaskModel(encoder, tokenizer, config.tasks, config.dim_sets(),
                            [t.num_labels for t in tasks], layer=config.layer, token=config.token,
                            dropout=config.dropout, base_model=config.model,
                            max_seq_len=config.max_seq_len).to(device)
@@ -616,7 +616,7 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool, ckpt_dir: Pat
 
 
 @torch.no_grad()
-def _fit_head_stats(model: MultiTaskModel, tasks, train, tokenizer, config, device, precision) -> None:
+def _fit_head_stats(model: MultitaskModel, tasks, train, tokenizer, config, device, precision) -> None:
     """Each head's fixed input statistics from its task's training features, read by the
     pretrained encoder in training mode (with its dropout, as the engine does when the encoder
     trains), before the first step."""

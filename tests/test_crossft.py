@@ -11,7 +11,7 @@ from finetune_tasks import Killed, stop_at
 import bertdims as bd
 from bertdims.testing import predictions_right_on
 from bertdims import tasks as tasks_mod
-from bertdims.multitask import (MultiTaskModel, MultitaskConfig, TaskSampler, check_disjoint_dims,
+from bertdims.multitask import (MultitaskModel, MultitaskConfig, TaskSampler, check_disjoint_dims,
                                 load_multitask, train_multitask)
 
 SENTIMENT = "synth_sentiment"
@@ -75,7 +75,7 @@ def synth_tasks():
 def _tiny_multitask(tiny_bert, dims=([0, 1, 2], [5, 9])):
     enc = bd.load_encoder(tiny_bert)
     torch.manual_seed(0)
-    model = MultiTaskModel(enc.model, enc.tokenizer, [SENTIMENT, TOPIC], dims, [2, 3]).eval()
+    model = MultitaskModel(enc.model, enc.tokenizer, [SENTIMENT, TOPIC], dims, [2, 3]).eval()
     for t, d in zip(model.tasks, model.dims):        # input statistics away from the identity
         model.heads[t].fit_stats(0.5 + 3.0 * torch.randn(64, len(d)))
     return model
