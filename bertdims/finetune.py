@@ -74,6 +74,13 @@ KEEP_MODELS_ENV = "BERTDIMS_KEEP_MODELS"
 SHORTCUTS = {"frozen_features": True, "bottom_cache": True}
 
 
+def _checkpoint_due(config, step: int, evaluated: bool) -> bool:
+    """The engine's checkpoint rule: at each evaluation, or every ``checkpoint_every`` steps."""
+    if config.checkpoint_every is None:
+        return evaluated
+    return step % config.checkpoint_every == 0
+
+
 def _after_step(step: int) -> None:
     """Called after every optimizer step, once any checkpoint due is written (tests replace it
     to stop a run part-way, as a kill would)."""
@@ -724,8 +731,7 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
                            evals.get(monitor) if bottom is not None else None)
             evaluated = True
             _set_train_mode(model, core, layers)
-        due = (config.checkpoint_every is None and evaluated) or (
-            config.checkpoint_every is not None and state.step % config.checkpoint_every == 0)
+        due = _checkpoint_due(config, state.step, evaluated)
         if ckpt_dir is not None and due and state.step < total and not state.stopped:
             _save_checkpoint(ckpt_dir, cfg, state, core, optimizer, scheduler, acc)
         _after_step(state.step)

@@ -564,8 +564,7 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool, ckpt_dir: Pat
             streams[i] = None
 
     def skip(i: int, n: int) -> None:         # the batches task i used before the checkpoint
-        per_pass = len(make_loader(tasks[i], train[i], tokenizer, batch_size=config.batch_size,
-                                   max_seq_len=config.max_seq_len))
+        per_pass = math.ceil(len(train[i]) / config.batch_size)   # batches of a shuffled pass
         passes[i] = n // per_pass
         if n % per_pass:
             streams[i] = iter(make_loader(tasks[i], train[i], tokenizer, batch_size=config.batch_size,

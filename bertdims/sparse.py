@@ -824,8 +824,7 @@ def _train_learned(config, ref, task, clf, enc, collate, eval_bs, acc, precision
             evaluated = True
         else:
             evaluated = False
-        due = (ref.checkpoint_every is None and evaluated) or (
-            ref.checkpoint_every is not None and state.step % ref.checkpoint_every == 0)
+        due = ft._checkpoint_due(ref, state.step, evaluated)
         if ckpt_dir is not None and due and state.step < total and not state.stopped:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(ckpt_dir / STEPS_FILE, steps)     # before the commit point
