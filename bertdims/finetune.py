@@ -16,20 +16,19 @@ The :class:`FinetuneConfig` fields ``layer``, ``token``, ``dims``, ``freeze`` an
 layer, which few dimensions the new layer reads, and which pre-trained layers are frozen);
 ``init_from`` starts from an already fine-tuned encoder (cross-fine-tuning).
 
-The loop runs under Hugging Face ``accelerate``: one CPU or GPU, or several processes started
-with ``accelerate launch`` (each takes its share of every effective batch; gradients are
-averaged so the update is that of the whole batch). Runs are stored in a
+Training steps through the library's one loop (:func:`bertdims.loop.run_loop`, which sparse
+and multi-task training share) under Hugging Face ``accelerate``: one CPU or GPU, or several
+processes started with ``accelerate launch`` (each takes its share of every effective batch;
+gradients are averaged so the update is that of the whole batch). Runs are stored in a
 :class:`~bertdims.store.ResultStore` and read back for the same config and base model, and a
 run killed part-way resumes from its last checkpoint.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -45,6 +44,8 @@ from .device import autocast, pick_device, pick_precision
 from . import progress as _progress
 from .finetune_config import HEADS, PAPER_RECIPE, FinetuneConfig, _parse_layers  # noqa: F401
 from .models import model_size as _model_size
+from .loop import (LoopState, accelerator, load_checkpoint, record, restore_best, run_device,
+                   run_loop, save_checkpoint, take_train_loss)
 from .heads import (SelectiveClassifier, can_run_blocks, has_weights, load_backbone,
                     load_finetuned, save_finetuned, truncated)
 from .store import ResultStore, write_payload
@@ -72,13 +73,6 @@ KEEP_MODELS_ENV = "BERTDIMS_KEEP_MODELS"
 #: bottom of a top-layers run runs once per example and is cached (``bottom_cache``). Tests and
 #: benchmarks switch one off to compare the two paths.
 SHORTCUTS = {"frozen_features": True, "bottom_cache": True}
-
-
-def _checkpoint_due(config, step: int, evaluated: bool) -> bool:
-    """The engine's checkpoint rule: at each evaluation, or every ``checkpoint_every`` steps."""
-    if config.checkpoint_every is None:
-        return evaluated
-    return step % config.checkpoint_every == 0
 
 
 def _after_step(step: int) -> None:
@@ -377,8 +371,6 @@ def _key_config(config: FinetuneConfig, num_layers: int) -> dict:
     6]`` of a 6-layer model are one run), ``layer=-1`` becomes the last layer's number, and the
     fields a run does not use are left out (``epochs``, ``lr`` and ``layer_lr_decay`` when no
     encoder layer trains; ``frozen_epochs`` when one does)."""
-    from .training import trained_layers
-
     cfg = {**config.to_dict(), "engine": ENGINE_VERSION}
     for name in ("freeze", "freeze_embeddings", "train_layers"):
         cfg.pop(name)
@@ -433,17 +425,7 @@ def _export(run: FinetuneRun, out_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- the loop
-@dataclass
-class _LoopState:
-    step: int = 0
-    history: list = field(default_factory=list)
-    best_loss: float = math.inf
-    best_step: int = -1
-    bad_evals: int = 0
-    stopped: bool = False
-    best_state: dict | None = None
-    loss_sum: float = 0.0      # this process, since the last evaluation
-    loss_count: int = 0
+_LoopState = LoopState
 
 
 def _eval_every(config: FinetuneConfig, steps_per_epoch: int, total: int) -> int:
@@ -613,7 +595,8 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
 
     device = pick_device(config.device)
     precision = pick_precision(config.precision, device)
-    acc = _accelerator(device)
+    acc = accelerator(device)
+    device = run_device(acc, device)
     world, rank = acc.num_processes, acc.process_index
 
     set_seed(config.seed)
@@ -634,7 +617,7 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
     epochs = config.epochs if layers else config.frozen_epochs
     total = max(1, math.ceil(epochs * steps_per_epoch))
     eval_every = _eval_every(config, steps_per_epoch, total)
-    model = acc.prepare(model)
+    model = acc.prepare(model.to(device))
     core: SelectiveClassifier = acc.unwrap_model(model)
     info = {"n_train": len(train), "n_dev": len(enc["dev"]) if "dev" in enc else 0,
             "checkpoint_rule": "best_dev_loss" if "dev" in enc else "final",
@@ -642,14 +625,16 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
             "trained_layers": sorted(layers), "num_processes": world, "precision": precision,
             "total_steps": total, "steps_per_epoch": steps_per_epoch, "epochs_run": epochs}
     if not layers and world == 1 and SHORTCUTS["frozen_features"]:
-        return _train_frozen(config, task, core, enc, collate, eval_bs, acc, precision, total,
-                             steps_per_epoch, eval_every, monitor, info, progress, store)
+        core, metrics, history, info, preds = _train_frozen(
+            config, task, core, enc, collate, eval_bs, device, precision, total, steps_per_epoch,
+            eval_every, monitor, info, progress, store)
+        return core, metrics, history, info, acc, preds
 
     # fixed statistics of the head's input, from the pretrained (or init_from) encoder, in the
     # mode it trains in: the encoder's dropout moves a lower-layer [CLS] of all-MiniLM-L6-v2
     # 2-6 times more than the inputs do (std 0.007 against 0.0012 per dimension at layer 2), and
     # statistics without it would blow that noise up
-    train_feats = _features_of(core, train, collate, eval_bs, acc.device, precision,
+    train_feats = _features_of(core, train, collate, eval_bs, device, precision,
                                train_layers=layers)
     core.head.fit_stats(train_feats, _labels_tensor(task, train) if task.is_regression else None)
     del train_feats
@@ -657,12 +642,12 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
     # a frozen bottom (the embeddings and blocks below the lowest trained block) is computed
     # once per training example; the blocks above train from its output
     low = min(layers) if layers else 0
-    bottom = None
+    bottom, train_labels = None, None
     if (SHORTCUTS["bottom_cache"] and world == 1 and low >= 2 and can_run_blocks(core.encoder)
             and _BottomCache.nbytes(train, core.hidden_size) <= BOTTOM_CACHE_BYTES):
-        bottom = _BottomCache(core, train, collate, eval_bs, acc.device, precision, low - 1)
+        bottom = _BottomCache(core, train, collate, eval_bs, device, precision, low - 1)
         train_labels = _labels_tensor(task, train)
-        evals = {name: _BottomCache(core, d, collate, eval_bs, acc.device, precision, low - 1)
+        evals = {name: _BottomCache(core, d, collate, eval_bs, device, precision, low - 1)
                  for name, d in enc.items() if name != "train" and d.labels is not None}
     info["bottom_cached"] = bottom is not None
 
@@ -673,78 +658,41 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
     if world > 1:
         torch.manual_seed(config.seed * 7919 + rank)   # different dropout masks per process
 
-    state = _LoopState()
     cfg = _key_config(config, core.num_layers)
+    state = _LoopState()
     if ckpt_dir is not None and resume:
-        state = _load_checkpoint(ckpt_dir, cfg, core, optimizer, scheduler, rank, world) or state
+        state = load_checkpoint(ckpt_dir, cfg, core, optimizer, scheduler, rank, world) or state
 
-    loss_fn = _loss_fn(task)
+    bottom_args = (bottom, train_labels, low) if bottom is not None else None
+    train_step = _train_step(acc, model, core, train, collate, config, task, steps_per_epoch,
+                             device, precision, bottom_args)
+
+    def evaluate(state: _LoopState) -> None:
+        _evaluate_step(state, acc, core, enc.get(monitor), monitor == "dev", task, collate,
+                       eval_bs, precision, config, steps_per_epoch, top_group, optimizer,
+                       evals.get(monitor) if bottom is not None else None)
+        _set_train_mode(model, core, layers)
+
+    def clip() -> None:
+        acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+
     bar = tqdm(total=total, initial=state.step, disable=not (progress and acc.is_main_process),
                desc=f"finetune {task.name}", leave=False)
-    t0, cpu0, steps_here = time.perf_counter(), time.process_time(), 0
-    running = torch.zeros((), dtype=torch.float64, device=acc.device)   # loss sum, no sync per step
+    t0, cpu0, first = time.perf_counter(), time.process_time(), state.step
     _set_train_mode(model, core, layers)
-    while state.step < total and not state.stopped:
-        epoch, pos = divmod(state.step, steps_per_epoch)
-        order = _epoch_order(config.seed, epoch, len(train))
-        batch_idx = order[pos * config.batch_size:(pos + 1) * config.batch_size]
-        g = len(batch_idx)
-        mine = batch_idx[rank::world]
-        scale = 1.0
-        if len(mine) == 0:             # fewer examples than processes: join the sync with 0 loss
-            mine, scale = batch_idx[:1], 0.0
-        micro = [mine[i:i + config.micro_batch_size] for i in range(0, len(mine), config.micro_batch_size)]
-        for j, mb in enumerate(micro):
-            if bottom is not None:
-                hidden, mask = bottom.batch(mb, acc.device)
-                labels = train_labels[torch.as_tensor(mb, dtype=torch.long)].to(acc.device)
-            else:
-                batch = collate([train[int(i)] for i in mb])
-                labels = batch.pop("labels").to(acc.device)
-                inputs = {k: v.to(acc.device) for k, v in batch.items() if k != "index"}
-            sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(model)
-            with sync:
-                with autocast(acc.device, precision):
-                    logits = (core.from_hidden(hidden, mask, low) if bottom is not None
-                              else model(**inputs))
-                loss_sum = _loss_sum(loss_fn, task, logits, labels, core.head)
-                acc.backward(loss_sum * (scale * world / g))
-            running += loss_sum.detach() * scale
-        state.loss_count += int(len(mine) * scale)
-        if config.max_grad_norm is not None:
-            acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        steps_here += 1
-        bar.update(1)
-
-        evaluated = False
-        due = (config.checkpoint_every is not None and state.step % config.checkpoint_every == 0)
-        if state.step % eval_every == 0 or state.step == total or due:
-            state.loss_sum += float(running)
-            running.zero_()
-        if state.step % eval_every == 0 or state.step == total:
-            _evaluate_step(state, acc, core, enc.get(monitor), monitor == "dev", task, collate,
-                           eval_bs, precision, config, steps_per_epoch, top_group, optimizer,
-                           evals.get(monitor) if bottom is not None else None)
-            evaluated = True
-            _set_train_mode(model, core, layers)
-        due = _checkpoint_due(config, state.step, evaluated)
-        if ckpt_dir is not None and due and state.step < total and not state.stopped:
-            _save_checkpoint(ckpt_dir, cfg, state, core, optimizer, scheduler, acc)
-        _after_step(state.step)
+    run_loop(state, total, train_step=train_step, optimizer=optimizer, scheduler=scheduler,
+             clip=clip if config.max_grad_norm is not None else None, evaluate=evaluate,
+             eval_every=eval_every,
+             checkpoint=None if ckpt_dir is None else (
+                 lambda st: save_checkpoint(ckpt_dir, cfg, st, core, optimizer, scheduler, acc)),
+             checkpoint_every=config.checkpoint_every, after_step=lambda step: _after_step(step),
+             bar=bar, device=device)
     bar.close()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
-
-    if state.best_state is not None:
-        with torch.no_grad():
-            params = dict(core.named_parameters())
-            for name, value in state.best_state.items():
-                params[name].copy_(value.to(params[name].device))
+    steps_here = state.step - first
+    restore_best(state, core)
     model.eval()
-    outputs = {split: evals[split].outputs(core, eval_bs, acc.device, precision)
+    outputs = {split: evals[split].outputs(core, eval_bs, device, precision)
                if bottom is not None and split in evals
                else _outputs_sharded(acc, core, enc[split], collate, eval_bs, precision)
                for split in enc if split not in ("train", "dev")}
@@ -757,6 +705,50 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
                  "fast_frozen": False, "train_seconds_this_call": seconds,
                  "train_cpu_seconds_this_call": cpu_seconds, "steps_this_call": steps_here})
     return core, metrics, history, info, acc, preds
+
+
+def _train_step(acc, model, core: SelectiveClassifier, train: EncodedDataset, collate,
+                config: FinetuneConfig, task: Task, steps_per_epoch: int, device, precision: str,
+                bottom: tuple | None = None):
+    """The engine's forward and backward pass of one optimizer step, for :func:`run_loop`: the
+    step's ``batch_size`` examples in the engine's epoch order, this process's share of them
+    (every ``world``-th), in micro-batches of ``micro_batch_size`` with gradients synchronised
+    once, the loss summed and scaled so that any process count takes the same step. ``bottom``
+    (cache, training labels, lowest trained block) runs the blocks above a cached frozen bottom."""
+    world, rank = acc.num_processes, acc.process_index
+    loss_fn = _loss_fn(task)
+    if bottom is not None:
+        cache, train_labels, low = bottom
+
+    def train_step(step: int) -> tuple[torch.Tensor, int]:
+        epoch, pos = divmod(step, steps_per_epoch)
+        order = _epoch_order(config.seed, epoch, len(train))
+        batch_idx = order[pos * config.batch_size:(pos + 1) * config.batch_size]
+        g = len(batch_idx)
+        mine = batch_idx[rank::world]
+        scale = 1.0
+        if len(mine) == 0:             # fewer examples than processes: join the sync with 0 loss
+            mine, scale = batch_idx[:1], 0.0
+        micro = [mine[i:i + config.micro_batch_size] for i in range(0, len(mine), config.micro_batch_size)]
+        total_loss = torch.zeros((), dtype=torch.float64, device=device)
+        for j, mb in enumerate(micro):
+            if bottom is not None:
+                hidden, mask = cache.batch(mb, device)
+                labels = train_labels[torch.as_tensor(mb, dtype=torch.long)].to(device)
+            else:
+                batch = collate([train[int(i)] for i in mb])
+                labels = batch.pop("labels").to(device)
+                inputs = {k: v.to(device) for k, v in batch.items() if k != "index"}
+            sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(model)
+            with sync:
+                with autocast(device, precision):
+                    logits = (core.from_hidden(hidden, mask, low) if bottom is not None
+                              else model(**inputs))
+                loss_sum = _loss_sum(loss_fn, task, logits, labels, core.head)
+                acc.backward(loss_sum * (scale * world / g))
+            total_loss += loss_sum.detach() * scale
+        return total_loss, int(len(mine) * scale)
+    return train_step
 
 
 def _history_columns(task: Task) -> list[str]:
@@ -806,14 +798,14 @@ def _frozen_features(config, core, enc, collate, eval_bs, device, precision,
     return feats if dims is None else {s: f[:, dims] for s, f in feats.items()}
 
 
-def _train_frozen(config, task, core, enc, collate, eval_bs, acc, precision, total,
+def _train_frozen(config, task, core, enc, collate, eval_bs, device, precision, total,
                   steps_per_epoch, eval_every, monitor, info, progress, store=None):
     """The head alone on features computed once (no encoder parameter trains): the same
     batches, dropout and schedule as the full loop, ``frozen_epochs`` passes, at the cost of one
-    forward pass of the (truncated) encoder per example."""
+    forward pass of the (truncated) encoder per example. Returns the model, metrics, history,
+    info and per-split predictions."""
     from tqdm.auto import tqdm
     t0, cpu0 = time.perf_counter(), time.process_time()
-    device = acc.device
     feats = _frozen_features(config, core, enc, collate, eval_bs, device, precision, store)
     labels = {s: _labels_tensor(task, d) for s, d in enc.items() if d.labels is not None}
     head = core.head
@@ -823,45 +815,40 @@ def _train_frozen(config, task, core, enc, collate, eval_bs, acc, precision, tot
     scheduler = slanted_triangular(optimizer, total, config.warmup)
     top_group = _top_group(optimizer, core.num_layers)
     loss_fn = _loss_fn(task)
-    state = _LoopState()
-    n = len(feats["train"])
     x, y = feats["train"], labels["train"]
-    bar = tqdm(total=total, disable=not progress, desc=f"head {task.name}", leave=False)
-    head_cpu.train()
-    while state.step < total and not state.stopped:
-        epoch, pos = divmod(state.step, steps_per_epoch)
-        batch_idx = _epoch_order(config.seed, epoch, n)[pos * config.batch_size:(pos + 1) * config.batch_size]
+
+    def train_step(step: int) -> tuple[torch.Tensor, int]:
+        epoch, pos = divmod(step, steps_per_epoch)
+        order = _epoch_order(config.seed, epoch, len(x))
+        batch_idx = order[pos * config.batch_size:(pos + 1) * config.batch_size]
         g = len(batch_idx)
-        running = 0.0
+        total_loss = torch.zeros((), dtype=torch.float64)
         for i in range(0, g, config.micro_batch_size):
             mb = torch.as_tensor(batch_idx[i:i + config.micro_batch_size])
             loss_sum = _loss_sum(loss_fn, task, head_cpu(x[mb]), y[mb], head_cpu)
             (loss_sum / g).backward()
-            running += float(loss_sum.detach())
-        state.loss_sum += running
-        state.loss_count += g
-        if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(head_cpu.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        bar.update(1)
-        if state.step % eval_every == 0 or state.step == total:
-            train_loss = state.loss_sum / max(state.loss_count, 1)
-            state.loss_sum, state.loss_count = 0.0, 0
-            head_cpu.eval()
-            with torch.no_grad():
-                out = head_cpu(feats[monitor]).numpy() if monitor in feats else None
-            head_cpu.train()
-            _record(state, task, out, labels.get(monitor), monitor == "dev", head_cpu, core, config,
-                    train_loss, optimizer.param_groups[top_group]["lr"], steps_per_epoch)
-    bar.close()
-    if state.best_state is not None:
+            total_loss += loss_sum.detach()
+        return total_loss, g
+
+    def evaluate(state: _LoopState) -> None:
+        train_loss = take_train_loss(state)
+        head_cpu.eval()
         with torch.no_grad():
-            params = dict(core.named_parameters())
-            for name, value in state.best_state.items():
-                params[name].copy_(value)
+            out = head_cpu(feats[monitor]).numpy() if monitor in feats else None
+        head_cpu.train()
+        _record(state, task, out, labels.get(monitor), monitor == "dev", head_cpu, core, config,
+                train_loss, optimizer.param_groups[top_group]["lr"], steps_per_epoch)
+
+    def clip() -> None:
+        torch.nn.utils.clip_grad_norm_(head_cpu.parameters(), config.max_grad_norm)
+
+    bar = tqdm(total=total, disable=not progress, desc=f"head {task.name}", leave=False)
+    head_cpu.train()
+    state = run_loop(_LoopState(), total, train_step=train_step, optimizer=optimizer,
+                     scheduler=scheduler, clip=clip if config.max_grad_norm is not None else None,
+                     evaluate=evaluate, eval_every=eval_every, bar=bar)
+    bar.close()
+    restore_best(state, core)
     head_cpu.eval()
     with torch.no_grad():
         outputs = {s: (head_cpu(feats[s]).numpy(), labels[s].numpy()) for s in enc
@@ -874,39 +861,21 @@ def _train_frozen(config, task, core, enc, collate, eval_bs, acc, precision, tot
                  "stopped_early": bool(state.stopped and state.step < total), "fast_frozen": True,
                  "train_seconds_this_call": seconds, "train_cpu_seconds_this_call": cpu_seconds,
                  "steps_this_call": state.step})
-    return core, metrics, history, info, acc, preds
+    return core, metrics, history, info, preds
 
 
 def _record(state: _LoopState, task, outputs, labels, select: bool, head, core, config,
             train_loss: float, lr: float, steps_per_epoch: int) -> None:
-    """One history row; with a development split (``select``), the checkpoint rule: keep the
-    state of lowest development loss (a later evaluation wins a tie) and stop after
-    ``patience`` evaluations without a lower loss."""
+    """One history row; with a development split (``select``), the checkpoint rule
+    (:func:`bertdims.loop.record`) on the development loss."""
     loss, score = float("nan"), float("nan")
-    if outputs is not None and labels is not None:
+    scored = outputs is not None and labels is not None
+    if scored:
         labels = np.asarray(labels)
         loss = _mean_loss(task, outputs, labels, head)
         score = compute_metrics(task, _predictions(task, outputs), labels)[task.metric]
-        if select:
-            if loss <= state.best_loss:
-                state.best_loss, state.best_step, state.bad_evals = loss, state.step, 0
-                state.best_state = {n: p.detach().to("cpu", copy=True)
-                                    for n, p in core.named_parameters() if p.requires_grad}
-            else:
-                state.bad_evals += 1
-                state.stopped = state.bad_evals >= config.patience
-    state.history.append([state.step, state.step / steps_per_epoch, lr, train_loss, loss, score])
-
-
-def _accelerator(device: torch.device):
-    """An ``Accelerator`` for this run. Mixed precision is applied by our own autocast, not by
-    accelerate, and in a single process (no launcher) accelerate's process-wide state is reset
-    first: both let one Python session run CPU and GPU, fp32 and bf16 runs one after another."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(cpu=device.type == "cpu", mixed_precision="no")
+    record(state, [state.step, state.step / steps_per_epoch, lr, train_loss, loss, score], loss,
+           core if select and scored else None, config.patience)
 
 
 def _top_group(optimizer, num_layers: int) -> int:
@@ -920,20 +889,19 @@ def _top_group(optimizer, num_layers: int) -> int:
 def _evaluate_step(state: _LoopState, acc, core, dev, select: bool, task, collate, eval_bs,
                    precision, config, steps_per_epoch, top_group, optimizer,
                    cache: _BottomCache | None = None) -> None:
-    counts = torch.tensor([state.loss_sum, float(state.loss_count)], dtype=torch.float64,
-                          device=acc.device)
-    if acc.num_processes > 1:
-        counts = acc.reduce(counts, reduction="sum")
-    train_loss = float(counts[0] / counts[1]) if counts[1] > 0 else float("nan")
-    state.loss_sum, state.loss_count = 0.0, 0
+    train_loss = take_train_loss(state, acc)
     if dev is None:
         outputs, labels = None, None
     elif cache is not None:
-        outputs, labels = cache.outputs(core, eval_bs, acc.device, precision)
+        outputs, labels = cache.outputs(core, eval_bs, _device_of(core), precision)
     else:
         outputs, labels = _outputs_sharded(acc, core, dev, collate, eval_bs, precision)
     _record(state, task, outputs, labels, select, core.head, core, config, train_loss,
             optimizer.param_groups[top_group]["lr"], steps_per_epoch)
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def _outputs_sharded(acc, core, dataset: EncodedDataset, collate, batch_size, precision
@@ -945,12 +913,13 @@ def _outputs_sharded(acc, core, dataset: EncodedDataset, collate, batch_size, pr
     part = dataset.subset(mine)
     was_training = core.training
     core.eval()
+    device = _device_of(core)
     idx, outs, labels = [], [], []
     with torch.no_grad():
         for batch in _batches(part, collate, batch_size):
-            inputs = {k: v.to(acc.device) for k, v in batch.items()
+            inputs = {k: v.to(device) for k, v in batch.items()
                       if k in ("input_ids", "attention_mask", "token_type_ids")}
-            with autocast(acc.device, precision):
+            with autocast(device, precision):
                 outs.append(core(**inputs).float().cpu().numpy())
             idx.append(batch["index"].numpy())
             labels.append(batch["labels"].numpy())
@@ -967,68 +936,3 @@ def _outputs_sharded(acc, core, dataset: EncodedDataset, collate, batch_size, pr
         labels = np.concatenate([g[2] for g in gathered])
     order = np.argsort(idx, kind="stable")
     return outs[order], labels[order]
-
-
-# ---------------------------------------------------------------------------- checkpoints
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _save_checkpoint(ckpt_dir: Path, cfg: dict, state: _LoopState, core, optimizer, scheduler, acc) -> None:
-    """Per-process RNG files first, then the main file (the commit point) naming their step."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    step = state.step
-    _atomic_save({"step": step, "rng": _rng_state(), "loss_sum": state.loss_sum,
-                  "loss_count": state.loss_count}, ckpt_dir / f"rng-{acc.process_index}-{step}.pt")
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        trainable = {n: p.detach().cpu() for n, p in core.named_parameters() if p.requires_grad}
-        keep = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
-                if f.name not in ("loss_sum", "loss_count")}
-        _atomic_save({"config": cfg, "world": acc.num_processes, "state": keep, "model": trainable,
-                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                     ckpt_dir / "trainer.pt")
-        for old in ckpt_dir.glob("rng-*.pt"):
-            if not old.name.endswith(f"-{step}.pt"):
-                old.unlink(missing_ok=True)
-    acc.wait_for_everyone()
-
-
-def _load_checkpoint(ckpt_dir: Path, cfg: dict, core, optimizer, scheduler, rank: int, world: int
-                     ) -> _LoopState | None:
-    main_file = ckpt_dir / "trainer.pt"
-    if not main_file.exists():
-        return None
-    saved = torch.load(main_file, map_location="cpu", weights_only=False)
-    if saved["config"] != cfg:
-        return None       # a checkpoint of another config in the same folder: start afresh
-    state = _LoopState(**saved["state"])
-    with torch.no_grad():
-        params = dict(core.named_parameters())
-        for name, value in saved["model"].items():
-            params[name].copy_(value.to(params[name].device))
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    rng_file = ckpt_dir / f"rng-{rank}-{state.step}.pt"
-    if saved["world"] == world and rng_file.exists():
-        rng = torch.load(rng_file, map_location="cpu", weights_only=False)
-        _set_rng_state(rng["rng"])
-        state.loss_sum, state.loss_count = rng["loss_sum"], rng["loss_count"]
-    return state

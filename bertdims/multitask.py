@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .loop import LoopState, accelerator, load_checkpoint, run_device, run_loop, save_checkpoint
 from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
 from . import progress as _progress
 from .device import autocast, pick_device, pick_precision
@@ -512,10 +513,6 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool, ckpt_dir: Pat
     """Train and evaluate; with ``ckpt_dir``, resumable checkpoints (the fine-tuning engine's:
     trainable weights, optimizer, schedule, random states, the loss history), so that a run
     killed part-way and started again ends where an uninterrupted run ends."""
-    from types import SimpleNamespace
-
-    from .training import finetune_module
-    ft = finetune_module()
     from tqdm.auto import tqdm
 
     from .heads import load_backbone
@@ -529,6 +526,8 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool, ckpt_dir: Pat
     tokenizer = AutoTokenizer.from_pretrained(path)
     device = pick_device(config.device)
     precision = pick_precision(config.precision, device)
+    acc = accelerator(device)
+    device = run_device(acc, device)
     tasks = [get_task(t) for t in config.tasks]
     splits = [task_splits(t, config) for t in config.tasks]
     torch.manual_seed(config.seed)
@@ -542,14 +541,13 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool, ckpt_dir: Pat
                         config.sampler, config.seed).order()
     optimizer = build_optimizer(model, config)
     schedule = slanted_triangular(optimizer, len(order), config.warmup)
+    prepared = acc.prepare(model)
+    optimizer = acc.prepare(optimizer)
     passes, streams = [0] * len(tasks), [None] * len(tasks)
-    state = ft._LoopState()
+    state = LoopState()
     cfg = {**config.to_dict(), "multitask_version": MULTITASK_VERSION}
     if ckpt_dir is not None:
-        state = ft._load_checkpoint(ckpt_dir, cfg, model, optimizer, schedule, 0, 1) or state
-    every = max(1, len(order) // CHECKPOINTS)
-    acc = SimpleNamespace(num_processes=1, process_index=0, is_main_process=True,
-                          wait_for_everyone=lambda: None)
+        state = load_checkpoint(ckpt_dir, cfg, model, optimizer, schedule) or state
 
     def next_batch(i: int) -> dict:
         while True:
@@ -578,30 +576,35 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool, ckpt_dir: Pat
     for i, n in enumerate(np.bincount(order[:start].astype(int), minlength=len(tasks))):
         if n:
             skip(i, int(n))
-    history = list(state.history)
     model.train()
-    bar = tqdm(total=len(order), initial=start, disable=not progress, desc="multitask", leave=False)
-    for step in range(start, len(order)):
+
+    def train_step(step: int) -> tuple[torch.Tensor, int]:
         i = int(order[step])
         batch = next_batch(i)
         with autocast(device, precision):
-            logits = model.task_logits(config.tasks[i], **_model_inputs(batch, device)).float()
+            logits = prepared.task_logits(config.tasks[i], **_model_inputs(batch, device)).float()
         y = batch["labels"].to(device)
         loss = nn.functional.mse_loss(logits[:, 0], y) if tasks[i].is_regression \
             else nn.functional.cross_entropy(logits, y)
-        loss.backward()
-        if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        history.append({"step": step, "task": config.tasks[i], "loss": float(loss.detach())})
-        bar.update(1)
-        done = step + 1
-        if ckpt_dir is not None and done % every == 0 and done < len(order):
-            state.step, state.history = done, history
-            ft._save_checkpoint(ckpt_dir, cfg, state, model, optimizer, schedule, acc)
-        _after_step(done)
+        acc.backward(loss)
+        return loss.detach().double() * len(y), len(y)       # mean loss x examples: exact
+
+    def on_step(step: int, loss_sum: torch.Tensor, count: int, lr: float) -> None:
+        state.history.append({"step": step - 1, "task": config.tasks[int(order[step - 1])],
+                              "loss": float(loss_sum) / count})
+
+    def clip() -> None:
+        acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+
+    def checkpoint(state: LoopState) -> None:
+        save_checkpoint(ckpt_dir, cfg, state, model, optimizer, schedule, acc)
+
+    bar = tqdm(total=len(order), initial=start, disable=not progress, desc="multitask", leave=False)
+    run_loop(state, len(order), train_step=train_step, optimizer=optimizer, scheduler=schedule,
+             clip=clip if config.max_grad_norm is not None else None,
+             checkpoint=None if ckpt_dir is None else checkpoint,
+             checkpoint_every=max(1, len(order) // CHECKPOINTS), on_step=on_step,
+             after_step=lambda step: _after_step(step), bar=bar, device=device)
     bar.close()
     model.eval()
     rows = []
@@ -611,7 +614,7 @@ def _train(config: MultitaskConfig, out_dir: Path, progress: bool, ckpt_dir: Pat
         rows.append(m.assign(split=split))
     model.to("cpu").save(out_dir / "model", extra={"config": config.to_dict()})
     metrics = pd.concat(rows, ignore_index=True)[["task", "split", "metric", "value"]]
-    return metrics, pd.DataFrame(history, columns=["step", "task", "loss"])
+    return metrics, pd.DataFrame(state.history, columns=["step", "task", "loss"])
 
 
 @torch.no_grad()

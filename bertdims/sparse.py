@@ -50,6 +50,8 @@ from torch import nn
 
 from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
 from . import progress as _progress
+from .loop import (LoopState, accelerator, load_checkpoint, restore_best, run_device, run_loop,
+                   save_checkpoint)
 from .store import write_json_atomic, write_payload
 from .finetune import FinetuneConfig as _EngineConfig
 
@@ -705,8 +707,6 @@ def train_sparse(config: SparseConfig, *, data=None, checkpoints: str | Path | N
     at each evaluation, or every ``checkpoint_every`` steps); a run killed part-way and started
     again with the same folder resumes from its last checkpoint to the same result.
     """
-    from types import SimpleNamespace
-
     from .device import pick_device, pick_precision
     from .tasks import get_task
     from .training import Collator
@@ -714,6 +714,8 @@ def train_sparse(config: SparseConfig, *, data=None, checkpoints: str | Path | N
     task = get_task(config.task)
     device = pick_device(config.device)
     precision = pick_precision(config.precision, device)
+    acc = accelerator(device)
+    device = run_device(acc, device)
     clf = build_sparse_classifier(config, device)
     enc = _splits(config, task, clf.tokenizer, data)
     train = enc["train"]
@@ -725,8 +727,6 @@ def train_sparse(config: SparseConfig, *, data=None, checkpoints: str | Path | N
     epochs = ref.epochs if config.trains_mask else ref.frozen_epochs
     total = max(1, math.ceil(epochs * steps_per_epoch))
     eval_every = ft._eval_every(ref, steps_per_epoch, total)
-    acc = SimpleNamespace(device=device, num_processes=1, process_index=0, is_main_process=True,
-                          wait_for_everyone=lambda: None)
     info = {"n_train": len(train), "n_dev": len(enc["dev"]) if "dev" in enc else 0,
             "checkpoint_rule": "best_dev_loss" if "dev" in enc else "final",
             "monitor_split": monitor if monitor in enc else None, "sparse_version": SPARSE_VERSION,
@@ -734,8 +734,8 @@ def train_sparse(config: SparseConfig, *, data=None, checkpoints: str | Path | N
             "epochs_run": epochs, "batch_size": ref.batch_size, "mask": config.mask,
             "trains_mask": config.trains_mask}
     if not config.trains_mask:
-        core, metrics, history, info, _, preds = ft._train_frozen(
-            ref, task, clf, enc, collate, eval_bs, acc, precision, total, steps_per_epoch,
+        core, metrics, history, info, preds = ft._train_frozen(
+            ref, task, clf, enc, collate, eval_bs, device, precision, total, steps_per_epoch,
             eval_every, monitor, info, False)
         return SparseTraining(core.eval(), metrics, history, pd.DataFrame(columns=["step", "loss", "lr"]),
                               info, preds)
@@ -765,77 +765,56 @@ def _after_step(step: int) -> None:
 def _train_learned(config, ref, task, clf, enc, collate, eval_bs, acc, precision, total,
                    steps_per_epoch, eval_every, monitor, info, ckpt_dir: Path | None = None
                    ) -> SparseTraining:
-    """The engine's training loop (one process) with the mask scores and the head training;
-    with ``ckpt_dir``, the engine's resumable checkpoints (the per-step losses ride along)."""
-    from .device import autocast
+    """The engine's loop and step (:func:`bertdims.loop.run_loop`) with the mask scores and the
+    head training; with ``ckpt_dir``, the engine's resumable checkpoints (the per-step losses
+    ride along)."""
     from .training import slanted_triangular
     ft = _engine()
-    device, train = acc.device, enc["train"]
+    device, train = ft._device_of(clf), enc["train"]
     feats = ft._features_of(clf, train, collate, eval_bs, device, precision,
                            train_layers=set(range(clf.num_layers + 1)))   # all in training mode
     clf.head.fit_stats(feats, ft._labels_tensor(task, train) if task.is_regression else None)
     del feats
     optimizer = _sparse_optimizer(clf, config, ref)
     scheduler = slanted_triangular(optimizer, total, ref.warmup)
+    model = acc.prepare(clf)
+    optimizer = acc.prepare(optimizer)
     head_group = 1
-    loss_fn = ft._loss_fn(task)
-    state, steps = ft._LoopState(), []
+    state, steps = LoopState(), []
     cfg = _key_config(config)
     if ckpt_dir is not None:
-        state = ft._load_checkpoint(ckpt_dir, cfg, clf, optimizer, scheduler, 0, 1) or state
+        state = load_checkpoint(ckpt_dir, cfg, clf, optimizer, scheduler) or state
         if state.step and (ckpt_dir / STEPS_FILE).exists():
             steps = [row for row in json.loads((ckpt_dir / STEPS_FILE).read_text())
                      if row["step"] <= state.step]
+    train_step = ft._train_step(acc, model, clf, train, collate, ref, task, steps_per_epoch,
+                                device, precision)
+
+    def evaluate(state: LoopState) -> None:
+        ft._evaluate_step(state, acc, clf, enc.get(monitor), monitor == "dev", task, collate,
+                          eval_bs, precision, ref, steps_per_epoch, head_group, optimizer)
+        clf.train()
+
+    def clip() -> None:
+        acc.clip_grad_norm_(model.parameters(), ref.max_grad_norm)
+
+    def on_step(step: int, loss_sum, count: int, lr: float) -> None:
+        steps.append({"step": step, "loss": float(loss_sum) / count, "lr": lr})
+
+    def checkpoint(state: LoopState) -> None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(ckpt_dir / STEPS_FILE, steps)     # before the commit point
+        save_checkpoint(ckpt_dir, cfg, state, clf, optimizer, scheduler, acc)
+
     t0 = time.perf_counter()
     clf.train()
-    while state.step < total and not state.stopped:
-        epoch, pos = divmod(state.step, steps_per_epoch)
-        order = ft._epoch_order(ref.seed, epoch, len(train))
-        batch_idx = order[pos * ref.batch_size:(pos + 1) * ref.batch_size]
-        g, step_loss = len(batch_idx), 0.0
-        for i in range(0, g, ref.micro_batch_size):
-            batch = collate([train[int(j)] for j in batch_idx[i:i + ref.micro_batch_size]])
-            labels = batch.pop("labels").to(device)
-            inputs = {k: v.to(device) for k, v in batch.items() if k != "index"}
-            with autocast(device, precision):
-                logits = clf(**inputs)
-            loss_sum = ft._loss_sum(loss_fn, task, logits, labels, clf.head)
-            (loss_sum / g).backward()
-            step_loss += float(loss_sum.detach())
-        state.loss_sum += step_loss
-        state.loss_count += g
-        if ref.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_([p for p in clf.parameters() if p.requires_grad],
-                                           ref.max_grad_norm)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        steps.append({"step": state.step, "loss": step_loss / g, "lr": lr})
-        if state.step % eval_every == 0 or state.step == total:
-            train_loss = state.loss_sum / max(state.loss_count, 1)
-            state.loss_sum, state.loss_count = 0.0, 0
-            out, labels = ((None, None) if monitor not in enc else
-                           ft._outputs_sharded(acc, clf, enc[monitor], collate, eval_bs, precision))
-            ft._record(state, task, out, labels, monitor == "dev", clf.head, clf, ref, train_loss,
-                       optimizer.param_groups[head_group]["lr"], steps_per_epoch)
-            clf.train()
-            evaluated = True
-        else:
-            evaluated = False
-        due = ft._checkpoint_due(ref, state.step, evaluated)
-        if ckpt_dir is not None and due and state.step < total and not state.stopped:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(ckpt_dir / STEPS_FILE, steps)     # before the commit point
-            ft._save_checkpoint(ckpt_dir, cfg, state, clf, optimizer, scheduler, acc)
-        _after_step(state.step)
+    run_loop(state, total, train_step=train_step, optimizer=optimizer, scheduler=scheduler,
+             clip=clip if ref.max_grad_norm is not None else None, evaluate=evaluate,
+             eval_every=eval_every, checkpoint=None if ckpt_dir is None else checkpoint,
+             checkpoint_every=ref.checkpoint_every, on_step=on_step,
+             after_step=lambda step: _after_step(step), device=device)
     seconds = time.perf_counter() - t0
-    if state.best_state is not None:
-        with torch.no_grad():
-            params = dict(clf.named_parameters())
-            for name, value in state.best_state.items():
-                params[name].copy_(value.to(params[name].device))
+    restore_best(state, clf)
     clf.eval()
     outputs = {s: ft._outputs_sharded(acc, clf, enc[s], collate, eval_bs, precision)
                for s in enc if s not in ("train", "dev")}

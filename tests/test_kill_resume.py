@@ -141,3 +141,93 @@ def test_extract_killed_resumes_to_the_same_arrays(tiny_bert, tmp_path):
     assert arrays == sorted(p.name for p in b.glob("*.npy")) and len(arrays) >= 3
     for name in arrays:
         assert np.array_equal(np.load(a / name), np.load(b / name)), name
+
+
+# ------------------------------------------------------- sparse and joint runs, killed for real
+RESUME_RUNS = Path(__file__).with_name("resume_runs.py")
+
+
+def _run_script(kind: str, model: str, results: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(RESUME_RUNS), kind, model, str(results)],
+                            env=_env(results), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _killed_then_finished(kind: str, model: str, results: Path, ckpts: Path) -> int:
+    """Run ``kind`` in a process, SIGKILL it once a checkpoint is on disk, run it again to the
+    end; the first step the second process took."""
+    proc = _run_script(kind, model, results)
+    deadline = time.monotonic() + 300
+    try:
+        while not any(ckpts.glob("*/trainer.pt")):
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended before a checkpoint appeared: {proc.stderr.read()[-2000:]}")
+            assert time.monotonic() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    [saved] = [torch_load(p)["state"]["step"] for p in ckpts.glob("*/trainer.pt")]
+    again = _run_script(kind, model, results)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    first = int((results / f"first_step-{again.pid}").read_text())
+    assert first >= saved + 1, (first, saved)       # it went on from the checkpoint
+    assert not any(ckpts.glob("*/trainer.pt"))      # and left none behind
+    return first
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _uninterrupted(kind: str, model: str, results: Path) -> Path:
+    proc = _run_script(kind, model, results)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert int((results / f"first_step-{proc.pid}").read_text()) == 1
+    [run] = [p for p in (results / kind.replace("sparse", "sparse_finetune")).iterdir()
+             if not p.name.startswith(".")]
+    return run
+
+
+def test_sparse_killed_resumes_to_the_same_masks_and_metrics(tiny_bert, tmp_path):
+    from bertdims.sparse import load_mask
+    whole = _uninterrupted("sparse", tiny_bert, tmp_path / "whole")
+    results = tmp_path / "killed"
+    first = _killed_then_finished("sparse", tiny_bert, results,
+                                  results / "sparse_finetune" / ".checkpoints")
+    [run] = [p for p in (results / "sparse_finetune").iterdir() if not p.name.startswith(".")]
+    a, b = json.loads((run / "result.json").read_text()), json.loads((whole / "result.json").read_text())
+    assert 1 < first <= a["info"]["total_steps"] == 80
+    assert a["metrics"] == b["metrics"]
+    for table in ("history", "steps"):
+        pd.testing.assert_frame_equal(pd.read_csv(run / f"{table}.csv").drop(columns=["seconds"], errors="ignore"),
+                                      pd.read_csv(whole / f"{table}.csv").drop(columns=["seconds"], errors="ignore"))
+    ma, mb = load_mask(run), load_mask(whole)
+    assert ma.masks.keys() == mb.masks.keys() and len(mb.masks) > 4
+    for name, m in mb.masks.items():
+        assert np.array_equal(ma.masks[name].numpy(), m.numpy()), name
+    for name, v in mb.head_state.items():
+        assert np.array_equal(ma.head_state[name].numpy(), v.numpy()), name
+    for split in ("validation", "test"):
+        assert np.array_equal(np.load(run / f"pred_{split}.npy"), np.load(whole / f"pred_{split}.npy"))
+
+
+def test_multitask_killed_resumes_to_the_same_model_and_metrics(tiny_bert, tmp_path):
+    from bertdims.multitask import load_multitask
+    whole = _uninterrupted("multitask", tiny_bert, tmp_path / "whole")
+    results = tmp_path / "killed"
+    first = _killed_then_finished("multitask", tiny_bert, results,
+                                  results / "multitask" / ".checkpoints")
+    [run] = [p for p in (results / "multitask").iterdir() if not p.name.startswith(".")]
+    history = pd.read_csv(run / "history.csv")
+    assert 1 < first <= len(history) == 80         # 2 tasks x ceil(2 x 160 / 8) = 40 batches each
+    pd.testing.assert_frame_equal(history, pd.read_csv(whole / "history.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv"), pd.read_csv(whole / "metrics.csv"))
+    a, b = load_multitask(run / "model").state_dict(), load_multitask(whole / "model").state_dict()
+    assert a.keys() == b.keys()
+    for name, value in b.items():
+        assert np.array_equal(a[name].numpy(), value.numpy()), name

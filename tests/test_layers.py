@@ -79,6 +79,7 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     ("_hub", ["tasks"]),
     ("task_spec", ["tasks", "_embedded", "_hub"]),
     ("finetune_config", ["finetune", "heads", "training"]),
+    ("loop", ["finetune", "sparse", "multitask", "heads", "training", "store"]),   # the one loop
     ("probes", ["pca", "neurons", "dims"]),
     ("parameters", ["chapters", "plan"]),
     ("executor", ["sparse", "dims", "crossft", "distances"]),
@@ -103,7 +104,7 @@ def test_the_registry_lists_embedded_tasks_first_then_the_hub():
 #: The modules that compute (training, analysis, statistics, the store) and the ones that only
 #: present or take input (charts, sentences, the chapter runner, the scorecard and its claims,
 #: the command line).
-NUMERICS = ["models", "heads", "training", "finetune", "finetune_config", "multitask", "sparse",
+NUMERICS = ["models", "heads", "training", "loop", "finetune", "finetune_config", "multitask", "sparse",
             "extract", "probes", "dims", "pca", "neurons", "distances", "crossft", "agreement",
             "stats", "store", "tasks", "executor"]
 PRESENTATION = ["charts", "fewdims_charts", "study_charts", "findings", "study_findings",
