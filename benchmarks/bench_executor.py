@@ -30,7 +30,7 @@ from pathlib import Path
 
 def grid(args, store):
     from bertdims.dims import grid_predictions
-    from bertdims.finetune import FinetuneConfig
+    from bertdims.finetuning import FinetuneConfig
     base = FinetuneConfig(model=args.model, task=args.task, max_train_samples=args.n,
                           max_eval_samples=args.n_eval, max_seq_len=args.max_seq_len,
                           epochs=args.epochs, device="cpu")
@@ -84,7 +84,7 @@ def main() -> None:
         with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, \
                 Client(cluster, set_as_default=False) as client:
-            client.run(lambda: __import__("bertdims.finetune") and None)    # the workers' imports
+            client.run(lambda: __import__("bertdims.finetuning") and None)    # the workers' imports
             start = time.perf_counter() - t0
             os.environ[SCHEDULER_ENV] = cluster.scheduler_address
             t1 = time.perf_counter()

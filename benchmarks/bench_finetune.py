@@ -39,7 +39,7 @@ def _peak_memory_mb(device) -> float:
 
 def worker_ours(args) -> dict:
     import torch
-    from bertdims.finetune import FinetuneConfig, finetune
+    from bertdims.finetuning import FinetuneConfig, finetune
     config = FinetuneConfig(model=args.model, task=args.task, max_train_samples=args.n,
                             max_eval_samples=8, max_seq_len=args.max_seq_len, epochs=1.0,
                             batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
@@ -47,7 +47,7 @@ def worker_ours(args) -> dict:
                             seed=0, **COMMON)
     import importlib
     from bertdims.device import pick_device
-    engine = importlib.import_module("bertdims.finetune")
+    engine = importlib.import_module("bertdims.finetuning")
     device = pick_device(args.device)
     seen = {}
     real_save = engine.save_finetuned
@@ -76,7 +76,7 @@ def worker_trainer(args) -> dict:
 
     import bertdims as bd
     from bertdims.device import pick_device, pick_precision
-    from bertdims.finetune import prepare_splits
+    from bertdims.finetuning import prepare_splits
 
     hf_logging.set_verbosity_error()
     device = pick_device(args.device)

@@ -36,9 +36,8 @@ def worker(args) -> dict:
     import torch
     torch.set_num_threads(args.threads)
     from bertdims import heads
-    from bertdims.finetune import FinetuneConfig, finetune
-    from bertdims.training import finetune_module
-    ft = finetune_module()
+    from bertdims.finetuning import FinetuneConfig, finetune
+    from bertdims import finetuning as ft
 
     common = dict(model=args.model, task=args.task, max_train_samples=args.n, max_eval_samples=args.n_eval,
                   max_seq_len=args.max_seq_len, epochs=args.epochs, device="cpu", seed=0)

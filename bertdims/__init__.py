@@ -36,7 +36,7 @@ from . import study_charts, study_findings
 from .study_charts import distance_chart, kind_chart, layer_study_chart, sparsity_chart
 from .study_findings import distance_findings, layer_findings, sparse_findings
 from ._embedded import general_corpus
-from .finetune import FinetuneConfig, FinetuneRun, finetune, load_finetuned
+from .finetuning import FinetuneConfig, FinetuneRun, finetune, load_finetuned
 from .crossft import (CrossConfig, MultitaskModel, MultitaskConfig, load_multitask, multitask_vs_single, sequential, shared_dims, train_multitask, transplant_head)  # noqa: E501
 from . import claims, scorecard, stats
 from .stats import Effect, metric_scores, paired_effect, seed_effect, verdict_of

@@ -46,13 +46,14 @@ and 4's, the per-model sources are stored under kind ``agreement_sources``.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from ._validate import ConfigMixin, bad, check_choice, check_range
+from .params import Interval, check_fields, derive, own, param
 
 SOURCES = ("selected", "salient", "single", "pca", "moved", "outlier")
 #: What each source is, in words (the chapter's legend).
@@ -76,7 +77,7 @@ class AgreementConfig(ConfigMixin):
 
     ``model``, ``tasks``, ``seeds`` and the fine-tuning recipe (``max_train_samples`` ...
     ``batch_size``) give the fine-tuned models, those of chapters 2 and 4 with the same values
-    (:meth:`finetune_base`; the other fields of :class:`bertdims.finetune.FinetuneConfig` keep
+    (:meth:`finetune_base`; the other fields of :class:`bertdims.finetuning.FinetuneConfig` keep
     their defaults).
 
     Parameters
@@ -90,7 +91,7 @@ class AgreementConfig(ConfigMixin):
         Distinct fine-tuning seeds; every task is fine-tuned once per seed.
     max_train_samples, max_eval_samples : int or None
         Fixed random subsets of the training / each evaluation split, as in
-        :class:`~bertdims.finetune.FinetuneConfig`.
+        :class:`~bertdims.finetuning.FinetuneConfig`.
     max_seq_len : int
         Tokens per input, for fine-tuning and for the general corpus.
     epochs : float
@@ -131,57 +132,40 @@ class AgreementConfig(ConfigMixin):
     ConfigError
         When a field has a wrong type or value: an unknown or regression task, repeated seeds,
         ``top_k`` above ``n_neurons``, ``candidates`` below ``top_k`` or ``retrain_k`` for the
-        ablation ranking, or a recipe value the fine-tuning config refuses.
+        ablation ranking, or a value outside its field's constraint (for the recipe, the one
+        :class:`~bertdims.finetuning.FinetuneConfig` applies: :data:`bertdims.params.VOCABULARY`).
     """
 
-    model: str = "embedded"
-    tasks: list = field(default_factory=lambda: ["rotten_tomatoes", "bbc_news"])
-    seeds: list = field(default_factory=lambda: [0, 1, 2])
-    max_train_samples: int | None = 1000
-    max_eval_samples: int | None = 500
-    max_seq_len: int = 64
-    epochs: float = 3.0
-    lr: float = 1e-4
-    batch_size: int = 16
-    selection: str = "single"
-    candidates: int = 20
-    n_neurons: int = 5
-    folds: int = 5
-    pca_components: int = 5
-    general_samples: int | None = 3000
-    outlier_sigma: float = 6.0
-    top_k: int = 5
-    retrain_k: int = 3
-    n_null: int = 1000
+    model: str = param("model")
+    tasks: list = param("tasks", ["rotten_tomatoes", "bbc_news"])
+    seeds: list = param("seeds")
+    max_train_samples: int | None = param("max_train_samples", 1000)
+    max_eval_samples: int | None = param("max_eval_samples", 500)
+    max_seq_len: int = param("max_seq_len", 64)
+    epochs: float = param("epochs")
+    lr: float = param("lr")
+    batch_size: int = param("batch_size")
+    selection: str = param("selection")
+    candidates: int = own(20, Interval(int, 1, None), "the dimensions the ablation ranking ranks")
+    n_neurons: int = param("n_neurons")
+    folds: int = param("folds")
+    pca_components: int = own(5, Interval(int, 1, None), "principal components whose loadings "
+                              "count")
+    general_samples: int | None = param("general_samples")
+    outlier_sigma: float = own(6.0, Interval(float, 0, None, "right"), "standard deviations "
+                               "above the mean magnitude that make a dimension an outlier")
+    top_k: int = own(5, Interval(int, 1, None), "the k of the top-k overlap")
+    retrain_k: int = own(3, Interval(int, 1, None), "dimensions retrained with and without "
+                         "the outliers")
+    n_null: int = own(1000, Interval(int, 10, None), "random rankings per comparison")
 
     def __post_init__(self):
         from .tasks import get_task
-        from .multitask import check_task_list
-        from .tasks import task_names
-        self.tasks = check_task_list("tasks", [self.tasks] if isinstance(self.tasks, str) else self.tasks)
-        if not isinstance(self.seeds, (list, tuple)):
-            raise bad("seeds", self.seeds, "expected a list of seeds such as [0, 1, 2]")
-        self.seeds = list(self.seeds)
+        check_fields(self)      # every field against its constraint (unknown tasks fail here)
         for t in self.tasks:
-            if t not in task_names():
-                raise bad("tasks", self.tasks, f"{t!r} is not a known task; choose from: "
-                          + ", ".join(task_names()))
             if get_task(t).is_regression:
                 raise bad("tasks", self.tasks, f"{t!r} is a regression task; salient neurons "
                           "and single-neuron accuracy need classification tasks")
-        for s in self.seeds:
-            check_range("seeds", s, 0, None, integer=True)
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise bad("seeds", self.seeds, "give one or more distinct seeds")
-        self.finetune_base()       # the recipe fields, checked by the engine's own config
-        if self.general_samples is not None:
-            check_range("general_samples", self.general_samples, 1, None, integer=True)
-        check_choice("selection", self.selection, ("single", "ablation"))
-        for name in ("candidates", "n_neurons", "pca_components", "top_k", "retrain_k"):
-            check_range(name, getattr(self, name), 1, None, integer=True)
-        check_range("folds", self.folds, 2, None, integer=True)
-        check_range("n_null", self.n_null, 10, None, integer=True)
-        check_range("outlier_sigma", self.outlier_sigma, 0, None, low_open=True)
         if self.top_k > self.n_neurons:
             raise bad("top_k", self.top_k, f"at most n_neurons ({self.n_neurons}): only that "
                       "many salient neurons are ranked")
@@ -190,11 +174,10 @@ class AgreementConfig(ConfigMixin):
                       "retrain_k: use candidates >= both")
 
     def finetune_base(self):
-        """The full fine-tuning config (``dims=None``) of chapters 2 and 4."""
-        from .finetune import FinetuneConfig
-        return FinetuneConfig(model=self.model, max_train_samples=self.max_train_samples,
-                              max_eval_samples=self.max_eval_samples, max_seq_len=self.max_seq_len,
-                              epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)
+        """The full fine-tuning config (``dims=None``) of chapters 2 and 4: every field it
+        shares with this config, the others at their defaults."""
+        from .finetuning import FinetuneConfig
+        return derive(FinetuneConfig, self)
 
 
 # ============================================================================ the sources
@@ -347,7 +330,7 @@ def unit_sources(config: AgreementConfig, task: str, seed: int, *, store,
     a dimension is not ranked). Stored under kind ``agreement_sources``, keyed by the
     fine-tuning config and the fine-tuned model's store key (computed once, read back)."""
     from .extract import as_encoder, task_arrays
-    from .finetune import finetune
+    from .finetuning import finetune
     from .models import cached_encoder
     from .neurons import NeuronSelector, single_neuron_accuracy
     from .tasks import get_task
@@ -713,7 +696,7 @@ def outlier_retrain(config: AgreementConfig, rankings: Rankings, *, store,
         dimensions (with or without the outliers), or the runs of a task were scored on
         different test examples.
     """
-    from .finetune import finetune
+    from .finetuning import finetune
     from .tasks import get_task
     base, k = config.finetune_base(), config.retrain_k
     rows, preds, labels = [], {}, {}

@@ -318,7 +318,7 @@ KEEP_MODELS_HELP = ("keep the encoder weights of every fine-tuning run (default:
 
 def _keep_models(args) -> None:
     if getattr(args, "keep_models", False):
-        from .finetune import KEEP_MODELS_ENV
+        from .finetuning import KEEP_MODELS_ENV
         os.environ[KEEP_MODELS_ENV] = "1"        # read by the kernels, which inherit it
 
 

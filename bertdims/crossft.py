@@ -36,24 +36,24 @@ representations and scored on validation); the top ``num_dims`` are kept.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
+from ._validate import ConfigMixin, bad, check_choice, check_range
 from .multitask import (EMBEDDED_CLASSIFICATION_TASKS, SAMPLERS, MultitaskModel, MultitaskConfig,
-                        check_task_list, load_multitask, train_multitask)
+                        load_multitask, train_multitask)
+from .params import VOCABULARY, Check, Interval, Options, check_fields, derive, own, param
 from .dims import (RESULTS_VERSION, effect_or_note, chance_score, effects_frame, random_dims,
                    with_effect_fields)
 from .models import model_size
 from .tasks import get_task
-from .tokens import check_token
 
 MODES = ("all", "few")
-SELECTIONS = ("single", "ablation")
+SELECTIONS = VOCABULARY["selection"].constraint.values
 PAIR_KIND = "crossft_pair"
 
 __all__ = ["CrossConfig", "Sequential", "sequential", "shared_dims", "multitask_vs_single",
@@ -66,6 +66,23 @@ __all__ = ["CrossConfig", "Sequential", "sequential", "shared_dims", "multitask_
 
 
 # ---------------------------------------------------------------------------- config
+def _modes(value) -> list[str]:
+    """A non-empty list of distinct :data:`MODES`."""
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise bad("modes", value, "expected a non-empty list drawn from " + ", ".join(MODES))
+    value = list(value)
+    for m in value:
+        check_choice("modes", m, MODES)
+    if len(set(value)) != len(value):
+        raise bad("modes", value, "each mode may be listed once")
+    return value
+
+
+def _split_text(text: str) -> list[str]:
+    """A flag's comma-separated text -> its non-empty items."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 @dataclass
 class CrossConfig(ConfigMixin):
     """Settings shared by the three experiments (the chapter's parameters map onto them).
@@ -80,75 +97,44 @@ class CrossConfig(ConfigMixin):
     modes : ``"all"`` (heads read every dimension) and/or ``"few"`` (selected dimensions).
     layer, token : which layer output and token vector the heads read.
     epochs, lr, batch_size, max_train_samples, max_eval_samples, max_seq_len, device,
-    precision : as in :class:`bertdims.finetune.FinetuneConfig` (the same values give the same
+    precision : as in :class:`bertdims.finetuning.FinetuneConfig` (the same values give the same
         single-task runs as other chapters, read back from the store); ``lr`` and
         ``batch_size`` None take the engine's defaults.
     split : the split the tables report (``validation`` or ``test``).
     """
 
-    model: str = "embedded"
-    tasks: list = field(default_factory=lambda: list(EMBEDDED_CLASSIFICATION_TASKS))
-    seeds: list = field(default_factory=lambda: [0])
-    num_dims: int = 3
-    selection: str = "single"
-    modes: list = field(default_factory=lambda: list(MODES))
-    layer: int = -1
-    token: str = "cls"
-    epochs: float = 1.0
-    lr: float | None = None
-    batch_size: int | None = None
-    max_train_samples: int | None = 1000
-    max_eval_samples: int | None = 500
-    max_seq_len: int = 64
-    split: str = "test"
-    device: str = "auto"
-    precision: str = "auto"
+    model: str = param("model")
+    tasks: list = param("tasks", list(EMBEDDED_CLASSIFICATION_TASKS))
+    seeds: list = param("seeds", [0])
+    num_dims: int = own(3, Interval(int, 1, None), "selected dimensions a head reads in mode few")
+    selection: str = param("selection")
+    modes: list = own(list(MODES), Check(_modes, cli=_split_text), "all (heads read every "
+                      "dimension) and/or few (selected dimensions), comma-separated")
+    layer: int = param("layer")
+    token: str = param("token")
+    epochs: float = param("epochs", 1.0)
+    lr: float | None = param("lr", None, none="the engine's (FinetuneConfig's default)")
+    batch_size: int | None = param("batch_size", None, none="the engine's (FinetuneConfig's default)")
+    max_train_samples: int | None = param("max_train_samples", 1000)
+    max_eval_samples: int | None = param("max_eval_samples", 500)
+    max_seq_len: int = param("max_seq_len", 64)
+    split: str = own("test", Options(("validation", "test")), "the split the tables report")
+    device: str = param("device")
+    precision: str = param("precision")
 
     def __post_init__(self):
-        if not isinstance(self.model, str) or not self.model:
-            raise bad("model", self.model, "expected a model name or folder")
-        self.tasks = check_task_list("tasks", self.tasks, min_len=2)
-        for t in self.tasks:
-            try:
-                get_task(t)
-            except ConfigError as err:
-                raise bad("tasks", self.tasks, f"{t!r} is not a known task; " +
-                          str(err).split("; ", 1)[-1]) from None
-        if isinstance(self.seeds, (int, str)) or not isinstance(self.seeds, Sequence) or not self.seeds:
-            raise bad("seeds", self.seeds, "expected a non-empty list of integers, e.g. [0, 1, 2]")
-        self.seeds = list(self.seeds)
-        for s in self.seeds:
-            check_range("seeds", s, 0, integer=True)
-        if len(set(self.seeds)) != len(self.seeds):
-            raise bad("seeds", self.seeds, "each seed may be listed once")
-        check_range("num_dims", self.num_dims, 1, integer=True)
-        check_choice("selection", self.selection, SELECTIONS)
-        if isinstance(self.modes, str) or not isinstance(self.modes, Sequence) or not self.modes:
-            raise bad("modes", self.modes, "expected a non-empty list drawn from " + ", ".join(MODES))
-        self.modes = list(self.modes)
-        for m in self.modes:
-            check_choice("modes", m, MODES)
-        if len(set(self.modes)) != len(self.modes):
-            raise bad("modes", self.modes, "each mode may be listed once")
-        check_range("layer", self.layer, -1, integer=True)
-        self.token = check_token(self.token)
-        check_choice("split", self.split, ("validation", "test"))
-        # everything else is checked by FinetuneConfig itself, before any run
-        self.finetune_config(self.tasks[0], self.seeds[0])
+        check_fields(self)      # every field against its constraint (unknown tasks fail here)
+        if len(self.tasks) < 2:
+            raise bad("tasks", self.tasks, "give at least 2 task names: every ordered pair is run")
 
     def finetune_config(self, task: str, seed: int, dims: list[int] | None = None,
                         init_from: str | Path | None = None, **changes):
-        """The engine's config of one run of this experiment."""
-        from .finetune import FinetuneConfig
-        fields = {k: v for k, v in (("lr", self.lr), ("batch_size", self.batch_size)) if v is not None}
-        fields.update(model=self.model, task=task, layer=self.layer, token=self.token,
-                      dims=None if dims is None else [int(d) for d in dims], epochs=self.epochs,
-                      max_train_samples=self.max_train_samples,
-                      max_eval_samples=self.max_eval_samples, max_seq_len=self.max_seq_len,
-                      seed=int(seed), device=self.device, precision=self.precision,
-                      init_from=None if init_from is None else str(init_from))
-        fields.update(changes)
-        return FinetuneConfig(**fields)
+        """The engine's config of one run of this experiment: every field it shares with this
+        config (``lr`` and ``batch_size`` None: the engine's), then the run's own."""
+        from .finetuning import FinetuneConfig
+        return derive(FinetuneConfig, self, **{
+            "task": task, "seed": int(seed), "dims": None if dims is None else [int(d) for d in dims],
+            "init_from": None if init_from is None else str(init_from), **changes})
 
     def validate(self, num_layers: int, hidden_size: int) -> None:
         """Checks that need the model's size, run before the first fine-tuning."""
@@ -181,7 +167,7 @@ class _Runs:
         self._rank: dict = {}
 
     def run(self, task: str, seed: int, dims: list[int] | None = None, init_from=None, **changes):
-        from .finetune import finetune
+        from .finetuning import finetune
         cfg = self.config.finetune_config(task, seed, dims, init_from, **changes)
         key = cfg.to_json()
         if key not in self._runs:
@@ -224,7 +210,7 @@ def rank_run(run, method: str = "single", *, store, candidates: int = 20, fill: 
     (``dim``, ``score``, ``rank``, ...).
     """
     from .dims import head_function, rank_dimensions, representations_of
-    from .finetune import prepare_splits
+    from .finetuning import prepare_splits
     check_choice("method", method, SELECTIONS)
     c = run.config
     if c.dims is not None:
@@ -301,7 +287,7 @@ def _retention_record(first_run, second_run, *, store, device: str = "auto",
     """The stored evaluation of ``first_run``'s head on ``second_run``'s encoder (kind
     ``crossft_pair``): metrics, and predictions and labels per split in dataset order."""
     from .device import pick_device
-    from .finetune import prepare_splits
+    from .finetuning import prepare_splits
     from .tasks import compute_metrics
     from .training import make_loader, predict_loader
 
@@ -384,7 +370,7 @@ def matched_epochs(epochs: float, n_first: int, n_second: int) -> float:
 
 
 def _train_size(config: CrossConfig, task: str) -> int:
-    from .finetune import prepare_splits
+    from .finetuning import prepare_splits
     return len(prepare_splits(task, max_train_samples=config.max_train_samples,
                               max_eval_samples=config.max_eval_samples)["train"])
 
@@ -410,7 +396,7 @@ class Sequential:
         columns of its predictions.
     runs : dict of tuple to FinetuneRun
         ``runs[(mode, A, B, stage, seed)]``: the second-stage
-        :class:`~bertdims.finetune.FinetuneRun` objects, ``stage`` ``"B after A"`` or
+        :class:`~bertdims.finetuning.FinetuneRun` objects, ``stage`` ``"B after A"`` or
         ``"control"`` (for their training curves, :func:`bertdims.fewdims_charts.history_frame`).
     """
 
@@ -425,7 +411,7 @@ def _ensure_stages(config: CrossConfig, store, sizes: dict) -> None:
     the second stages of mode ``"all"`` (B after A and its control), which start from the
     first stages' stored models; mode ``"few"`` needs rankings first and runs in the loop."""
     from .executor import current, ensure_runs
-    from .finetune import stored_key
+    from .finetuning import stored_key
     first = {(t, s): config.finetune_config(t, s) for s in config.seeds for t in config.tasks}
     ensure_runs(list(first.values()), store, keep_model=True)
     if "all" not in config.modes or store is None or not current().distributed:
@@ -731,16 +717,8 @@ def multitask_vs_single(config: CrossConfig, *, store, sampler: str = "proportio
     check_disjoint_dims("dims", dims, config.tasks, hidden)
     rows = []
     for seed in config.seeds:
-        recipe = config.finetune_config(config.tasks[0], seed)      # lr, batch size as the engine's
-        mt = MultitaskConfig(model=config.model, tasks=list(config.tasks), dims=dims,
-                             layer=config.layer, token=config.token, sampler=sampler,
-                             epochs=config.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
-                             max_train_samples=config.max_train_samples,
-                             max_eval_samples=config.max_eval_samples, max_seq_len=config.max_seq_len,
-                             train_holdout=recipe.early_stopping_fraction, seed=int(seed),
-                             device=config.device,
-                             precision=config.precision)
-        joint = train_multitask(mt, store=store, progress=progress)
+        joint = train_multitask(_joint_config(config, dims, sampler, seed), store=store,
+                                progress=progress)
         for task, d in zip(config.tasks, dims):
             metric = get_task(task).metric
             single = runs.run(task, seed, d)
@@ -750,6 +728,17 @@ def multitask_vs_single(config: CrossConfig, *, store, sampler: str = "proportio
                          "metric": metric, "value": joint.score(task, config.split),
                          "model_dir": str(joint.model_dir)})
     return pd.DataFrame(rows)
+
+
+def _joint_config(config: CrossConfig, dims: list[list[int]] | None, sampler: str, seed: int
+                  ) -> MultitaskConfig:
+    """The joint run of :func:`multitask_vs_single` for ``seed``: every field it shares with
+    ``config``, on the recipe of the single-task runs it is compared with (``lr`` and
+    ``batch_size`` None: the engine's; their hold-out left out)."""
+    recipe = config.finetune_config(config.tasks[0], seed)
+    return derive(MultitaskConfig, config, dims=dims, sampler=sampler, lr=recipe.lr,
+                  batch_size=recipe.batch_size, train_holdout=recipe.early_stopping_fraction,
+                  seed=int(seed))
 
 
 def multitask_table(rows: pd.DataFrame) -> pd.DataFrame:

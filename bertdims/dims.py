@@ -468,7 +468,7 @@ def chance_score(task: Task | str, train_labels: np.ndarray | None = None,
     beats 1 / num_labels), or the training mean for regression (a correlation of 0).
 
     Give the labels, or let them be read from the examples fine-tuning uses
-    (:func:`bertdims.finetune.prepare_splits` with the sample limits: the whole training
+    (:func:`bertdims.finetuning.prepare_splits` with the sample limits: the whole training
     subset, and ``split``).
 
     Parameters
@@ -483,7 +483,7 @@ def chance_score(task: Task | str, train_labels: np.ndarray | None = None,
         The evaluation split read when ``eval_labels`` is None.
     max_train_samples, max_eval_samples : int, optional
         The sizes of the fixed training and evaluation subsets, as in
-        :class:`~bertdims.finetune.FinetuneConfig`; used only when labels are read.
+        :class:`~bertdims.finetuning.FinetuneConfig`; used only when labels are read.
     data_dir : str, optional
         Where the task's data is read from, as in :func:`bertdims.load_task`.
 
@@ -494,7 +494,7 @@ def chance_score(task: Task | str, train_labels: np.ndarray | None = None,
     """
     task = get_task(task) if isinstance(task, str) else task
     if train_labels is None or eval_labels is None:
-        data = _engine().prepare_splits(task, max_train_samples=max_train_samples,
+        data = _ft.prepare_splits(task, max_train_samples=max_train_samples,
                                         max_eval_samples=max_eval_samples,
                                         early_stopping_fraction=0.0, data_dir=data_dir)
         train_labels = data["train"]["label"] if train_labels is None else train_labels
@@ -614,7 +614,7 @@ def evaluate_k(reps: Representations, order: Sequence[int] | pd.DataFrame,
 
 
 # ============================================================================ fine-tuned models
-from .training import finetune_module as _engine  # noqa: E402
+from . import finetuning as _ft  # noqa: E402
 
 
 def head_function(clf) -> HeadFn:
@@ -758,7 +758,7 @@ def run_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: int
         ``config.dims`` is set, or an invalid method, mode, ``candidates``, k or
         ``ablation_by``.
     """
-    ft = _engine()
+    ft = _ft
     if getattr(config, "dims", None) is not None:
         raise bad("dims", config.dims, "run_dims starts from a model whose head reads every "
                                        "dimension: use dims=None")
@@ -864,7 +864,7 @@ def retrain_k(config, ranking: pd.DataFrame | Sequence[int], ks: Iterable[int], 
     ConfigError
         Invalid ``ks`` (e.g. a k above the number of ranked dimensions).
     """
-    ft = _engine()
+    ft = _ft
     order = ranking.sort_values("rank")["dim"].astype(int).tolist() \
         if isinstance(ranking, pd.DataFrame) else list(ranking)
     ks = check_ks(ks, 10 ** 9, available=len(order))
@@ -970,7 +970,7 @@ class RetrainStudy:
     labels : dict of str to np.ndarray
         ``labels[task]``: the test labels, shape (N,), in the order of the predictions.
     runs : dict of tuple to FinetuneRun
-        ``runs[(task, setting, seed)]``: the :class:`~bertdims.finetune.FinetuneRun`
+        ``runs[(task, setting, seed)]``: the :class:`~bertdims.finetuning.FinetuneRun`
         objects, ``setting`` being ``"full"``, ``"selected k"`` or ``"random k"`` (e.g.
         ``"selected 3"``), for their training curves
         (:func:`bertdims.fewdims_charts.history_frame`).
@@ -1027,7 +1027,7 @@ def retrain_study(base, rankings: pd.DataFrame, *, ks: Sequence[int], store,
         or without a ranking for some task and seed, no integer k, or runs of one task scored
         on different test examples.
     """
-    ft = _engine()
+    ft = _ft
     if getattr(base, "dims", None) is not None:
         raise bad("dims", base.dims, "the study starts from a full model: use dims=None")
     check_choice("method", method, METHODS)
@@ -1309,7 +1309,7 @@ def finetune_grid(base, *, store, progress: bool = False, keep_model: bool | Non
     progress : bool
         Show the progress of each fine-tuning run.
     keep_model : bool, optional
-        As in :func:`bertdims.finetune.finetune`: ``False`` stores the runs lean (no encoder
+        As in :func:`bertdims.finetuning.finetune`: ``False`` stores the runs lean (no encoder
         weights), for runs that only their scores are read from; None keeps the weights of
         runs trained now and accepts any stored run.
     **grid
@@ -1329,7 +1329,7 @@ def finetune_grid(base, *, store, progress: bool = False, keep_model: bool | Non
         A grid value that is not a non-empty list, or an invalid config.
     """
     from .executor import ensure_runs
-    ft = _engine()
+    ft = _ft
     rows, configs = [], _grid_configs(base, grid)
     ensure_runs([cfg for _, cfg in configs], store, keep_model=keep_model)   # on a cluster, if any
     for combo, cfg in configs:
@@ -1380,7 +1380,7 @@ def grid_predictions(base, *, store, split: str = "test", progress: bool = False
         An invalid grid or config, or combinations evaluated on different examples.
     """
     from .executor import ensure_runs
-    ft = _engine()
+    ft = _ft
     rows, labels, configs = [], None, _grid_configs(base, grid)
     ensure_runs([cfg for _, cfg in configs], store, keep_model=keep_model)   # on a cluster, if any
     for combo, cfg in configs:
@@ -1416,7 +1416,7 @@ def _probe_runs(model: str, task: Task, layers: Sequence[int], *, store, token: 
     if missing:
         encoder = load_encoder(model)
         # the examples fine-tuning uses (fixed subsets; train includes any development part)
-        data = _engine().prepare_splits(task, max_train_samples=max_train_samples,
+        data = _ft.prepare_splits(task, max_train_samples=max_train_samples,
                                         max_eval_samples=max_eval_samples,
                                         early_stopping_fraction=0.0, data_dir=data_dir)
         todo = [resolved[j] for j in missing]
@@ -1449,7 +1449,7 @@ def probe_baseline(model: str, tasks: Sequence[str], *, store, layers: Sequence[
     on top of the pretrained embedding from the [CLS] token, but the BERT model itself is
     frozen". For each task, the token vector of each of ``layers`` is read once for the
     examples fine-tuning uses (the engine's fixed subsets of ``max_train_samples`` train and
-    ``max_eval_samples`` validation/test rows, :func:`bertdims.finetune.prepare_splits`), and a
+    ``max_eval_samples`` validation/test rows, :func:`bertdims.finetuning.prepare_splits`), and a
     :class:`LinearHead` (logistic regression / least squares on standardised values, fitted
     to convergence; no randomness) is fitted on train. Stored under kind ``probe``, one run per
     (task, layer), with its per-example predictions (:func:`probe_predictions`).
@@ -1537,7 +1537,7 @@ def probe_predictions(model: str, task: str, *, store, layer: int = -1, token: s
         The predictions, one row (a probe has no seed): class ids, or scores for regression.
     labels : np.ndarray, shape (N,)
         The labels of ``split``, in the order of
-        :meth:`bertdims.finetune.FinetuneRun.predictions`.
+        :meth:`bertdims.finetuning.FinetuneRun.predictions`.
 
     Raises
     ------
@@ -1579,7 +1579,7 @@ def constant_predictions(task: str, *, store=None, split: str = "test",
         The guess, repeated for every example, in one row.
     labels : np.ndarray, shape (N,)
         The labels of ``split``, in the order of
-        :meth:`bertdims.finetune.FinetuneRun.predictions`.
+        :meth:`bertdims.finetuning.FinetuneRun.predictions`.
 
     Raises
     ------
@@ -1587,7 +1587,7 @@ def constant_predictions(task: str, *, store=None, split: str = "test",
         ``split`` is not a split of the task.
     """
     task = get_task(task) if isinstance(task, str) else task
-    data = _engine().prepare_splits(task, max_train_samples=max_train_samples,
+    data = _ft.prepare_splits(task, max_train_samples=max_train_samples,
                                     max_eval_samples=max_eval_samples,
                                     early_stopping_fraction=0.0, data_dir=data_dir)
     if split not in data:
@@ -1630,7 +1630,7 @@ def constant_baseline(tasks: Sequence[str], *, store, max_train_samples: int | N
                "max_eval_samples": max_eval_samples, "data_dir": data_dir}
 
         def compute(task=task):
-            data = _engine().prepare_splits(task, max_train_samples=max_train_samples,
+            data = _ft.prepare_splits(task, max_train_samples=max_train_samples,
                                             max_eval_samples=max_eval_samples,
                                             early_stopping_fraction=0.0, data_dir=data_dir)
             y_train = np.asarray(data["train"]["label"])

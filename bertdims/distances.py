@@ -30,14 +30,15 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ._validate import ConfigError, ConfigMixin, bad, check_range
+from ._validate import ConfigError, ConfigMixin, bad
+from .params import IntList, Interval, check_fields, derive, own, param
 
 KINDS = ("embeddings", "attention", "feed-forward", "layer-norm", "other")
 METRICS = ("l1", "l2", "angular", "rel_l2")
@@ -330,7 +331,7 @@ _METRIC_TITLES = {"l1": "L1 (mean |difference|)", "l2": "L2 distance", "angular"
 from .models import quiet_transformers  # noqa: E402
 
 
-from .training import finetune_module as _finetune_module  # noqa: E402
+from . import finetuning as _ft  # noqa: E402
 
 
 @dataclass
@@ -354,7 +355,7 @@ class DistanceConfig(ConfigMixin):
         t-intervals of :func:`closeness_effect` and :func:`layer_variation_effect`).
     max_train_samples, max_eval_samples : int or None
         Use a fixed random subset of this many examples of the training split and of each
-        evaluation split (None: all), as in :class:`bertdims.finetune.FinetuneConfig`.
+        evaluation split (None: all), as in :class:`bertdims.finetuning.FinetuneConfig`.
     max_seq_len : int
         Maximum tokens per example (>= 2).
     epochs : float
@@ -370,9 +371,9 @@ class DistanceConfig(ConfigMixin):
     Raises
     ------
     ConfigError
-        When a field is out of range (``seeds`` empty, repeated or negative; ``epochs`` or ``lr``
-        not positive; ``layer_lr_decay`` outside (0, 1]; ``max_seq_len`` < 2; ``random_seed`` < 0)
-        or ``task`` is unknown.
+        When a field is out of range (``seeds`` empty, repeated or negative; a subset size < 1;
+        ``epochs`` or ``lr`` not positive; ``layer_lr_decay`` outside (0, 1]; ``max_seq_len``
+        < 2; ``random_seed`` < 0) or ``task`` is unknown.
 
     Notes
     -----
@@ -383,26 +384,20 @@ class DistanceConfig(ConfigMixin):
     not 1.
     """
 
-    model: str = "embedded"
-    task: str = "rotten_tomatoes"
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    max_train_samples: int | None = 1000
-    max_eval_samples: int | None = 500
-    max_seq_len: int = 64
-    epochs: float = 1.0
-    lr: float = 1e-4
-    layer_lr_decay: float = 1.0
-    random_seed: int = 0
+    model: str = param("model")
+    task: str = param("task")
+    seeds: list[int] = param("seeds")
+    max_train_samples: int | None = param("max_train_samples", 1000)
+    max_eval_samples: int | None = param("max_eval_samples", 500)
+    max_seq_len: int = param("max_seq_len", 64)
+    epochs: float = param("epochs", 1.0)
+    lr: float = param("lr")
+    layer_lr_decay: float = param("layer_lr_decay", 1.0)
+    random_seed: int = own(0, Interval(int, 0, None), "seed of the random initialisation "
+                           "compared with the pretrained weights")
 
     def __post_init__(self):
-        _check_seeds(self.seeds)
-        check_range("epochs", self.epochs, 0, low_open=True)
-        check_range("lr", self.lr, 0, low_open=True)
-        check_range("layer_lr_decay", self.layer_lr_decay, 0, 1, low_open=True)
-        check_range("max_seq_len", self.max_seq_len, 2, integer=True)
-        check_range("random_seed", self.random_seed, 0, integer=True)
-        from .tasks import get_task
-        get_task(self.task)
+        check_fields(self)                  # every field against its constraint
 
     def finetune_config(self, seed: int, **changes):
         """The engine's ``FinetuneConfig`` of one seed's fine-tuning."""
@@ -410,21 +405,8 @@ class DistanceConfig(ConfigMixin):
 
 
 def _finetune_config(cfg, seed: int, **changes):
-    """The engine's FinetuneConfig for a study config (shared fields) and one seed."""
-    ft = _finetune_module()
-    return ft.FinetuneConfig(model=cfg.model, task=cfg.task, epochs=cfg.epochs, lr=cfg.lr,
-                             layer_lr_decay=cfg.layer_lr_decay,
-                             max_train_samples=cfg.max_train_samples,
-                             max_eval_samples=cfg.max_eval_samples,
-                             max_seq_len=cfg.max_seq_len, seed=seed, **changes)
-
-
-def _check_seeds(seeds) -> None:
-    if not isinstance(seeds, (list, tuple)) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise bad("seeds", seeds, "expected a non-empty list of integers >= 0")
-    if len(set(seeds)) != len(seeds):
-        raise bad("seeds", seeds, "seeds must be distinct")
+    """The engine's FinetuneConfig for a study config (the fields they share) and one seed."""
+    return derive(_ft.FinetuneConfig, cfg, seed=seed, **changes)
 
 
 def distance_study(config: DistanceConfig, store=None, *, force: bool = False):
@@ -464,7 +446,7 @@ def distance_study(config: DistanceConfig, store=None, *, force: bool = False):
     from .models import fingerprint_of, load_encoder
     from .store import ResultStore
     store = store or ResultStore()
-    ft = _finetune_module()
+    ft = _ft
 
     def compute() -> dict:
         with quiet_transformers():
@@ -666,6 +648,10 @@ def layer_variation_effect(df: pd.DataFrame, *, margin: float, metric: str = "re
 
 
 # ------------------------------------------------------------------------------ layers
+#: Layer numbers 1..L (repeats allowed; an empty list means every layer, like None).
+_LAYER_NUMBERS = IntList(low=1, min_len=0, example="[2, 5]")
+
+
 @dataclass
 class LayerStudyConfig(ConfigMixin):
     """Which layers need fine-tuning (Radiya-Dixit & Wang: only some layers need fine-tuning).
@@ -700,34 +686,27 @@ class LayerStudyConfig(ConfigMixin):
     ------
     ConfigError
         When ``seeds`` is empty, repeated or negative, ``single_layers`` or ``top_n`` is not None
-        or a list of layer numbers >= 1, ``epochs`` or ``lr`` is not positive,
-        ``layer_lr_decay`` is outside (0, 1], or ``task`` is unknown.
+        or a list of layer numbers >= 1, a subset size is < 1, ``max_seq_len`` < 2, ``epochs``
+        or ``lr`` is not positive, ``layer_lr_decay`` is outside (0, 1], or ``task`` is unknown.
     """
 
-    model: str = "embedded"
-    task: str = "rotten_tomatoes"
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    single_layers: list[int] | None = None
-    top_n: list[int] | None = None
-    max_train_samples: int | None = 1000
-    max_eval_samples: int | None = 500
-    max_seq_len: int = 64
-    epochs: float = 1.0
-    lr: float = 1e-4
-    layer_lr_decay: float = 1.0
+    model: str = param("model")
+    task: str = param("task")
+    seeds: list[int] = param("seeds")
+    single_layers: list[int] | None = own(None, _LAYER_NUMBERS, "encoder layers (1..L) "
+                                          "fine-tuned one at a time; None or 'all': every layer",
+                                          none=True)
+    top_n: list[int] | None = own(None, _LAYER_NUMBERS, "numbers n (1..L) of top layers "
+                                  "fine-tuned together; None or 'all': every n", none=True)
+    max_train_samples: int | None = param("max_train_samples", 1000)
+    max_eval_samples: int | None = param("max_eval_samples", 500)
+    max_seq_len: int = param("max_seq_len", 64)
+    epochs: float = param("epochs", 1.0)
+    lr: float = param("lr")
+    layer_lr_decay: float = param("layer_lr_decay", 1.0)
 
     def __post_init__(self):
-        _check_seeds(self.seeds)
-        for name in ("single_layers", "top_n"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (list, tuple)) or not all(
-                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
-                raise bad(name, value, "expected None (all layers) or a list of layer numbers >= 1")
-        check_range("epochs", self.epochs, 0, low_open=True)
-        check_range("lr", self.lr, 0, low_open=True)
-        check_range("layer_lr_decay", self.layer_lr_decay, 0, 1, low_open=True)
-        from .tasks import get_task
-        get_task(self.task)
+        check_fields(self)                  # every field against its constraint
 
     def validate(self, num_layers: int) -> None:
         """Layer numbers must exist in a model with ``num_layers`` encoder layers."""
@@ -797,7 +776,7 @@ def layer_study(config: LayerStudyConfig, store=None) -> LayerStudy:
     from .store import ResultStore
     from .tasks import get_task
     store = store or ResultStore()
-    ft = _finetune_module()
+    ft = _ft
     with quiet_transformers():
         num_layers = load_encoder(config.model).num_layers
     config.validate(num_layers)

@@ -75,7 +75,7 @@ def compute(kind: str, config: Any, root: str, keep_model: bool | None, key: str
     store = ResultStore(root)
     with store.lock(kind, key):     # re-entrant: finetune takes the same lock inside
         if kind == "finetune":
-            from .finetune import finetune
+            from .finetuning import finetune
             return finetune(config, store=store, progress=False, keep_model=keep_model).path.name
         return config.compute_in(store, keep_model).path.name
 
@@ -85,7 +85,7 @@ def _job(config: Any, store, keep_model: bool | None) -> Job:
     and computed (``store_kind``, ``store_key(store)``, ``compute_in(store, keep_model)``, as
     :class:`bertdims.sparse.SparseConfig`); the key is computed here, without training (it
     reads the model's files for its fingerprint)."""
-    from .finetune import KEEP_MODELS_ENV, FinetuneConfig, stored_key
+    from .finetuning import KEEP_MODELS_ENV, FinetuneConfig, stored_key
     if isinstance(config, FinetuneConfig):
         if os.environ.get(KEEP_MODELS_ENV, "") not in ("", "0"):
             keep_model = True       # what this process would keep, whatever the worker's environment
@@ -229,7 +229,7 @@ def ensure_runs(configs: Sequence, store, *, keep_model: bool | None | Sequence 
     """Make sure every run of ``configs`` (``FinetuneConfig`` or ``SparseConfig`` objects) is
     in ``store``, computing the missing ones on the cluster; in process (no cluster, or no
     store) do nothing, so that the caller's loop computes them as before. ``keep_model``: as
-    in :func:`bertdims.finetune.finetune`, one value or one per config. Returns the keys
+    in :func:`bertdims.finetuning.finetune`, one value or one per config. Returns the keys
     submitted to the cluster."""
     executor = current() if executor is None else executor
     if store is None or not executor.distributed:

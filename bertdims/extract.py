@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from ._validate import ConfigError, ConfigMixin, bad, check_range
+from .params import Check, Interval, Text, check_fields, own, param
 from .device import autocast, pick_device, pick_precision
 from .models import Encoder, load_encoder
 from .store import write_json_atomic
@@ -40,7 +42,7 @@ Texts = Sequence[str] | Sequence[tuple[str, str]]
 # ---------------------------------------------------------------------------- inputs
 def as_encoder(model, name: str | None = None) -> Encoder:
     """An :class:`Encoder` from an Encoder, a fine-tuned classifier (anything with
-    ``.encoder`` and ``.tokenizer``, e.g. ``bertdims.finetune.load_finetuned(...)``), or a
+    ``.encoder`` and ``.tokenizer``, e.g. ``bertdims.finetuning.load_finetuned(...)``), or a
     model name / folder (loaded with :func:`bertdims.load_encoder`)."""
     if isinstance(model, Encoder):
         return model
@@ -228,33 +230,60 @@ KIND = "representations"
 GENERAL = "general"          # pseudo-task: the general-English corpus (no labels)
 
 
+def _layer_numbers(layers) -> list[int]:
+    """A layer number or a non-empty list of them, as a list of ints (checked against the
+    model's size by :func:`resolve_layers`)."""
+    given = layers
+    if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+        layers = [layers]
+    if (isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers
+            or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in layers)):
+        raise bad("layers", given, "expected a layer number or a non-empty list of them "
+                  "(0 embeddings, 1..L blocks, -1 the last)")
+    return [int(x) for x in layers]
+
+
 @dataclass
 class ExtractConfig(ConfigMixin):
-    """What identifies a stored extraction (with the model fingerprint)."""
+    """What identifies a stored extraction (with the model fingerprint).
 
-    task: str
-    split: str = "train"
-    layers: list[int] = field(default_factory=lambda: [-1])
-    token: str = "cls"
-    max_seq_len: int = 128
-    max_samples: int | None = None     # a seeded random subset of this many rows, None for all
-    sample_seed: int = 0
-    data_fingerprint: str | None = None  # set when rows come from a given Dataset, not the task
+    Attributes
+    ----------
+    task : str
+        A registered task, ``"general"`` (the general-English corpus), or the name given to
+        rows read from a ``datasets.Dataset``.
+    split : str
+        The split extracted.
+    layers : list of int
+        The layers extracted: 0 the embeddings, i block i, negative numbers count from the end
+        (-1 the last); one number is read as a list of one.
+    token : str
+        The token vector kept: ``cls``, ``mean``, ``maxnorm`` or ``token:i``.
+    max_seq_len : int
+        Tokens per input (>= 2); longer inputs are cut.
+    max_samples : int or None
+        A seeded random subset of this many rows (>= 1); None: all.
+    sample_seed : int
+        Seed of that subset (>= 0).
+    data_fingerprint : str or None
+        The fingerprint of the ``datasets.Dataset`` the rows come from; None: the task's split.
+    """
+
+    task: str = own(dataclasses.MISSING, Text("a task name, or 'general'"),
+                    "the task (or 'general', or the name of given rows)")
+    split: str = own("train", Text("a split name"), "the split extracted")
+    layers: list[int] = own([-1], Check(_layer_numbers), "the layers extracted: 0 the "
+                            "embeddings, i block i, negative numbers from the end")
+    token: str = param("token")
+    max_seq_len: int = param("max_seq_len")
+    max_samples: int | None = own(None, Interval(int, 1, None), "a seeded random subset of "
+                                  "this many rows; None: all", none=True)
+    sample_seed: int = own(0, Interval(int, 0, None), "seed of the max_samples subset")
+    data_fingerprint: str | None = own(None, Text("a dataset fingerprint"), "set when rows "
+                                       "come from a given Dataset, not the task", none=True)
 
     def __post_init__(self):
-        self.token = check_token(self.token)
-        check_range("max_seq_len", self.max_seq_len, 2, integer=True)
-        if self.max_samples is not None:
-            check_range("max_samples", self.max_samples, 1, integer=True)
-        check_range("sample_seed", self.sample_seed, 0, integer=True)
-        layers = self.layers
-        if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
-            layers = [layers]
-        if (isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers
-                or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in layers)):
-            raise bad("layers", self.layers, "expected a layer number or a non-empty list of them "
-                      "(0 embeddings, 1..L blocks, -1 the last)")
-        self.layers = [int(x) for x in layers]
+        check_fields(self)                  # every field against its constraint
 
 
 class StoredRepresentations:
@@ -319,7 +348,7 @@ class StoredRepresentations:
 def sample_indices(num_rows: int, max_samples: int | None, seed: int = 0) -> np.ndarray:
     """Rows kept by ``max_samples``: all rows, or a seeded random subset in increasing order
     (random, since some splits are sorted by label). With the default seed these are the rows
-    :func:`bertdims.finetune.prepare_splits` uses for ``max_train_samples``/``max_eval_samples``
+    :func:`bertdims.finetuning.prepare_splits` uses for ``max_train_samples``/``max_eval_samples``
     (training rows: its train and early-stopping parts together)."""
     if max_samples is None or max_samples >= num_rows:
         return np.arange(num_rows)
@@ -532,7 +561,7 @@ def standard_finetune(model: str, task: str, *, seed: int = 0, max_train_samples
                       store=None, progress: bool = False):
     """The standard fine-tuning run (:class:`bertdims.FinetuneConfig` defaults otherwise) used by
     the analyses: trained once through the store, then read back. Returns the ``FinetuneRun``."""
-    from .finetune import FinetuneConfig, finetune
+    from .finetuning import FinetuneConfig, finetune
     config = FinetuneConfig(model=model, task=task, seed=seed, max_train_samples=max_train_samples,
                             max_eval_samples=max_eval_samples, max_seq_len=max_seq_len, epochs=epochs)
     return finetune(config, store=store, progress=progress, keep_model=True)   # it is loaded

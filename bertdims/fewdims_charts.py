@@ -228,7 +228,7 @@ def history_frame(runs: Mapping[Any, Any], names: Sequence[str]) -> pd.DataFrame
     ----------
     runs : Mapping
         Maps a key (a tuple of values, or one value) to a
-        :class:`~bertdims.finetune.FinetuneRun`.
+        :class:`~bertdims.finetuning.FinetuneRun`.
     names : sequence of str
         The names of the key's parts, e.g. ``("task", "seed")``; as many as the key has parts.
 

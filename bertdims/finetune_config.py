@@ -1,19 +1,15 @@
 """What defines a fine-tuning run: :class:`FinetuneConfig`, its checks, and the published
-recipe it is compared with. The training itself is :func:`bertdims.finetune.finetune`.
+recipe it is compared with. The training itself is :func:`bertdims.finetuning.finetune`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_dims, check_range, parse_int_list
-from .device import DEVICES, PRECISIONS
-from .tasks import get_task
-from .tokens import check_token
+from ._validate import ConfigError, ConfigMixin, bad, check_dims, check_range, parse_int_list
+from .params import VOCABULARY, check_fields, param
 
 #: The kinds of classifier head: one fully connected layer, or two with ``head_hidden`` units.
-HEADS = ("linear", "mlp")
+HEADS = VOCABULARY["head"].constraint.values
 
 
 #: The fine-tuning hyper-parameters of Matton and de Oliveira (2020), section 2, for bert-base
@@ -27,7 +23,7 @@ class FinetuneConfig(ConfigMixin):
     """Everything that defines a fine-tuning run (the store key is built from it).
 
     Every field is checked when the config is made; the checks that need the model's size
-    run in :meth:`validate`. :func:`bertdims.finetune.finetune` trains the run.
+    run in :meth:`validate`. :func:`bertdims.finetuning.finetune` trains the run.
 
     Attributes
     ----------
@@ -139,100 +135,45 @@ class FinetuneConfig(ConfigMixin):
         ``train_layers`` and ``freeze`` set, ...).
     """
 
-    model: str = "embedded"
-    task: str = "rotten_tomatoes"
-    layer: int = -1
-    token: str = "cls"
-    dims: list[int] | None = None
-    head: str = "linear"
-    head_hidden: int = 256
-    freeze: int = 0
-    freeze_embeddings: bool = False
-    train_layers: list[int] | None = None
-    epochs: float = 3.0
-    lr: float = 1e-4
-    head_lr: float | None = None
-    layer_lr_decay: float = 0.95
-    warmup: float = 0.1
-    batch_size: int = 16
-    micro_batch_size: int = 16
-    dropout: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float | None = 1.0
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    max_seq_len: int = 128
-    early_stopping_fraction: float = 0.0
-    patience: int = 2
-    eval_every: int | None = None
-    frozen_epochs: float = 40.0
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    init_from: str | None = None
-    data_dir: str | None = None
-    checkpoint_every: int | None = None
+    model: str = param("model")
+    task: str = param("task")
+    layer: int = param("layer")
+    token: str = param("token")
+    dims: list[int] | None = param("dims")
+    head: str = param("head")
+    head_hidden: int = param("head_hidden")
+    freeze: int = param("freeze")
+    freeze_embeddings: bool = param("freeze_embeddings")
+    train_layers: list[int] | None = param("train_layers")
+    epochs: float = param("epochs")
+    lr: float = param("lr")
+    head_lr: float | None = param("head_lr")
+    layer_lr_decay: float = param("layer_lr_decay")
+    warmup: float = param("warmup")
+    batch_size: int = param("batch_size")
+    micro_batch_size: int = param("micro_batch_size")
+    dropout: float = param("dropout")
+    weight_decay: float = param("weight_decay")
+    max_grad_norm: float | None = param("max_grad_norm")
+    max_train_samples: int | None = param("max_train_samples")
+    max_eval_samples: int | None = param("max_eval_samples")
+    max_seq_len: int = param("max_seq_len")
+    early_stopping_fraction: float = param("early_stopping_fraction")
+    patience: int = param("patience")
+    eval_every: int | None = param("eval_every")
+    frozen_epochs: float = param("frozen_epochs")
+    seed: int = param("seed")
+    device: str = param("device")
+    precision: str = param("precision")
+    init_from: str | None = param("init_from")
+    data_dir: str | None = param("data_dir")
+    checkpoint_every: int | None = param("checkpoint_every")
 
     def __post_init__(self):
-        if isinstance(self.dims, str):
-            self.dims = parse_int_list(self.dims)
-        elif self.dims is not None:   # numpy integers (e.g. from a ranking) become ints
-            if not isinstance(self.dims, (list, tuple, np.ndarray)):
-                raise bad("dims", self.dims, "expected None (all dimensions) or a list of "
-                          "dimension numbers such as [3, 17]")
-            self.dims = [int(d) if isinstance(d, np.integer) else d for d in self.dims]
-        if isinstance(self.train_layers, str):
-            self.train_layers = _parse_layers(self.train_layers)
-        elif self.train_layers is not None:
-            if not isinstance(self.train_layers, (list, tuple, np.ndarray)):
-                raise bad("train_layers", self.train_layers, "expected None or a list of layer "
-                          "numbers such as [5, 6]")
-            self.train_layers = [int(n) if isinstance(n, np.integer) else n for n in self.train_layers]
-        if not isinstance(self.model, str) or not self.model:
-            raise bad("model", self.model, "expected a model name or folder")
-        if not isinstance(self.task, str):
-            raise bad("task", self.task, "expected a task name")
-        get_task(self.task)
-        check_range("layer", self.layer, -1, None, integer=True)
-        self.token = check_token(self.token)
-        check_choice("head", self.head, HEADS)
-        check_range("head_hidden", self.head_hidden, 1, None, integer=True)
-        check_range("freeze", self.freeze, 0, None, integer=True)
-        if not isinstance(self.freeze_embeddings, bool):
-            raise bad("freeze_embeddings", self.freeze_embeddings, "expected True or False")
-        if self.train_layers is not None:
-            if not self.train_layers:
-                raise bad("train_layers", self.train_layers, "give at least one layer, or None")
-            if self.freeze or self.freeze_embeddings:
-                raise bad("train_layers", self.train_layers,
-                          "use either train_layers or freeze/freeze_embeddings, not both")
-        check_range("epochs", self.epochs, 0, None, low_open=True)
-        check_range("lr", self.lr, 0, None, low_open=True)
-        if self.head_lr is not None:
-            check_range("head_lr", self.head_lr, 0, None, low_open=True)
-        check_range("layer_lr_decay", self.layer_lr_decay, 0, 1, low_open=True)
-        check_range("warmup", self.warmup, 0, 1, high_open=True)
-        check_range("batch_size", self.batch_size, 1, None, integer=True)
-        check_range("micro_batch_size", self.micro_batch_size, 1, None, integer=True)
-        check_range("dropout", self.dropout, 0, 1, high_open=True)
-        check_range("weight_decay", self.weight_decay, 0, None)
-        if self.max_grad_norm is not None:
-            check_range("max_grad_norm", self.max_grad_norm, 0, None, low_open=True)
-        for name in ("max_train_samples", "max_eval_samples"):
-            if getattr(self, name) is not None:
-                check_range(name, getattr(self, name), 1, None, integer=True)
-        check_range("max_seq_len", self.max_seq_len, 2, None, integer=True)
-        check_range("early_stopping_fraction", self.early_stopping_fraction, 0, 1, high_open=True)
-        check_range("patience", self.patience, 1, None, integer=True)
-        check_range("frozen_epochs", self.frozen_epochs, 0, None, low_open=True)
-        for name in ("eval_every", "checkpoint_every"):
-            if getattr(self, name) is not None:
-                check_range(name, getattr(self, name), 1, None, integer=True)
-        check_range("seed", self.seed, 0, None, integer=True)
-        if not isinstance(self.device, str):
-            raise bad("device", self.device, "choose one of: " + ", ".join(DEVICES))
-        check_choice("device", self.device.split(":")[0], DEVICES)
-        check_choice("precision", self.precision, PRECISIONS)
+        check_fields(self)                  # every field against the vocabulary's constraint
+        if self.train_layers is not None and (self.freeze or self.freeze_embeddings):
+            raise bad("train_layers", self.train_layers,
+                      "use either train_layers or freeze/freeze_embeddings, not both")
 
     def validate(self, num_layers: int, hidden_size: int) -> None:
         """Checks that need the model's size (L blocks, hidden size H)."""

@@ -213,7 +213,7 @@ class SelectiveClassifier(nn.Module):
     ----------
     encoder : a Hugging Face ``AutoModel`` (BERT-like encoder).
     tokenizer : its tokenizer.
-    config : the :class:`~bertdims.finetune.FinetuneConfig` (``layer``, ``token``, ``dims``,
+    config : the :class:`~bertdims.finetuning.FinetuneConfig` (``layer``, ``token``, ``dims``,
         ``head``, ``head_hidden``, ``dropout`` are read here).
     task : the :class:`~bertdims.tasks.Task` (number of outputs; regression gives one).
     """

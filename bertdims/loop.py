@@ -1,6 +1,6 @@
 """The one training loop: every kind of training in bertdims steps through :func:`run_loop`.
 
-Plain and partial fine-tuning (:mod:`bertdims.finetune`), a head on a frozen encoder's cached
+Plain and partial fine-tuning (:mod:`bertdims.finetuning`), a head on a frozen encoder's cached
 features, a learned sparse mask (:mod:`bertdims.sparse`) and joint multi-task training
 (:mod:`bertdims.multitask`) differ in what a step computes (the examples, the forward pass, the
 loss, which parameters have gradients) and in how they evaluate. That is what each passes in:

@@ -23,7 +23,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -33,17 +33,13 @@ import torch
 from torch import nn
 
 from .loop import LoopState, accelerator, load_checkpoint, run_device, run_loop, save_checkpoint
-from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
+from ._validate import ConfigMixin, bad, check_choice, check_range
 from . import progress as _progress
 from .device import autocast, pick_device, pick_precision
+from .params import Check, Interval, Options, check_fields, own, param
 from .tokens import check_token, select_token
 
-from .finetune import FinetuneConfig
-
 SAMPLERS = ("proportional", "round_robin")
-_ENGINE = {f: FinetuneConfig.__dataclass_fields__[f].default for f in
-           ("epochs", "lr", "layer_lr_decay", "warmup", "batch_size", "dropout", "weight_decay",
-            "max_grad_norm", "max_seq_len")}   # the engine's defaults, so both recipes stay alike
 EMBEDDED_CLASSIFICATION_TASKS = ["rotten_tomatoes", "bbc_news", "reuters_r8", "20newsgroups"]
 KIND = "multitask"
 #: Part of every stored joint run's key: 2 heads read their dimensions standardised with fixed
@@ -96,6 +92,15 @@ def check_disjoint_dims(name: str, dim_sets: Sequence[Sequence[int]], tasks: Seq
                           f"both {owner[int(d)]!r} and {task!r}")
             owner[int(d)] = task
     return [[int(d) for d in s] for s in sets]
+
+
+def _dim_lists(value):
+    """One list (or tuple) of dimensions per task; what the lists hold, how many there are and
+    whether they overlap is checked against the tasks (:func:`check_disjoint_dims`)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not all(
+            isinstance(s, Sequence) and not isinstance(s, (str, bytes)) for s in value):
+        raise bad("dims", value, "expected one list of dimensions per task, e.g. [[3, 17], [5, 80]]")
+    return value
 
 
 def resolve_layer(layer: int, num_layers: int) -> int:
@@ -174,14 +179,16 @@ class MultitaskModel(nn.Module):
     def single_task(self, task: str):
         """Task ``task`` alone as the engine's :class:`~bertdims.heads.SelectiveClassifier`:
         it shares this model's encoder and the task's head (no copy), reads the same layer,
-        token and dimensions, and works with ``bertdims.finetune.evaluate`` and
+        token and dimensions, and works with ``bertdims.finetuning.evaluate`` and
         ``save_finetuned``."""
-        from .finetune import FinetuneConfig
+        from .finetuning import FinetuneConfig
         from .heads import SelectiveClassifier
         from .tasks import get_task
         if task not in self.tasks:
             raise bad("task", task, "choose one of the model's tasks: " + ", ".join(self.tasks))
         i = self.tasks.index(task)
+        # explicit, not params.derive: the values come from this model (its resolved layer,
+        # one task's dimensions, the Dropout's rate), not from a config's fields
         config = FinetuneConfig(model=self.base_model, task=task, dims=list(self.dims[i]), head="linear",
                                 layer=-1 if self.layer == self.num_layers else self.layer,
                                 token=self.token, dropout=float(self.dropout.p), max_seq_len=self.max_seq_len)
@@ -313,7 +320,7 @@ class TaskSampler:
 class MultitaskConfig(ConfigMixin):
     """Joint fine-tuning of one encoder with one linear head per task.
 
-    The fields shared with :class:`bertdims.finetune.FinetuneConfig` mean what they mean
+    The fields shared with :class:`bertdims.finetuning.FinetuneConfig` mean what they mean
     there, with the same defaults, and the optimisation is the engine's (``build_optimizer``:
     AdamW, ``lr`` for the top block decayed by ``layer_lr_decay`` per layer below, ``head_lr``
     or 1e-3 for the heads; ``slanted_triangular`` schedule over all steps). A joint run has no
@@ -324,12 +331,14 @@ class MultitaskConfig(ConfigMixin):
     model : str
         The base encoder: ``"embedded"``, a hub name or a local folder.
     tasks : list of str
-        Distinct registered task names; one head each. Default: the four embedded
-        classification tasks (rotten_tomatoes, bbc_news, reuters_r8, 20newsgroups).
+        Distinct registered task names; one head each (one name is read as a list of one).
+        Default: the four embedded classification tasks (rotten_tomatoes, bbc_news, reuters_r8,
+        20newsgroups).
     dims : list of list of int or None
         One list of hidden dimensions per task, in the order of ``tasks``, pairwise disjoint
-        (the paper's 2-3 per task); ``None`` gives task ``i`` the block ``[i*k, (i+1)*k)``
-        with ``k = dims_per_task``.
+        (the paper's 2-3 per task), stored as lists of ints; ``None`` gives task ``i`` the
+        block ``[i*k, (i+1)*k)`` with ``k = dims_per_task``. Unlike
+        :class:`~bertdims.finetuning.FinetuneConfig`'s ``dims`` (one head), one list per head.
     dims_per_task : int
         Dimensions per task when ``dims`` is None.
     layer : int
@@ -381,60 +390,42 @@ class MultitaskConfig(ConfigMixin):
         overlap or do not match the tasks, out-of-range numbers.
     """
 
-    model: str = "embedded"
-    tasks: list = field(default_factory=lambda: list(EMBEDDED_CLASSIFICATION_TASKS))
-    dims: list | None = None
-    dims_per_task: int = 3
-    layer: int = -1
-    token: str = "cls"
-    sampler: str = "proportional"
-    epochs: float = _ENGINE["epochs"]
-    lr: float = _ENGINE["lr"]
-    head_lr: float | None = None
-    layer_lr_decay: float = _ENGINE["layer_lr_decay"]
-    warmup: float = _ENGINE["warmup"]
-    batch_size: int = _ENGINE["batch_size"]
-    dropout: float = _ENGINE["dropout"]
-    weight_decay: float = _ENGINE["weight_decay"]
-    max_grad_norm: float | None = _ENGINE["max_grad_norm"]
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    train_holdout: float = 0.0
-    max_seq_len: int = _ENGINE["max_seq_len"]
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
+    model: str = param("model")
+    tasks: list = param("tasks", list(EMBEDDED_CLASSIFICATION_TASKS))
+    # not the vocabulary's "dims" (one list for one head): one list per task, checked with tasks
+    dims: list | None = own(None, Check(_dim_lists), "one list of hidden dimensions per task, "
+                            "pairwise disjoint; None: blocks of dims_per_task", none=True)
+    dims_per_task: int = own(3, Interval(int, 1, None), "dimensions per task when dims is None")
+    # wider than the vocabulary's layer (-1..L): any negative value counts from the end, checked
+    # against the model's size in validate (resolve_layer)
+    layer: int = own(-1, Interval(int, None, None), "the layer every head reads: 0 the "
+                     "embeddings, 1..L the blocks, negative values count from the end")
+    token: str = param("token")
+    sampler: str = own("proportional", Options(SAMPLERS), "the order of the tasks' batches: "
+                       "proportional or round_robin")
+    epochs: float = param("epochs")
+    lr: float = param("lr")
+    head_lr: float | None = param("head_lr")
+    layer_lr_decay: float = param("layer_lr_decay")
+    warmup: float = param("warmup")
+    batch_size: int = param("batch_size")
+    dropout: float = param("dropout")
+    weight_decay: float = param("weight_decay")
+    max_grad_norm: float | None = param("max_grad_norm")
+    max_train_samples: int | None = param("max_train_samples")
+    max_eval_samples: int | None = param("max_eval_samples")
+    train_holdout: float = own(0.0, Interval(float, 0, 1, "left"), "the share of each task's "
+                               "training subset left out, as a single-task run with "
+                               "early_stopping_fraction equal to it holds out")
+    max_seq_len: int = param("max_seq_len")
+    seed: int = param("seed")
+    device: str = param("device")
+    precision: str = param("precision")
 
     def __post_init__(self):
-        self.tasks = check_task_list("tasks", self.tasks)
-        check_range("dims_per_task", self.dims_per_task, 1, integer=True)
+        check_fields(self)      # every field against its constraint (unknown tasks fail here)
         if self.dims is not None:
             self.dims = check_disjoint_dims("dims", self.dims, self.tasks)
-        self.token = check_token(self.token)
-        check_choice("sampler", self.sampler, SAMPLERS)
-        check_range("epochs", self.epochs, 0, low_open=True)
-        check_range("lr", self.lr, 0, low_open=True)
-        if self.head_lr is not None:
-            check_range("head_lr", self.head_lr, 0, low_open=True)
-        check_range("layer_lr_decay", self.layer_lr_decay, 0, 1, low_open=True)
-        check_range("warmup", self.warmup, 0, 1, high_open=True)
-        check_range("batch_size", self.batch_size, 1, integer=True)
-        check_range("dropout", self.dropout, 0, 1, high_open=True)
-        check_range("weight_decay", self.weight_decay, 0)
-        if self.max_grad_norm is not None:
-            check_range("max_grad_norm", self.max_grad_norm, 0, low_open=True)
-        for name in ("max_train_samples", "max_eval_samples"):
-            if getattr(self, name) is not None:
-                check_range(name, getattr(self, name), 1, integer=True)
-        check_range("train_holdout", self.train_holdout, 0, 1, high_open=True)
-        check_range("max_seq_len", self.max_seq_len, 2, integer=True)
-        check_range("seed", self.seed, 0, integer=True)
-        for t in self.tasks:  # unknown task names fail here, before any model is loaded
-            from .tasks import get_task
-            try:
-                get_task(t)
-            except ConfigError as err:
-                raise bad("tasks", self.tasks, str(err).split("; ", 1)[-1]) from None
 
     def dim_sets(self) -> list[list[int]]:
         if self.dims is not None:
@@ -493,8 +484,8 @@ def evaluate_multitask(model: MultitaskModel, splits: dict[str, object], *, batc
 def task_splits(task: str, config: MultitaskConfig) -> dict:
     """The examples of one task in a joint run: exactly those of a single-task run with the
     same sample limits and ``early_stopping_fraction = config.train_holdout``
-    (:func:`bertdims.finetune.prepare_splits`; its ``dev`` part is not used here)."""
-    from .finetune import prepare_splits
+    (:func:`bertdims.finetuning.prepare_splits`; its ``dev`` part is not used here)."""
+    from .finetuning import prepare_splits
     return prepare_splits(task, max_train_samples=config.max_train_samples,
                           max_eval_samples=config.max_eval_samples,
                           early_stopping_fraction=config.train_holdout)

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from ._validate import ConfigError, ConfigMixin, bad, check_range
+from .params import Flag, check_fields, own, param
 from .probes import check_embeddings, linear_predictions  # noqa: F401  (part of this module's API)
 
 from sklearn.base import BaseEstimator, _fit_context
@@ -603,28 +604,59 @@ class NeuronsConfig(ConfigMixin):
     """Salient neurons of one model state on one task (section 3.2): greedy selection of
     ``max(n_neurons, classes)`` dimensions by ``folds``-fold CV on the training subset, test
     accuracy with 1, ``n_neurons``, "natural" (= number of classes) and all dimensions, every
-    single dimension's test accuracy, and the best neuron's activations."""
+    single dimension's test accuracy, and the best neuron's activations.
 
-    model: str = "embedded"
-    task: str = "rotten_tomatoes"
-    finetuned: bool = True
-    seed: int = 0                       # fine-tuning seed (ignored for the pretrained model)
-    max_train_samples: int | None = 1000
-    max_eval_samples: int | None = 500
-    max_seq_len: int = 64
-    epochs: float = 1.0
-    n_neurons: int = 5
-    folds: int = 5
-    layer: int = -1
-    token: str = "cls"
+    Attributes
+    ----------
+    model : str
+        The base encoder: ``"embedded"`` (all-MiniLM-L6-v2), a hub name or a local folder.
+    task : str
+        A registered classification task.
+    finetuned : bool
+        True: the encoder of the standard fine-tuning (:func:`bertdims.extract.standard_finetune`);
+        False: the pretrained encoder.
+    seed : int
+        Seed of the fine-tuning, >= 0 (set to 0 for the pretrained model, which has none).
+    max_train_samples, max_eval_samples : int or None
+        Fixed random subsets of the training and test splits (None: all).
+    max_seq_len : int
+        Tokens per input (>= 2).
+    epochs : float
+        Passes over the training set of the standard fine-tuning (> 0).
+    n_neurons : int
+        Salient neurons whose probe is scored, besides 1, the number of classes and all (>= 1);
+        ``max(n_neurons, classes)`` are selected.
+    folds : int
+        Cross-validation folds of the selection (>= 2).
+    layer : int
+        The layer read: 0 the embeddings, 1..L the blocks, -1 the last.
+    token : str
+        The token vector read: ``cls``, ``mean``, ``maxnorm`` or ``token:i``.
+
+    Raises
+    ------
+    ConfigError
+        When a field is out of range or ``task`` is unknown or a regression task.
+    """
+
+    model: str = param("model")
+    task: str = param("task")
+    finetuned: bool = own(True, Flag(), "the fine-tuned encoder (True) or the pretrained one")
+    seed: int = param("seed")           # fine-tuning seed (0 for the pretrained model)
+    max_train_samples: int | None = param("max_train_samples", 1000)
+    max_eval_samples: int | None = param("max_eval_samples", 500)
+    max_seq_len: int = param("max_seq_len", 64)
+    epochs: float = param("epochs", 1.0)
+    n_neurons: int = param("n_neurons")
+    folds: int = param("folds")
+    layer: int = param("layer")
+    token: str = param("token")
 
     def __post_init__(self):
+        check_fields(self)                  # every field against its constraint
         from .tasks import get_task
         if get_task(self.task).is_regression:
             raise bad("task", self.task, "salient neurons need a classification task")
-        check_range("n_neurons", self.n_neurons, 1, integer=True)
-        check_range("folds", self.folds, 2, integer=True)
-        check_range("seed", self.seed, 0, integer=True)
         if not self.finetuned:
             self.seed = 0
 

@@ -13,7 +13,7 @@ Language Representation Models", section 3.1).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,8 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validate import ConfigError, ConfigMixin, bad, check_range
+from .params import IntList, check_fields, own, param
+from .params import Interval as _Interval
 from .probes import check_embeddings, linear_accuracy, linear_predictions, linear_probe  # noqa: F401
 from .extract import analysis_encoder, general_array, iter_chunks, task_arrays
 
@@ -214,42 +216,72 @@ class PCAConfig(ConfigMixin):
     ``general_samples`` sentences of the general corpus fit the general PCA; ``sizes`` are the
     sample sizes of :func:`sample_size_curve` (capped at ``general_samples``), evaluated with
     ``size_components`` components; ``components`` the n of :func:`component_curve` (None:
-    a log grid from 1 to all)."""
+    a log grid from 1 to all).
 
-    model: str = "embedded"
-    task: str = "rotten_tomatoes"
-    seed: int = 0
-    max_train_samples: int | None = 1000
-    max_eval_samples: int | None = 500
-    max_seq_len: int = 64
-    epochs: float = 1.0
-    general_samples: int | None = 3000
-    sizes: list[int] = field(default_factory=lambda: [50, 100, 200, 500, 1000, 3000])
-    size_components: int = 10
-    components: list[int] | None = None
-    layer: int = -1
-    token: str = "cls"
-    device: str = "auto"
+    Attributes
+    ----------
+    model : str
+        The base encoder: ``"embedded"`` (all-MiniLM-L6-v2), a hub name or a local folder.
+    task : str
+        A registered classification task.
+    seed : int
+        Seed of the standard fine-tuning (:func:`bertdims.extract.standard_finetune`) and of the
+        random draws of the curves, >= 0.
+    max_train_samples, max_eval_samples : int or None
+        Fixed random subsets of the training and test splits, at least 10 examples (None: all).
+    max_seq_len : int
+        Tokens per input (>= 2).
+    epochs : float
+        Passes over the training set of the standard fine-tuning (> 0).
+    general_samples : int or None
+        Sentences of the general-English corpus that fit the general PCA, at least 10 (None: all).
+    sizes : list of int
+        Sample sizes (>= 2 sentences) of :func:`sample_size_curve`.
+    size_components : int
+        Components of the general PCA evaluated in :func:`sample_size_curve` (>= 1).
+    components : list of int or None
+        The numbers of components of :func:`component_curve` (>= 1); None: a log grid.
+    layer : int
+        The layer read: 0 the embeddings, 1..L the blocks, -1 the last.
+    token : str
+        The token vector read: ``cls``, ``mean``, ``maxnorm`` or ``token:i``.
+    device : str
+        Where the PCAs run: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
+
+    Raises
+    ------
+    ConfigError
+        When a field is out of range or ``task`` is unknown or a regression task.
+    """
+
+    model: str = param("model")
+    task: str = param("task")
+    seed: int = param("seed")
+    max_train_samples: int | None = param("max_train_samples", 1000)
+    max_eval_samples: int | None = param("max_eval_samples", 500)
+    max_seq_len: int = param("max_seq_len", 64)
+    epochs: float = param("epochs", 1.0)
+    general_samples: int | None = param("general_samples")
+    sizes: list[int] = own([50, 100, 200, 500, 1000, 3000],
+                           IntList(low=2, example="[50, 100, 200]"),
+                           "sentences the general PCA is fitted on, one curve point each")
+    size_components: int = own(10, _Interval(int, 1, None),
+                               "general components evaluated in the sample-size curve")
+    components: list[int] | None = own(None, IntList(low=1, example="[1, 5, 10]"),
+                                       "numbers of components of the component curve; None "
+                                       "or 'all': a log grid from 1 to all", none=True)
+    layer: int = param("layer")
+    token: str = param("token")
+    device: str = param("device")
 
     def __post_init__(self):
+        check_fields(self)                  # every field against its constraint
         from .tasks import get_task
-        task = get_task(self.task)
-        if task.is_regression:
+        if get_task(self.task).is_regression:
             raise bad("task", self.task, "PCA probes need a classification task")
-        check_range("seed", self.seed, 0, integer=True)
-        check_range("max_seq_len", self.max_seq_len, 2, integer=True)
-        check_range("size_components", self.size_components, 1, integer=True)
         for name in ("max_train_samples", "max_eval_samples", "general_samples"):
-            if getattr(self, name) is not None:
+            if getattr(self, name) is not None:   # a PCA and a probe need more than the vocabulary's 1
                 check_range(name, getattr(self, name), 10, integer=True)
-        if (isinstance(self.sizes, (str, bytes)) or not isinstance(self.sizes, (list, tuple))
-                or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-                           for x in self.sizes)):
-            raise bad("sizes", self.sizes, "expected a list of whole numbers of sentences, "
-                      "such as [50, 100, 200]")
-        self.sizes = [int(s) for s in self.sizes]
-        if not self.sizes or min(self.sizes) < 2:
-            raise bad("sizes", self.sizes, "give sample sizes of at least 2 sentences")
 
 
 def _state_arrays(config: PCAConfig, finetuned: bool, store):

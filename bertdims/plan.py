@@ -4,7 +4,7 @@ in the results store, and about how long the rest will take (``bertdims plan``).
 Every chapter has a planner (:data:`PLANNERS`, keyed by chapter stem) that takes the chapter's
 parameters (its parameters cell with the preset's overrides over it) and lists the runs the
 chapter's library calls will ask the store for, in the order they ask: fine-tuning runs
-(kind ``finetune``, keyed by :func:`bertdims.finetune.stored_key`), sparse and multi-task
+(kind ``finetune``, keyed by :func:`bertdims.finetuning.stored_key`), sparse and multi-task
 training runs, and the analyses with their own stored entries (projections, probes, dimension
 rankings, PCA, salient neurons, weight distances). Work the analyses do inside those entries
 (representations, retention scores, bootstrap replicates) is not listed.
@@ -101,7 +101,7 @@ def _subset(task: str, split: str, limit: int | None, data_dir: str | None = Non
 
 def _finetune_sizes(cfg) -> tuple[int, int]:
     """(training examples, evaluation examples) of a fine-tuning config."""
-    from .finetune import MIN_DEV_SAMPLES
+    from .finetuning import MIN_DEV_SAMPLES
     n = _subset(cfg.task, "train", cfg.max_train_samples, cfg.data_dir)
     dev = max(MIN_DEV_SAMPLES, round(cfg.early_stopping_fraction * n)) if cfg.early_stopping_fraction > 0 else 0
     evals = sum(_subset(cfg.task, s, cfg.max_eval_samples, cfg.data_dir) for s in ("validation", "test"))
@@ -154,7 +154,7 @@ def length_factors(model: str, task: str, max_seq_len: int, batch_size: int,
     import numpy as np
     from transformers import AutoTokenizer
 
-    from .finetune import prepare_splits
+    from .finetuning import prepare_splits
     from .models import resolve_model
     from .tasks import get_task
     from .training import encode_split
@@ -188,7 +188,7 @@ def _read_share(cfg, num_layers: int) -> float:
 
 def _label(kind: str, cfg, **extra) -> str:
     """Short words for a run: its task and the fields that differ from the defaults."""
-    from .finetune import FinetuneConfig
+    from .finetuning import FinetuneConfig
     if kind == FINETUNE:
         default = FinetuneConfig()
         words = [kind, cfg.task]
@@ -224,7 +224,7 @@ def _analysis(chapter: str, kind: str, config: dict, examples: int, key_of: Call
 
 
 def _ft_base(p: dict, **fields):
-    from .finetune import FinetuneConfig
+    from .finetuning import FinetuneConfig
     return FinetuneConfig(model=p["model"], max_train_samples=p["max_train_samples"],
                           max_eval_samples=p["max_eval_samples"], max_seq_len=p["max_seq_len"],
                           epochs=p["epochs"], **fields)
@@ -285,7 +285,7 @@ def _ranking_words(task: str, seed: int, k: int, exclude: str = "") -> str:
 
 def plan_04_few_dimensions(p: dict) -> list[PlannedRun]:
     from . import dims
-    from .finetune import stored_key
+    from .finetuning import stored_key
     ch = "04_few_dimensions"
     base = _ft_base(p, lr=p["lr"], batch_size=p["batch_size"])
     methods, ks = dims._check_run_args(p["methods"], p["diagnostic_ks"], p["candidates"], dims.MODES)
@@ -393,7 +393,7 @@ def _model_dir(first: PlannedRun, store) -> str | None:
     """The model folder a later run starts from, when ``first`` is known and stored."""
     if store is None or first.depends:
         return None
-    from .finetune import stored_key
+    from .finetuning import stored_key
     key = stored_key(first.config, store)
     folder = store.path(FINETUNE, key) / "model"
     return str(folder) if store.get(FINETUNE, key) is not None else None
@@ -427,7 +427,7 @@ def _plan_multitask(ch: str, cc, sampler: str, sel) -> list[PlannedRun]:
 
 def _standard(ch: str, p: dict, task: str, seed: int) -> PlannedRun:
     """The fine-tuning the analyses use (:func:`bertdims.extract.standard_finetune`)."""
-    from .finetune import FinetuneConfig
+    from .finetuning import FinetuneConfig
     return _ft(ch, FinetuneConfig(model=p["model"], task=task, seed=seed,
                                   max_train_samples=p["max_train_samples"],
                                   max_eval_samples=p["max_eval_samples"],
@@ -521,7 +521,7 @@ def plan_11_dimension_agreement(p: dict) -> list[PlannedRun]:
     :func:`bertdims.agreement.outlier_retrain` (selected and random are chapter 4's)."""
     from . import dims
     from .agreement import SOURCES_VERSION, AgreementConfig
-    from .finetune import stored_key
+    from .finetuning import stored_key
     ch = "11_dimension_agreement"
     cfg = AgreementConfig(**{k: p[k] for k in AgreementConfig.__dataclass_fields__ if k in p})
     base, H = cfg.finetune_base(), dims.model_size(cfg.model)[1]
@@ -612,7 +612,7 @@ def stored_step_costs(store) -> dict[tuple, list[float]]:
             steps, seconds = info.get("steps_this_call") or 0, info.get("train_seconds_this_call")
             if info.get("fast_frozen") or not steps or not seconds:
                 continue
-            # the stored config is the key's (bertdims.finetune.key_config): trained layers
+            # the stored config is the key's (bertdims.finetuning.key_config): trained layers
             # and the layer read, in numbers
             model, seq, batch = cfg_dict["model"], cfg_dict["max_seq_len"], cfg_dict["batch_size"]
             share = _share(cfg_dict["trained_layers"], cfg_dict["layer"], model_size(model)[0])
@@ -878,7 +878,7 @@ def _make_plan(preset, chapters, store, root, overrides, calibrate, check_store)
 
 
 def _set_key(run: PlannedRun, store) -> None:
-    from .finetune import stored_key
+    from .finetuning import stored_key
     if run.depends:
         return
     if run.kind == FINETUNE:
@@ -917,7 +917,7 @@ def _stored_configs(store, exclude: set[str]) -> dict[str, list[dict]]:
 
 
 def _match(run: PlannedRun, candidates: list[dict]) -> bool:
-    from .finetune import key_config
+    from .finetuning import key_config
     want = key_config(run.config) if run.kind == FINETUNE else _plain(run.config)
     free = set(run.depends)
     k = _dims_count(run.depends.get("dims", ""))

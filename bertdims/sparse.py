@@ -33,7 +33,6 @@ Chapter: ``book/10_sparse_finetuning.ipynb``.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import shutil
@@ -48,12 +47,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import ConfigError, ConfigMixin, bad, check_choice, check_range
+from ._validate import ConfigError, ConfigMixin, bad, check_range
+from .params import Check, IntList, Interval, Options, check_fields, declared, derive, own, param
 from . import progress as _progress
 from .loop import (LoopState, accelerator, load_checkpoint, restore_best, run_device, run_loop,
                    save_checkpoint)
 from .store import write_json_atomic, write_payload
-from .finetune import FinetuneConfig as _EngineConfig
+from . import finetuning as _ft
+from .finetuning import FinetuneConfig as _EngineConfig
 
 #: Short names of the weight matrices of a BERT layer -> module path inside the layer.
 MATRICES = {
@@ -76,22 +77,31 @@ MASKS = ("learned", "magnitude", "random")
 #: the per-step training losses of a checkpointed learned mask, next to the engine's checkpoint
 STEPS_FILE = "steps.json"
 
-#: The fields of :class:`SparseConfig` that define the training recipe. They have the names,
-#: meanings and defaults of :class:`bertdims.finetune.FinetuneConfig`'s fields, and
-#: :meth:`SparseConfig.reference` passes them to the full-fine-tuning reference unchanged, so
-#: a sparse run and its reference see the same examples in the same batches for the same
-#: number of steps, on the same schedule, and keep their state by the same checkpoint rule.
-RECIPE = ("model", "task", "layer", "token", "head", "head_hidden", "dropout", "epochs",
-          "head_lr", "warmup", "batch_size", "micro_batch_size", "weight_decay", "max_grad_norm",
-          "max_train_samples", "max_eval_samples", "max_seq_len", "early_stopping_fraction",
-          "patience", "eval_every", "frozen_epochs", "seed", "device", "precision")
-
-_ENGINE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(_EngineConfig)}
+def _layer_numbers(value) -> list[int]:
+    """Encoder layers numbered 1..L, sorted, each once (``"3,1"`` is read as ``[1, 3]``)."""
+    try:
+        value = IntList(low=1, example="[1, 6]").check("layers", value)
+    except ConfigError:
+        raise bad("layers", value, "expected None (all encoder layers) or a non-empty list of "
+                  "layer numbers 1..L") from None
+    return sorted(set(value))
 
 
-def _recipe_default(name: str):
-    """The engine's default for a recipe field, so a sparse run's recipe follows it."""
-    return field(default=_ENGINE_DEFAULTS[name])
+def _names(text: str) -> list[str]:
+    """``"query, key"`` -> ``["query", "key"]`` (a flag's text)."""
+    return [t.strip() for t in text.split(",")]
+
+
+def _matrix_names(value):
+    """Keys of :data:`MATRICES`; one name is read as a list of one."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise bad("weights", value, "choose a list from: " + ", ".join(MATRICES))
+    unknown = [w for w in value if not isinstance(w, str) or w not in MATRICES]
+    if unknown or not value:
+        raise bad("weights", value, "choose from: " + ", ".join(MATRICES) + f" (unknown: {unknown})")
+    return value
 
 
 #: Part of every stored sparse run's key: bump when what a run computes changes. 2: the
@@ -107,7 +117,7 @@ class SparseConfig(ConfigMixin):
     Only the mask fields (``sparsity``, ``mask``, ``layers``, ``weights``, ``estimator``,
     ``score_lr``) belong to sparse fine-tuning. The other fields are the training recipe
     (:data:`RECIPE`): they have the names, meanings and defaults of
-    :class:`bertdims.finetune.FinetuneConfig`'s fields. :meth:`reference` is the full fine-tuning
+    :class:`bertdims.finetuning.FinetuneConfig`'s fields. :meth:`reference` is the full fine-tuning
     with the same recipe, and :meth:`from_reference` a sparse run with a given reference's recipe.
     A run that trains mask scores trains for ``epochs``, like its reference; a run in which nothing
     of the encoder trains (sparsity 0, or a fixed mask) trains its head on features computed once,
@@ -129,7 +139,8 @@ class SparseConfig(ConfigMixin):
         ``|W|`` of each matrix) or ``"random"`` (a random subset of each matrix, seeded by
         ``seed``).
     layers : list of int or None
-        Encoder layers (1..L) whose matrices are masked; None: all.
+        Encoder layers (1..L) whose matrices are masked, stored sorted and each once (a string
+        such as ``"3,1"`` is read as ``[1, 3]``); None: all.
     weights : list of str or None
         Which matrices of those layers are masked, keys of :data:`MATRICES`; None: all six. A
         single string stands for a list of one.
@@ -141,97 +152,86 @@ class SparseConfig(ConfigMixin):
         1, so they need a larger rate than the weights' ``lr``.
     layer, token, head, head_hidden, dropout :
         The classifier head: the layer and token it reads, its kind, its hidden units and the
-        dropout before it, as in :class:`bertdims.finetune.FinetuneConfig`.
+        dropout before it, as in :class:`bertdims.finetuning.FinetuneConfig`.
     epochs, head_lr, warmup, batch_size, micro_batch_size, weight_decay, max_grad_norm :
-        The optimisation, as in :class:`bertdims.finetune.FinetuneConfig` (``head_lr`` is the
+        The optimisation, as in :class:`bertdims.finetuning.FinetuneConfig` (``head_lr`` is the
         head's peak learning rate; the scores use ``score_lr``).
     max_train_samples, max_eval_samples, max_seq_len :
         The data: subset sizes of the training and evaluation splits, and tokens per example.
     early_stopping_fraction, patience, eval_every :
         The checkpoint rule and the evaluation points, as in
-        :class:`bertdims.finetune.FinetuneConfig`.
+        :class:`bertdims.finetuning.FinetuneConfig`.
     frozen_epochs : float
         Passes over the training set of a run in which only the head trains.
     seed, device, precision :
         The run's seed (data order, head initialisation, the random mask), the device and the
-        numeric precision, as in :class:`bertdims.finetune.FinetuneConfig`.
+        numeric precision, as in :class:`bertdims.finetuning.FinetuneConfig`.
 
     Raises
     ------
     ConfigError
         When ``sparsity`` is outside [0, 1), ``mask`` or ``estimator`` is unknown, ``layers`` is
         not None or a non-empty list of layer numbers >= 1, ``weights`` names no matrix or an
-        unknown one, ``score_lr`` is not positive, or a recipe field is not valid for
-        :class:`bertdims.finetune.FinetuneConfig`.
+        unknown one, ``score_lr`` is not positive, or a recipe field is outside its constraint in
+        :data:`bertdims.params.VOCABULARY` (the one :class:`bertdims.finetuning.FinetuneConfig`
+        checks).
     """
 
-    model: str = "embedded"
-    task: str = "rotten_tomatoes"
-    sparsity: float = 0.1
-    mask: str = "learned"
-    layers: list[int] | None = None
-    weights: list[str] | None = None
-    estimator: str = "topk"
-    score_lr: float = 1e-2
-    layer: int = _recipe_default('layer')
-    token: str = _recipe_default('token')
-    head: str = _recipe_default('head')
-    head_hidden: int = _recipe_default('head_hidden')
-    dropout: float = _recipe_default('dropout')
-    epochs: float = _recipe_default('epochs')
-    head_lr: float | None = _recipe_default('head_lr')
-    warmup: float = _recipe_default('warmup')
-    batch_size: int = _recipe_default('batch_size')
-    micro_batch_size: int = _recipe_default('micro_batch_size')
-    weight_decay: float = _recipe_default('weight_decay')
-    max_grad_norm: float | None = _recipe_default('max_grad_norm')
-    max_train_samples: int | None = _recipe_default('max_train_samples')
-    max_eval_samples: int | None = _recipe_default('max_eval_samples')
-    max_seq_len: int = _recipe_default('max_seq_len')
-    early_stopping_fraction: float = _recipe_default('early_stopping_fraction')
-    patience: int = _recipe_default('patience')
-    eval_every: int | None = _recipe_default('eval_every')
-    frozen_epochs: float = _recipe_default('frozen_epochs')
-    seed: int = _recipe_default('seed')
-    device: str = _recipe_default('device')
-    precision: str = _recipe_default('precision')
+    model: str = param("model")
+    task: str = param("task")
+    sparsity: float = own(0.1, Interval(float, 0, 1, "left"), "fraction of each masked matrix "
+                          "set to zero; 0 keeps every weight")
+    mask: str = own("learned", Options(MASKS), "learned (scores trained with the head), or a "
+                    "fixed control: magnitude, random")
+    layers: list[int] | None = own(None, Check(_layer_numbers, cli=str), "encoder layers 1..L "
+                                   "whose matrices are masked, comma-separated; None: all",
+                                   none=True)
+    weights: list[str] | None = own(None, Check(_matrix_names, cli=_names), "the matrices "
+                                    "masked, comma-separated: " + ",".join(MATRICES) + "; None: "
+                                    "all", none=True)
+    estimator: str = own("topk", Options(ESTIMATORS), "how a mask is learned: topk (top-k of "
+                         "the scores, straight-through gradient)")
+    score_lr: float = own(1e-2, Interval(float, 0, None, "right"), "peak learning rate of the "
+                          "mask scores")
+    layer: int = param("layer")
+    token: str = param("token")
+    head: str = param("head")
+    head_hidden: int = param("head_hidden")
+    dropout: float = param("dropout")
+    epochs: float = param("epochs")
+    head_lr: float | None = param("head_lr")
+    warmup: float = param("warmup")
+    batch_size: int = param("batch_size")
+    micro_batch_size: int = param("micro_batch_size")
+    weight_decay: float = param("weight_decay")
+    max_grad_norm: float | None = param("max_grad_norm")
+    max_train_samples: int | None = param("max_train_samples")
+    max_eval_samples: int | None = param("max_eval_samples")
+    max_seq_len: int = param("max_seq_len")
+    early_stopping_fraction: float = param("early_stopping_fraction")
+    patience: int = param("patience")
+    eval_every: int | None = param("eval_every")
+    frozen_epochs: float = param("frozen_epochs")
+    seed: int = param("seed")
+    device: str = param("device")
+    precision: str = param("precision")
 
     dims = None  # the classifier reads all dimensions (SelectiveClassifier asks for it)
 
     def __post_init__(self):
-        check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
-        check_choice("mask", self.mask, MASKS)
-        check_choice("estimator", self.estimator, ESTIMATORS)
-        if self.layers is not None:
-            if not isinstance(self.layers, (list, tuple)) or not self.layers or not all(
-                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in self.layers):
-                raise bad("layers", self.layers, "expected None (all encoder layers) or a non-empty "
-                          "list of layer numbers 1..L")
-            self.layers = sorted(set(self.layers))
-        if self.weights is not None:
-            if isinstance(self.weights, str):
-                self.weights = [self.weights]
-            if not isinstance(self.weights, (list, tuple)):
-                raise bad("weights", self.weights, "choose a list from: " + ", ".join(MATRICES))
-            unknown = [w for w in self.weights if not isinstance(w, str) or w not in MATRICES]
-            if unknown or not self.weights:
-                raise bad("weights", self.weights, "choose from: " + ", ".join(MATRICES)
-                          + f" (unknown: {unknown})")
-        check_range("score_lr", self.score_lr, 0, low_open=True)
-        self.reference()            # the recipe fields are checked by the engine's own config
+        check_fields(self)     # every field against its constraint (the recipe: the vocabulary's)
 
     def reference(self, **changes):
         """The full fine-tuning with this run's recipe: a
-        :class:`bertdims.finetune.FinetuneConfig` built from the :data:`RECIPE` fields (and
+        :class:`bertdims.finetuning.FinetuneConfig` built from the :data:`RECIPE` fields (and
         ``changes``, e.g. ``freeze=L`` for the head alone on the frozen encoder)."""
-        from .training import finetune_module
-        return finetune_module().FinetuneConfig(**{**{f: getattr(self, f) for f in RECIPE}, **changes})
+        return derive(_EngineConfig, self, **changes)
 
     @classmethod
     def from_reference(cls, reference, **sparse) -> "SparseConfig":
         """A sparse run with the recipe of ``reference`` (a ``FinetuneConfig``) and the mask
         fields in ``sparse`` (``sparsity``, ``mask``, ``layers``, ``weights``, ``score_lr``)."""
-        return cls(**{f: getattr(reference, f) for f in RECIPE}, **sparse)
+        return derive(cls, reference, **sparse)
 
     @property
     def trains_mask(self) -> bool:
@@ -257,6 +257,15 @@ class SparseConfig(ConfigMixin):
                       f"{self.model!r} ({num_layers} encoder layers)")
         if self.layer != -1 and not 1 <= self.layer <= num_layers:
             raise bad("layer", self.layer, f"expected -1 (top) or 1..{num_layers}")
+
+
+#: The fields of :class:`SparseConfig` that define the training recipe: those it shares with
+#: :class:`bertdims.finetuning.FinetuneConfig` (the vocabulary's names, meanings, defaults and
+#: checks). :meth:`SparseConfig.reference` passes them to the full-fine-tuning reference
+#: unchanged, so a sparse run and its reference see the same examples in the same batches for
+#: the same number of steps, on the same schedule, and keep their state by the same checkpoint
+#: rule.
+RECIPE = tuple(f for f in declared(SparseConfig) if f in declared(_EngineConfig))
 
 
 # ------------------------------------------------------------------------------ masking
@@ -643,11 +652,6 @@ class SparseTraining:
     predictions: dict
 
 
-def _engine():
-    from .training import finetune_module
-    return finetune_module()
-
-
 def build_sparse_classifier(config: SparseConfig, device: str | torch.device = "cpu"):
     """The classifier (:class:`bertdims.heads.SelectiveClassifier`) over the pretrained
     encoder: with :class:`MaskedLinear` matrices whose scores train (a learned mask), or with
@@ -678,11 +682,11 @@ def build_sparse_classifier(config: SparseConfig, device: str | torch.device = "
 
 
 def _splits(config: SparseConfig, task, tokenizer, data):
-    """Encoded splits: the engine's (:func:`bertdims.finetune.prepare_splits` with the
+    """Encoded splits: the engine's (:func:`bertdims.finetuning.prepare_splits` with the
     reference's sizes and checkpoint rule), or ``data`` (split -> ``datasets.Dataset``)."""
     from .training import encode_split
     if data is None:
-        data = _engine().prepare_splits(task, max_train_samples=config.max_train_samples,
+        data = _ft.prepare_splits(task, max_train_samples=config.max_train_samples,
                                         max_eval_samples=config.max_eval_samples,
                                         early_stopping_fraction=config.early_stopping_fraction)
     return {name: encode_split(task, ds, tokenizer, config.max_seq_len) for name, ds in data.items()}
@@ -710,7 +714,7 @@ def train_sparse(config: SparseConfig, *, data=None, checkpoints: str | Path | N
     from .device import pick_device, pick_precision
     from .tasks import get_task
     from .training import Collator
-    ft = _engine()
+    ft = _ft
     task = get_task(config.task)
     device = pick_device(config.device)
     precision = pick_precision(config.precision, device)
@@ -769,7 +773,7 @@ def _train_learned(config, ref, task, clf, enc, collate, eval_bs, acc, precision
     head training; with ``ckpt_dir``, the engine's resumable checkpoints (the per-step losses
     ride along)."""
     from .training import slanted_triangular
-    ft = _engine()
+    ft = _ft
     device, train = ft._device_of(clf), enc["train"]
     feats = ft._features_of(clf, train, collate, eval_bs, device, precision,
                            train_layers=set(range(clf.num_layers + 1)))   # all in training mode
@@ -1050,7 +1054,7 @@ def sparse_study(base: SparseConfig, sparsities: Sequence[float], seeds: Sequenc
         raise bad("seeds", seeds, "expected a non-empty list of integers >= 0")
     if control_sparsity is not None:
         check_range("control_sparsity", control_sparsity, 0.0, 1.0, low_open=True, high_open=True)
-    ft = _engine()
+    ft = _ft
     metric = get_task(base.task).metric
     rows, hists, preds, labels, runs = [], [], {}, None, {}
     from .executor import ensure_runs
@@ -1239,7 +1243,7 @@ def verify_stored_task(run, store=None) -> dict:
         ``{"stored": the run's metrics, "reloaded": the metrics recomputed, "identical": bool}``,
         metrics as {split: {metric: value}}.
     """
-    from .finetune import prepare_splits
+    from .finetuning import prepare_splits
     from .store import ResultStore
     from .tasks import get_task
     from .training import evaluate, make_loader

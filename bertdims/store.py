@@ -79,9 +79,9 @@ log = logging.getLogger("bertdims.store")
 #: here and nowhere else (tests/test_store.py checks that every kind the library passes to the
 #: store is in this table); code outside the library adds its own with :func:`register_kind`.
 SCHEMAS: dict[str, int] = {
-    # fine-tuning (bertdims.finetune): metrics, history, per-example predictions, model weights
+    # fine-tuning (bertdims.finetuning): metrics, history, per-example predictions, model weights
     "finetune": 1,
-    # frozen-encoder features (bertdims.finetune): one (n, H) array per split, read by frozen runs
+    # frozen-encoder features (bertdims.finetuning): one (n, H) array per split, read by frozen runs
     "frozen_features": 1,
     # streamed token representations (bertdims.extract): layer_<i>.npy, labels, indices
     "representations": 1,

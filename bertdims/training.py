@@ -6,7 +6,7 @@ Representation Models, section 2, after Sun et al. 2019): AdamW (beta 0.9/0.999)
 learning rate (1e-4 by default, the paper 2e-5) for the top layer decayed by 0.95 per layer below
 (``LR_n = 0.95 * LR_{n+1}``), a slanted triangular schedule with 10 % warm-up and a minimum of 0,
 batch size 32 through gradient accumulation, dropout 0.1 after the token vector.
-:func:`bertdims.finetune.finetune` puts them together; the cross-fine-tuning, sparse and PCA
+:func:`bertdims.finetuning.finetune` puts them together; the cross-fine-tuning, sparse and PCA
 code reuse them one by one.
 
 Layer numbering everywhere: 0 is the embeddings, 1..L the transformer blocks, ``"head"`` the
@@ -281,11 +281,3 @@ def slanted_triangular(optimizer: torch.optim.Optimizer, total_steps: int, warmu
         return max(0.0, (total - step) / max(total - warm, 1))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def finetune_module():
-    """The module :mod:`bertdims.finetune` (the package namespace exports the function of the
-    same name, so ``bertdims.finetune`` is not the module); imported lazily by the experiment
-    families that launch fine-tuning runs."""
-    import importlib
-    return importlib.import_module("bertdims.finetune")

@@ -1,8 +1,16 @@
 """Small in-memory tasks for the fine-tuning tests (a classification and a regression one),
-registered in the task registry under names starting with ``_test_``."""
+registered in the task registry under names starting with ``_test_``.
+
+Tests register them through :func:`registered_test_tasks` (or the ``tiny_tasks`` fixture of
+conftest.py), which removes them again afterwards, so that no test leaves them in the registry."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+
+#: The names of the two tasks (classification, regression).
+TEST_TASKS = ("_test_cls", "_test_reg")
 
 POS = "good great fine superb lovely nice".split()
 NEG = "bad awful poor boring dull ugly".split()
@@ -38,16 +46,34 @@ def _loader(regression: bool):
 
 
 def register_test_tasks() -> tuple[str, str]:
-    """Register ``_test_cls`` (2 classes, accuracy) and ``_test_reg`` (scores, pearson/spearman)."""
+    """Register ``_test_cls`` (2 classes, accuracy) and ``_test_reg`` (scores, pearson/spearman)
+    where missing. In a test, use :func:`registered_test_tasks` (or the ``tiny_tasks`` fixture),
+    which also removes them again; this bare form is for a separate process (a script)."""
     from bertdims.tasks import Task, register, task_names
-    if "_test_cls" not in task_names():
+    known = task_names()
+    if "_test_cls" not in known:
         register(Task(name="_test_cls", source="embedded", text_fields=("text",),
                       label_type="classification", label_names=("neg", "pos"),
                       metrics=("accuracy",), loader=_loader(False)))
+    if "_test_reg" not in known:
         register(Task(name="_test_reg", source="embedded", text_fields=("text",),
                       label_type="regression", label_names=(), metrics=("pearson", "spearman"),
                       loader=_loader(True)))
-    return "_test_cls", "_test_reg"
+    return TEST_TASKS
+
+
+@contextlib.contextmanager
+def registered_test_tasks():
+    """The two tasks registered for the ``with`` block and unregistered after it; a task that
+    was registered before the block (by an enclosing scope) is left registered."""
+    from bertdims.tasks import task_names, unregister
+    added = [name for name in TEST_TASKS if name not in task_names()]
+    register_test_tasks()
+    try:
+        yield TEST_TASKS
+    finally:
+        for name in added:
+            unregister(name)
 
 
 class Killed(RuntimeError):
@@ -55,7 +81,7 @@ class Killed(RuntimeError):
 
 
 def stop_at(stop: int):
-    """A ``_after_step`` hook (of bertdims.finetune, sparse or multitask) that raises
+    """A ``_after_step`` hook (of bertdims.finetuning, sparse or multitask) that raises
     :class:`Killed` once step ``stop`` is done (after any checkpoint due at that step)."""
     def hook(step: int) -> None:
         if step == stop:

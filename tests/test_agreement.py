@@ -235,12 +235,11 @@ def test_outlier_effects_compare_the_settings_paired_by_seed():
 
 # ------------------------------------------------------------------------ end to end
 @pytest.mark.slow
-def test_rankings_and_outlier_retraining_on_tiny_bert(tiny_bert, store, monkeypatch):
+def test_rankings_and_outlier_retraining_on_tiny_bert(tiny_bert, store, monkeypatch, tiny_tasks):
     """Every source for every model, the retraining grid through the store, and a rerun
     that trains nothing."""
     from bertdims.agreement import outlier_retrain, rankings_study, top_table
-    from finetune_tasks import register_test_tasks
-    cls, _ = register_test_tasks()
+    cls, _ = tiny_tasks
     config = AgreementConfig(model=tiny_bert, tasks=[cls], seeds=[0, 1], max_train_samples=48,
                              max_eval_samples=30, max_seq_len=16, epochs=1.0, n_neurons=3,
                              folds=3, top_k=2, retrain_k=2, general_samples=20, n_null=50,
@@ -261,7 +260,7 @@ def test_rankings_and_outlier_retraining_on_tiny_bert(tiny_bert, store, monkeypa
     assert (s[s.setting == "without outliers"].n_outliers == 0).all()
     assert study.predictions[(cls, "outliers")].shape == (2, 30)
     import importlib
-    ft = importlib.import_module("bertdims.finetune")
+    ft = importlib.import_module("bertdims.finetuning")
     monkeypatch.setattr(ft, "_train", lambda *a, **k: pytest.fail("retrained"))
     again = outlier_retrain(config, rankings_study(config, store=store), store=store)
     pd.testing.assert_frame_equal(again.scores, s)

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-
-from bertdims._validate import ConfigError  # noqa: E402
+from bertdims._validate import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES: collections.Counter = collections.Counter()   # (kind, "accepted" | "refused") -> count
@@ -28,7 +26,7 @@ def _configs() -> list[type]:
     from bertdims.crossft import CrossConfig
     from bertdims.distances import DistanceConfig, LayerStudyConfig
     from bertdims.extract import ExtractConfig
-    from bertdims.finetune import FinetuneConfig
+    from bertdims.finetuning import FinetuneConfig
     from bertdims.multitask import MultitaskConfig
     from bertdims.neurons import NeuronsConfig
     from bertdims.pca import PCAConfig

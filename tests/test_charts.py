@@ -48,7 +48,32 @@ def test_band_from_raw_rows_is_mean_and_stdev(raw):
     assert band["mark"]["type"] == "errorband" and band["mark"]["extent"] == "stdev"
     assert line["encoding"]["y"]["aggregate"] == "mean"
     scene = vlc.vegalite_to_scenegraph(charts.line_with_band(raw, "layer", "acc").to_dict())
-    assert scene  # compiles with vega
+    drawn = _marks(scene["scenegraph"], {})          # rendered by Vega: one point per layer
+    stats = raw.groupby("layer")["acc"].agg(["mean", "std"])      # std: the sample one (ddof=1)
+    assert len(drawn["line"]) == len(drawn["area"]) == len(stats) == 4
+    # the y scale is linear: fitted on the line's points, it maps the band's edges back to
+    # mean - sd and mean + sd of each layer's raw rows
+    line_y = np.array([item["y"] for item in drawn["line"]])
+    slope, offset = np.polyfit(stats["mean"], line_y, 1)
+    np.testing.assert_allclose(offset + slope * stats["mean"], line_y, atol=1e-6)
+    low = (np.array([item["y"] for item in drawn["area"]]) - offset) / slope
+    high = (np.array([item["y2"] for item in drawn["area"]]) - offset) / slope
+    np.testing.assert_allclose(low, stats["mean"] - stats["std"], atol=1e-9)
+    np.testing.assert_allclose(high, stats["mean"] + stats["std"], atol=1e-9)
+
+
+def _marks(node, out: dict) -> dict:
+    """The items of every mark of a Vega scenegraph, by mark type."""
+    if isinstance(node, dict):
+        if node.get("role") == "mark":
+            out[node["marktype"]] = node["items"]
+        for value in node.values():
+            if isinstance(value, (dict, list)):
+                _marks(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _marks(value, out)
+    return out
 
 
 def test_types_inferred_and_overridable(raw):

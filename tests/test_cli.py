@@ -6,16 +6,18 @@ from pathlib import Path
 from bertdims.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
+from change_detectors import SPLIT_SIZES_CHANGE_DETECTOR  # noqa: E402
 from cli_checks import assert_one_line_refusal  # noqa: E402
 
 
 def test_tasks_lists_the_five_embedded_tasks_with_sizes(capsys):
     assert main(["tasks", "--source", "embedded"]) == 0
-    out = capsys.readouterr().out
-    for name, train in [("rotten_tomatoes", "10234"), ("bbc_news", "1701"), ("20newsgroups", "10146"),
-                        ("reuters_r8", "4881"), ("stsb", "5749")]:
-        line = next(l for l in out.splitlines() if l.strip().startswith(name))
-        assert "embedded" in line and train in line.replace(",", ""), line
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-3:] == ["train", "validation", "test"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert list(rows) == list(SPLIT_SIZES_CHANGE_DETECTOR)        # the five, in registry order
+    for name, sizes in SPLIT_SIZES_CHANGE_DETECTOR.items():       # golden counts: a change detector
+        assert rows[name][1] == "embedded" and tuple(map(int, rows[name][-3:])) == sizes, rows[name]
 
 
 def test_console_script_is_installed():

@@ -3,7 +3,6 @@
 Synthetic representations with planted informative dimensions check that both ranking
 methods find them; the end-to-end test fine-tunes the tiny BERT through the engine.
 """
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from bertdims.dims import (LinearHead, Representations, chance_score, check_ks, 
 from bertdims.tasks import Task
 
 sys.path.insert(0, str(Path(__file__).parent))
+from chart_specs import channel, views  # noqa: E402
 
 BINARY = Task(name="synthetic_binary", source="embedded", text_fields=("text",),
               label_type="classification", label_names=("neg", "pos"), metrics=("accuracy",))
@@ -151,11 +151,10 @@ def test_chance_is_the_majority_training_class_not_one_over_classes():
     assert chance_score(THREE, np.array([2, 2, 0]), np.array([0, 1, 2, 2])) == pytest.approx(0.5)
 
 
-def test_chance_reads_the_examples_fine_tuning_uses():
+def test_chance_reads_the_examples_fine_tuning_uses(tiny_tasks):
     import bertdims.tasks
     from bertdims.dims import constant_predictions
-    from finetune_tasks import register_test_tasks
-    cls, reg = register_test_tasks()
+    cls, reg = tiny_tasks
     assert not hasattr(bertdims.tasks, "chance_level")          # one definition of chance
     preds, labels = constant_predictions(cls, max_eval_samples=30)
     assert preds.shape == (1, 30) and labels.shape == (30,)
@@ -209,13 +208,12 @@ def test_single_scores_use_fit_and_score_splits():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("bertdims.finetune") is None, reason="engine missing")
 def test_run_dims_end_to_end_on_tiny_bert(tiny_bert, store):
     """Fine-tune the tiny BERT, rank, score the top k and retrain on two dimensions; the
     masked run with every dimension is the fine-tuned model itself, and a rerun reads the
     store back without recomputing."""
     from bertdims.dims import run_dims
-    from bertdims.finetune import FinetuneConfig
+    from bertdims.finetuning import FinetuneConfig
     cfg = FinetuneConfig(model=tiny_bert, task="rotten_tomatoes", max_train_samples=48,
                          max_eval_samples=40, max_seq_len=24, device="cpu", precision="fp32")
     res = run_dims(cfg, store=store, candidates=6, ks=(1, 2, "all"), retrain_ks=[2])
@@ -235,9 +233,8 @@ def test_run_dims_end_to_end_on_tiny_bert(tiny_bert, store):
 
 
 def test_run_dims_rejects_bad_arguments_before_training(store):
-    pytest.importorskip("bertdims.finetune")
     from bertdims.dims import run_dims
-    from bertdims.finetune import FinetuneConfig
+    from bertdims.finetuning import FinetuneConfig
     cfg = FinetuneConfig(task="rotten_tomatoes", max_train_samples=8)
     with pytest.raises(ConfigError, match="'candidates'.*largest k"):
         run_dims(cfg, store=store, candidates=3, ks=(1, 5))
@@ -256,10 +253,36 @@ def test_summaries_and_charts_from_tidy_runs():
     row = summary[(summary.task == "a") & (summary.setting == "x")].iloc[0]
     assert row["mean"] == pytest.approx(0.85) and row["sd"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
     assert row["n"] == 2 and row["mean ± sd"] == "0.850 ± 0.071"
-    assert compare_runs_chart(runs, "setting").to_dict()["facet"]
-    assert trend_chart(runs.assign(layer=[1, 2] * 4), "layer", column=None, rule=0.5).to_dict()["layer"]
+    records = runs.to_dict("records")
+    # one panel per task; in each, the runs as points, their sd as bars and their mean as a tick
+    spec = compare_runs_chart(runs, "setting").to_dict()
+    assert spec["facet"]["column"]["field"] == "task"
+    drawn = views(spec)
+    assert [v["mark"] for v in drawn] == ["circle", "errorbar", "tick"]
+    assert [channel(v, "y") for v in drawn] == [("value", None, "quantitative")] * 2 + [
+        ("value", "mean", "quantitative")]
+    assert all(channel(v, "x")[0] == "setting" and v["rows"] == records for v in drawn)
+    # no panels (column=None): mean line, sd bars, single runs and the rule at 0.5
+    trended = runs.assign(layer=[1, 2] * 4)
+    spec = trend_chart(trended, "layer", column=None, rule=0.5).to_dict()
+    assert "facet" not in spec
+    drawn = views(spec)
+    assert [v["mark"] for v in drawn] == ["line", "errorbar", "circle", "rule"]
+    assert [channel(v, "y") for v in drawn] == [("value", "mean", "quantitative"),
+                                                ("value", None, "quantitative"),
+                                                ("value", None, "quantitative"), ("datum", 0.5, None)]
+    assert all(channel(v, "x") == ("layer", None, "ordinal") for v in drawn[:3])
+    assert all(v["rows"] == trended.to_dict("records") for v in drawn)
     scores = evaluate_k(make_reps(BINARY), list(range(10)), ks=[1, 2, "all"]).assign(method="single", seed=0)
-    assert share_chart(scores.assign(k=scores.k.astype(str))).to_dict()
+    spec = share_chart(scores.assign(k=scores.k.astype(str))).to_dict()
+    drawn = views(spec)
+    assert [v["mark"] for v in drawn] == ["line", "errorbar", "circle", "rule"]
+    assert channel(drawn[0], "y") == ("share", "mean", "quantitative")
+    assert channel(drawn[0], "color")[0] == "how"
+    assert channel(drawn[-1], "y") == ("datum", 0.98, None)          # the paper's 98% threshold
+    assert [(r["k"], r["how"], r["share"]) for r in drawn[0]["rows"]] == [
+        (str(k), f"{m} / single", pytest.approx(v))
+        for k, m, v in zip(scores.k, scores["mode"], scores.share)]
     ranks = pd.concat([rank_dimensions(make_reps(BINARY, seed=s), "single").assign(task="t", seed=s)
                        for s in (0, 1)])
     chosen = chosen_dims(ranks, k=3)
@@ -267,9 +290,8 @@ def test_summaries_and_charts_from_tidy_runs():
 
 
 def test_finetune_grid_checks_every_config_before_training(store):
-    pytest.importorskip("bertdims.finetune")
     from bertdims.dims import finetune_grid
-    from bertdims.finetune import FinetuneConfig
+    from bertdims.finetuning import FinetuneConfig
     base = FinetuneConfig(task="rotten_tomatoes", max_train_samples=8)
     with pytest.raises(ConfigError, match="'freeze'"):
         finetune_grid(base, freeze=[0, 99], store=store)
@@ -278,14 +300,13 @@ def test_finetune_grid_checks_every_config_before_training(store):
     assert len(store.runs()) == 0
 
 
-def test_grid_probe_and_constant_predictions_line_up(tiny_bert, store):
+def test_grid_probe_and_constant_predictions_line_up(tiny_bert, store, tiny_tasks):
     """Per-example predictions of fine-tuning runs (one row per seed), of the frozen probe and
     of the constant guess, all on the same examples in the same order."""
     import bertdims
     from bertdims.dims import constant_predictions, grid_predictions, probe_baseline, probe_predictions
-    from bertdims.finetune import FinetuneConfig
-    from finetune_tasks import register_test_tasks
-    cls, _ = register_test_tasks()
+    from bertdims.finetuning import FinetuneConfig
+    cls, _ = tiny_tasks
     base = FinetuneConfig(model=tiny_bert, task=cls, max_train_samples=32, max_eval_samples=30,
                           max_seq_len=24, device="cpu", precision="fp32")
     preds, labels = grid_predictions(base, store=store, seed=[0, 1])

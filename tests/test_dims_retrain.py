@@ -136,14 +136,13 @@ def test_an_effect_the_stats_layer_refuses_is_not_computed_and_cannot_be_picked(
 
 
 @pytest.mark.slow
-def test_retrain_study_on_tiny_bert(tiny_bert, store, monkeypatch):
+def test_retrain_study_on_tiny_bert(tiny_bert, store, monkeypatch, tiny_tasks):
     """Selected and random runs per seed and k, through the store; the full runs are the
     plain fine-tuning runs; predictions line up with the scores; a rerun trains nothing."""
     from bertdims.dims import retrain_study, run_dims_grid
-    from bertdims.finetune import FinetuneConfig, finetune
+    from bertdims.finetuning import FinetuneConfig, finetune
     from bertdims.stats import metric_scores
-    from finetune_tasks import register_test_tasks
-    cls, _ = register_test_tasks()
+    cls, _ = tiny_tasks
     base = FinetuneConfig(model=tiny_bert, task=cls, max_train_samples=48, max_eval_samples=30,
                           max_seq_len=16, device="cpu", precision="fp32")
     res = run_dims_grid(base, tasks=[cls], seeds=[0, 1], store=store, methods=["single"],
@@ -168,7 +167,7 @@ def test_retrain_study_on_tiny_bert(tiny_bert, store, monkeypatch):
                                ("full", "selected 1", "selected 2", "random 1", "random 2")}
     assert study.runs[(cls, "random 1", 1)].config.dims == random_dims(32, 1, 1, cls)
     import importlib
-    ft = importlib.import_module("bertdims.finetune")      # the module, not the function
+    ft = importlib.import_module("bertdims.finetuning")      # the module, not the function
     monkeypatch.setattr(ft, "_train", lambda *a, **k: pytest.fail("retrained"))
     again = retrain_study(base, res.rankings, ks=[1, 2], store=store)
     pd.testing.assert_frame_equal(again.scores, s)

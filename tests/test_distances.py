@@ -1,4 +1,6 @@
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +13,9 @@ from bertdims.distances import (aggregate_distances, angular_distance,
                                 weight_distances, LayerStudyConfig, DistanceConfig)
 from bertdims.study_charts import distance_chart, kind_chart
 from bertdims.testing import make_tiny_bert
+
+sys.path.insert(0, str(Path(__file__).parent))
+from chart_specs import channel, views  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +135,13 @@ def test_charts_build(pair):
     df = pd.concat([weight_distances(a, b).assign(comparison="x"),
                     weight_distances(b, a).assign(comparison="y")])
     assert distance_chart(layer_distances(df, by="comparison")).to_dict()["mark"]["type"] == "line"
-    assert kind_chart(aggregate_distances(df, ["comparison", "kind"])).to_dict()
+    agg = aggregate_distances(df, ["comparison", "kind"])
+    [bars] = views(kind_chart(agg).to_dict())               # bars of the mean l1 per kind
+    assert bars["mark"] == "bar" and channel(bars, "x")[0] == "kind"
+    assert channel(bars, "y") == ("l1", "mean", "quantitative")
+    assert channel(bars, "xOffset")[0] == channel(bars, "color")[0] == "comparison"
+    assert [(r["comparison"], r["kind"], r["l1"]) for r in bars["rows"]] == \
+        list(zip(agg["comparison"], agg["kind"], agg["l1"]))
 
 
 def test_study_configs_validate():
@@ -228,7 +239,18 @@ def test_effect_helpers_and_records(store):
     assert values["close_verdict"] == "reproduced" and values["close_seeds"] == 3
     table = effects_table({"close": eff, "unsure": unsure})
     assert list(table["verdict"]) == ["reproduced", "inconclusive"]
-    assert effect_chart(table).to_dict()
+    drawn = views(effect_chart(table).to_dict())
+    # the 0 line, the margins as ticks at -margin and +margin, the intervals and the estimates
+    assert [v["mark"] for v in drawn] == ["rule", "tick", "tick", "rule", "point"]
+    zero, low_margin, high_margin, intervals, estimates = drawn
+    assert zero["rows"] == [{"x": 0.0}] and channel(zero, "x")[0] == "x"
+    assert [channel(v, "x")[0] for v in drawn[1:]] == ["lo_m", "hi_m", "low", "estimate"]
+    assert channel(intervals, "x2")[0] == "high" and channel(estimates, "color")[0] == "verdict"
+    assert [(r["comparison"], r["estimate"], r["low"], r["high"], r["lo_m"], r["hi_m"], r["verdict"])
+            for r in estimates["rows"]] == [
+        (c, e, lo, hi, -m, m, v) for c, e, lo, hi, m, v in
+        zip(table["comparison"], table["estimate"], table["low"], table["high"], table["margin"],
+            table["verdict"])]
     params = {"model": "embedded", "seeds": [0, 1, 2]}
     missing = record_known_verdicts(store, "09_weight_distances", {"close": eff, "other": eff},
                                     {"close": "p3-close-to-pretrained", "other": "p3-not-registered"},

@@ -17,13 +17,13 @@ import torch
 
 from bertdims import executor
 from bertdims.dims import finetune_grid, grid_predictions
-from bertdims.finetune import FinetuneConfig, finetune, stored_key
+from bertdims.finetuning import FinetuneConfig, finetune, stored_key
 from bertdims.store import DamagedEntryWarning, ResultStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_checks import assert_one_line_refusal  # noqa: E402
 
-ft = importlib.import_module("bertdims.finetune")
+ft = importlib.import_module("bertdims.finetuning")
 GRID = {"seed": [0, 1], "freeze": [0, 1]}          # 4 runs
 
 
@@ -128,7 +128,10 @@ def test_a_worker_killed_mid_run_leaves_the_grid_complete_and_the_store_valid(ti
         warnings.simplefilter("error", DamagedEntryWarning)
         for cfg in cfgs:
             hit = store.get("finetune", stored_key(cfg, store))
-            assert hit is not None and hit.result["metrics"]["test"]["accuracy"] >= 0
+            assert hit is not None
+            preds, labels = hit.array("pred_test"), hit.array("label_test")     # a complete entry
+            assert len(labels) == 24
+            assert hit.result["metrics"]["test"]["accuracy"] == pytest.approx(np.mean(preds == labels))
             assert finetune(cfg, store=store, progress=False, keep_model=False).cached
 
 

@@ -78,8 +78,8 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     ("_embedded", ["tasks", "_hub"]),           # catalogues: no registration by side effect
     ("_hub", ["tasks"]),
     ("task_spec", ["tasks", "_embedded", "_hub"]),
-    ("finetune_config", ["finetune", "heads", "training"]),
-    ("loop", ["finetune", "sparse", "multitask", "heads", "training", "store"]),   # the one loop
+    ("finetune_config", ["finetuning", "heads", "training"]),
+    ("loop", ["finetuning", "sparse", "multitask", "heads", "training", "store"]),   # the one loop
     ("probes", ["pca", "neurons", "dims"]),
     ("parameters", ["chapters", "plan"]),
     ("executor", ["sparse", "dims", "crossft", "distances"]),
@@ -104,12 +104,12 @@ def test_the_registry_lists_embedded_tasks_first_then_the_hub():
 #: The modules that compute (training, analysis, statistics, the store) and the ones that only
 #: present or take input (charts, sentences, the chapter runner, the scorecard and its claims,
 #: the command line).
-NUMERICS = ["models", "heads", "training", "loop", "finetune", "finetune_config", "multitask", "sparse",
+NUMERICS = ["params", "models", "heads", "training", "loop", "finetuning", "finetune_config", "multitask", "sparse",
             "extract", "probes", "dims", "pca", "neurons", "distances", "crossft", "agreement",
             "stats", "store", "tasks", "executor"]
 PRESENTATION = ["charts", "fewdims_charts", "study_charts", "findings", "study_findings",
                 "report", "scorecard", "claims", "chapters", "webassets", "overview", "plan",
-                "cli", "commands"]
+                "cli", "commands", "flags"]
 
 
 def _imports(module: str, packages: tuple[str, ...]) -> list[int]:
@@ -131,3 +131,15 @@ def test_a_numerics_module_never_reaches_charts_sentences_or_the_command_line(mo
     assert not reached & set(PRESENTATION), sorted(reached & set(PRESENTATION))
     front = {m: _imports(m, ("altair", "argparse")) for m in reached if _imports(m, ("altair", "argparse"))}
     assert not front, f"imports altair or argparse: {front}"
+
+
+def test_no_public_name_shadows_a_module():
+    """``bertdims.<name>`` is the module ``bertdims/<name>.py`` whenever that file exists (the
+    fine-tuning module is ``finetuning``, so ``bd.finetune`` can be the function)."""
+    import types
+
+    import bertdims as bd
+    shadowed = {p.stem: type(getattr(bd, p.stem)).__name__ for p in PACKAGE.glob("*.py")
+                if not p.stem.startswith("__") and hasattr(bd, p.stem)
+                and not isinstance(getattr(bd, p.stem), types.ModuleType)}
+    assert not shadowed

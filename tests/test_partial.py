@@ -1,4 +1,4 @@
-"""Partial training, one key per experiment and lean storage (bertdims.finetune)."""
+"""Partial training, one key per experiment and lean storage (bertdims.finetuning)."""
 from __future__ import annotations
 
 import importlib
@@ -10,13 +10,20 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from finetune_tasks import Killed, register_test_tasks, stop_at  # noqa: E402
+from finetune_tasks import TEST_TASKS, Killed, registered_test_tasks, stop_at  # noqa: E402
 
 from bertdims import ConfigError  # noqa: E402
-from bertdims.finetune import FinetuneConfig, finetune, stored_key  # noqa: E402
+from bertdims.finetuning import FinetuneConfig, finetune, stored_key  # noqa: E402
 
-ft = importlib.import_module("bertdims.finetune")
-CLS_TASK, REG_TASK = register_test_tasks()
+ft = importlib.import_module("bertdims.finetuning")
+CLS_TASK, REG_TASK = TEST_TASKS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def test_tasks_registered():
+    """The two small tasks, registered for this module and removed from the registry after it."""
+    with registered_test_tasks():
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -173,7 +180,8 @@ def test_frozen_runs_share_one_stored_forward_pass(bert4, store):
 def test_keep_models_flag_reaches_the_kernels(command, monkeypatch):
     from bertdims.chapters import _keep_models
     from bertdims.cli import build_parser
-    monkeypatch.delenv(ft.KEEP_MODELS_ENV, raising=False)
+    monkeypatch.setenv(ft.KEEP_MODELS_ENV, "")      # recorded, so the test's setting is undone
+    monkeypatch.delenv(ft.KEEP_MODELS_ENV)
     _keep_models(build_parser().parse_args(command[:-1]))
     assert ft.KEEP_MODELS_ENV not in __import__("os").environ
     _keep_models(build_parser().parse_args(command))

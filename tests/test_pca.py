@@ -89,8 +89,11 @@ def test_run_pca_end_to_end_on_tiny_bert(tiny_bert, store):
     assert set(curves.model) == {"pretrained", "finetuned"}
     assert set(curves.basis) == {"general", "in-domain", "random"} and curves.accuracy.between(0, 1).all()
     s = out["summary"].iloc[0]
-    assert s.classes == 2 and (s.first_below_one is None or 1 <= s.first_below_one <= 32)
-    assert (out["ratios"].ratio > 0).all() and len(out["ratios"]) <= 39
+    ratios = out["ratios"]
+    # hidden size 32 and 40 general sentences: min(32, 40 - 1) components of non-zero variance
+    assert list(ratios.component) == list(range(1, 33)) and (ratios.ratio > 0).all()
+    below = np.flatnonzero(ratios.ratio.to_numpy() < 1)       # the first component below 1, 1-based
+    assert s.classes == 2 and s.first_below_one == (below[0] + 1 if len(below) else None)
     assert sorted(out["sizes"].sentences.unique()) == [10, 40]
     assert store.runs("pca").shape[0] == 1 and store.runs("representations").shape[0] == 6
 

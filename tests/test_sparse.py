@@ -4,6 +4,7 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
+from chart_specs import channel, views
 from finetune_tasks import Killed, stop_at
 from bertdims import ConfigError, study_charts, study_findings
 from bertdims.heads import load_backbone
@@ -183,7 +184,7 @@ def test_cli_rejects_bad_sparsity(capsys):
 
 # ------------------------------------------------------------------------------ the recipe
 def test_recipe_defaults_are_the_engines():
-    from bertdims.finetune import FinetuneConfig
+    from bertdims.finetuning import FinetuneConfig
     sparse, full = SparseConfig(), FinetuneConfig()
     differ = {f: (getattr(sparse, f), getattr(full, f)) for f in RECIPE
               if getattr(sparse, f) != getattr(full, f)}
@@ -205,7 +206,7 @@ def test_reference_carries_the_recipe_both_ways():
 
 
 def test_learned_masks_train_with_the_references_steps_and_checkpoint_rule(tiny_bert, store):
-    from bertdims.finetune import finetune
+    from bertdims.finetuning import finetune
     cfg = SparseConfig(model=tiny_bert, sparsity=0.3, batch_size=4, epochs=2.0, max_train_samples=18,
                        max_eval_samples=8, max_seq_len=16, device="cpu")
     sparse = sparse_finetune(cfg, store)
@@ -258,7 +259,7 @@ def test_a_killed_learned_mask_resumes_to_the_uninterrupted_result(tiny_bert, tm
 
 # ------------------------------------------------------------------------------ the controls
 def test_sparsity_zero_is_the_frozen_encoder_with_a_trained_head(tiny_bert, store):
-    from bertdims.finetune import finetune
+    from bertdims.finetuning import finetune
     cfg = SparseConfig(model=tiny_bert, sparsity=0.0, max_train_samples=16, max_eval_samples=8,
                        max_seq_len=16, frozen_epochs=5.0, device="cpu")
     sparse = sparse_finetune(cfg, store)
@@ -334,8 +335,30 @@ def test_study_effects_and_charts(monkeypatch):
     with pytest.raises(ConfigError, match="'sparsity'"):
         sp.sparse_effects(study, sparsity=0.2, margin=0.05)
     assert "vs random" in study_findings.sparse_findings(eff)
-    assert study_charts.sparsity_chart(scores, "accuracy").to_dict()
-    assert study_charts.history_chart(hist).to_dict()
+    drawn = views(study_charts.sparsity_chart(scores, "accuracy").to_dict())
+    assert [v["mark"] for v in drawn] == ["line", "errorbar", "point", "rule"]
+    line, bars, points, rule = drawn
+    assert channel(line, "x")[0] == "sparsity" and channel(line, "y") == ("accuracy", "mean", "quantitative")
+
+    def shown(view):
+        return sorted({(r["setting"], r["sparsity"]) for r in view["rows"]})
+    # the learned masks' line starts at the frozen encoder (sparsity 0); the fixed masks and the
+    # frozen encoder are points; error bars for all but full fine-tuning, a rule at its mean
+    assert shown(line) == [("learned mask", 0.0), ("learned mask", 0.1), ("learned mask", 0.4)]
+    assert shown(points) == sorted([(sp.FROZEN, 0.0), ("magnitude mask", 0.1), ("random mask", 0.1)])
+    assert shown(bars) == sorted(k for k in p if k[0] != sp.FULL)
+    assert shown(rule) == [(sp.FULL, 0.0)] and "x" not in rule["encoding"]
+    assert channel(rule, "y") == ("accuracy", "mean", "quantitative")
+    assert sorted(r["accuracy"] for r in rule["rows"]) == sorted(scores.accuracy[scores.setting == sp.FULL])
+    spec = study_charts.history_chart(hist).to_dict()
+    assert spec["facet"]["field"] == "setting"
+    [lines] = views(spec)
+    assert lines["mark"] == "line" and channel(lines, "detail")[0] == "run"
+    assert channel(lines, "x")[0] == "epoch" and channel(lines, "color")[0] == "loss"
+    points = sorted((r["setting"], r["run"], r["epoch"], r["loss"], r["value"]) for r in lines["rows"])
+    assert points == sorted((h.setting, f"seed {h.seed}, sparsity {h.sparsity:g}", h.epoch, loss, value)
+                            for h in hist.itertuples()
+                            for loss, value in (("training", h.train_loss), ("validation", h.dev_loss)))
 
 
 def test_evaluation_mask_follows_the_scores():

@@ -1,6 +1,7 @@
 """Task loaders (embedded and hub), split rules, metrics and error messages."""
 import importlib.util
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,25 +10,25 @@ import bertdims as bd
 from bertdims import _embedded, _hub, task_spec, tasks
 from bertdims.tasks import TaskUnavailableError
 
-# documented sizes (bertdims/_embedded.py docstring)
-SIZES = {
-    "rotten_tomatoes": (10234, 1215, 1303),
-    "bbc_news": (1701, 213, 213),
-    "20newsgroups": (10146, 1127, 7528),
-    "reuters_r8": (4881, 542, 2189),
-    "stsb": (5749, 1500, 1379),
-}
+sys.path.insert(0, str(Path(__file__).parent))
+# golden counts of the shipped data sets: change detectors (change_detectors.py says what a
+# failure means and what to do about it)
+from change_detectors import (  # noqa: E402
+    BBC_ARTICLES_CHANGE_DETECTOR, NEWSGROUPS_TRAIN_ROWS_CHANGE_DETECTOR, R8_TEST_CLASSES_CHANGE_DETECTOR,
+    ROTTEN_TOMATOES_LABELS_CHANGE_DETECTOR, ROTTEN_TOMATOES_MOVIES_CHANGE_DETECTOR,
+    SPLIT_SIZES_CHANGE_DETECTOR)
+
 NUM_CLASSES = {"rotten_tomatoes": 2, "bbc_news": 5, "20newsgroups": 20, "reuters_r8": 8}
 
 
 # ------------------------------------------------------------------------- embedded tasks
-@pytest.mark.parametrize("name", list(SIZES))
+@pytest.mark.parametrize("name", list(SPLIT_SIZES_CHANGE_DETECTOR))
 def test_embedded_task_sizes_labels_and_texts(name):
     task = bd.get_task(name)
     data = bd.load_task(name)
     assert task.source == "embedded"
     assert set(data) == {"train", "validation", "test"}
-    assert tuple(len(data[s]) for s in ("train", "validation", "test")) == SIZES[name]
+    assert tuple(len(data[s]) for s in ("train", "validation", "test")) == SPLIT_SIZES_CHANGE_DETECTOR[name]
     for split in data.values():
         for field in task.text_fields:
             assert all(isinstance(t, str) and t.strip() for t in split[field])
@@ -41,7 +42,7 @@ def test_embedded_task_sizes_labels_and_texts(name):
             assert set(y.tolist()) == set(range(task.num_labels))
 
 
-@pytest.mark.parametrize("name", list(SIZES))
+@pytest.mark.parametrize("name", list(SPLIT_SIZES_CHANGE_DETECTOR))
 def test_embedded_splits_are_deterministic(name):
     loader = bd.get_task(name).loader
     first, second = loader(), loader()            # bypasses load_task's per-process cache
@@ -65,9 +66,11 @@ def test_rotten_tomatoes_split_by_movie_and_label_counts():
     assert not movies["train"] & movies["validation"]
     assert not movies["train"] & movies["test"]
     assert not movies["validation"] & movies["test"]
-    assert (len(movies["train"]), len(movies["validation"]), len(movies["test"])) == (405, 51, 51)
+    assert (len(movies["train"]), len(movies["validation"]), len(movies["test"])) == \
+        ROTTEN_TOMATOES_MOVIES_CHANGE_DETECTOR
     labels = np.concatenate([data[s]["label"] for s in data])
-    assert (labels == 1).sum() == 7368 and (labels == 0).sum() == 5384   # fresh / rotten
+    assert {"fresh": (labels == 1).sum(), "rotten": (labels == 0).sum()} == \
+        ROTTEN_TOMATOES_LABELS_CHANGE_DETECTOR
     assert data["train"].features["label"].names == ["negative", "positive"]
 
 
@@ -86,15 +89,15 @@ def test_validation_is_stratified_and_official_test_kept():
     full = train + val
     # largest-remainder rounding: each class gives 10% of its rows, within one row
     assert np.all(np.abs(val - 0.1 * full) <= 1)
-    assert full.sum() == 11293 - 20                # repeated train texts dropped
+    assert full.sum() == NEWSGROUPS_TRAIN_ROWS_CHANGE_DETECTOR     # repeated train texts dropped
     r8 = bd.load_task("reuters_r8")
-    assert np.bincount(r8["test"]["label"]).tolist() == [696, 121, 1083, 10, 81, 87, 36, 75]
+    assert np.bincount(r8["test"]["label"]).tolist() == R8_TEST_CLASSES_CHANGE_DETECTOR
 
 
 def test_bbc_news_text_has_title_and_body():
     data = bd.load_task("bbc_news")
     texts = [t for s in ("train", "validation", "test") for t in data[s]["text"]]
-    assert len(texts) == len(set(texts)) == 2225 - 98
+    assert len(texts) == len(set(texts)) == BBC_ARTICLES_CHANGE_DETECTOR
     hit = [t for t in texts if t.startswith("Ad sales boost Time Warner profit\n")]
     assert len(hit) == 1 and "TimeWarner jumped 76%" in hit[0]
 
@@ -378,15 +381,14 @@ def _check_unavailable_message(msg):
     assert "rotten_tomatoes, bbc_news, 20newsgroups, reuters_r8, stsb" in msg
 
 
-def test_hub_task_offline_without_cache_fails_fast(monkeypatch, tmp_path):
+def test_hub_task_offline_without_cache_fails_fast(monkeypatch, tmp_path, no_network):
     import datasets
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)
-    start = time.perf_counter()
     with pytest.raises(TaskUnavailableError) as err:
         bd.load_task("sst2")
-    assert time.perf_counter() - start < 2.0
+    assert no_network == []                  # fails fast: offline, it never tries the network
     _check_unavailable_message(str(err.value))
     assert "offline mode" in str(err.value)
 
@@ -419,7 +421,7 @@ def test_task_table(monkeypatch, tmp_path):
     table = tasks.task_table().set_index("name")
     assert list(table.columns) == ["source", "type", "labels", "metrics", "train", "validation", "test"]
     assert set(table.index) == set(bd.task_names())
-    for name, sizes in SIZES.items():
+    for name, sizes in SPLIT_SIZES_CHANGE_DETECTOR.items():
         assert tuple(table.loc[name, ["train", "validation", "test"]]) == sizes
     assert table.loc["sst2", "test"] == "unavailable"
     assert table.loc["20newsgroups", "labels"].startswith("20: alt.atheism, comp.graphics")

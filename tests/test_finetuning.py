@@ -1,4 +1,4 @@
-"""Tests of the fine-tuning engine (bertdims.finetune, bertdims.training, bertdims.heads)."""
+"""Tests of the fine-tuning engine (bertdims.finetuning, bertdims.training, bertdims.heads)."""
 from __future__ import annotations
 
 import importlib
@@ -11,16 +11,23 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from finetune_tasks import Killed, register_test_tasks, stop_at  # noqa: E402
+from finetune_tasks import TEST_TASKS, Killed, registered_test_tasks, stop_at  # noqa: E402
 
-ft = importlib.import_module("bertdims.finetune")  # the module (bertdims.finetune is also a function)
+ft = importlib.import_module("bertdims.finetuning")  # the module (bertdims.finetune is also a function)
 from bertdims import ConfigError  # noqa: E402
-from bertdims.finetune import FinetuneConfig, finetune, load_finetuned  # noqa: E402
+from bertdims.finetuning import FinetuneConfig, finetune, load_finetuned  # noqa: E402
 from bertdims.heads import SelectiveClassifier, load_backbone  # noqa: E402
 from bertdims.training import (Collator, apply_freezing, build_optimizer, encode_texts,  # noqa: E402
                                layer_of, slanted_triangular)
 
-CLS_TASK, REG_TASK = register_test_tasks()
+CLS_TASK, REG_TASK = TEST_TASKS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def test_tasks_registered():
+    """The two small tasks, registered for this module and removed from the registry after it."""
+    with registered_test_tasks():
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -247,8 +254,9 @@ def test_store_caches_the_run_and_the_model(tiny_bert, store, monkeypatch):
     loaded = load_finetuned(second.model_dir)
     np.testing.assert_array_equal(loaded.predict(texts), first.model.predict(texts))
     assert loaded.config == cfg
-    assert not (store.root / "finetune" / ".checkpoints").exists() or \
-        not any((store.root / "finetune" / ".checkpoints").iterdir())
+    # a checkpoint was written at the evaluation of step 1 (of 2); the finished run removed it
+    checkpoints = store.root / "finetune" / ".checkpoints"
+    assert checkpoints.is_dir() and list(checkpoints.iterdir()) == []
 
 
 def test_saved_model_gives_the_reported_metrics(tiny_bert, tmp_path):
@@ -275,7 +283,10 @@ def test_cli_writes_config_and_metrics(tiny_bert, tmp_path, capsys):
     cfg = json.loads((out / "config.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert cfg["dims"] == [3, 17] and cfg["max_train_samples"] == 24 and cfg["task"] == CLS_TASK
-    assert set(metrics) == {"validation", "test"} and 0 <= metrics["test"]["accuracy"] <= 1
+    assert set(metrics) == {"validation", "test"}
+    for split in ("validation", "test"):                 # the stored predictions give the metrics
+        preds, labels = np.load(out / f"pred_{split}.npy"), np.load(out / f"label_{split}.npy")
+        assert len(labels) == 16 and metrics[split] == pytest.approx({"accuracy": np.mean(preds == labels)})
     assert (out / "model" / "head.pt").exists()
 
 
@@ -328,8 +339,8 @@ def test_killed_run_resumes_to_the_same_result(tiny_bert, tmp_path, monkeypatch)
 
 
 # ---------------------------------------------------------------------------- checkpoint rule
-def _dev_loss(model, task_name, dataset) -> float:
-    """Mean loss (the engine's definition) of ``model`` on a task split."""
+def _dev_scores(model, task_name, dataset) -> tuple[float, float]:
+    """Mean loss (the engine's definition) and accuracy of ``model`` on a task split."""
     from bertdims.training import make_loader
     task = ft.get_task(task_name)
     loader = make_loader(task, dataset, model.tokenizer, batch_size=32, max_seq_len=32)
@@ -339,25 +350,46 @@ def _dev_loss(model, task_name, dataset) -> float:
         for batch in loader:
             labels.append(batch.pop("labels"))
             outs.append(model(**{k: v for k, v in batch.items() if k != "index"}))
-    return ft._mean_loss(task, torch.cat(outs).numpy(), torch.cat(labels).numpy(), model.head)
+    out, y = torch.cat(outs).numpy(), torch.cat(labels).numpy()
+    return ft._mean_loss(task, out, y, model.head), float(np.mean(out.argmax(1) == y))
 
 
-def test_checkpoint_rule_keeps_the_lowest_dev_loss_state(tiny_bert, monkeypatch):
-    # a learning rate far too high makes training diverge after a while; the kept state must be
-    # the one of lowest development loss, not the final one
+def _dev_loss(model, task_name, dataset) -> float:
+    return _dev_scores(model, task_name, dataset)[0]
+
+
+@pytest.mark.parametrize("loop, kw", [
+    # the whole encoder trains: a learning rate far too high makes the dev loss rise after step 4
+    ("full", dict(epochs=8.0, lr=0.1, head_lr=1.0, warmup=0.99)),
+    # a frozen encoder: the head alone, on features computed once (bertdims.finetuning._train_frozen)
+    ("frozen", dict(freeze=2, frozen_epochs=8.0, head_lr=3.0, warmup=0.5)),
+])
+def test_checkpoint_rule_keeps_the_lowest_dev_loss_state(tiny_bert, monkeypatch, loop, kw):
+    """Early stopping on a development split: training stops ``patience`` evaluations after the
+    lowest dev loss, and the model returned is the state of that evaluation (its weights are
+    copied back), not the last one: its dev loss and accuracy are those of the history row of
+    ``best_step``, which differ from those of the last row."""
     monkeypatch.setattr(ft, "MIN_DEV_SAMPLES", 30)
-    run = finetune(config(tiny_bert, epochs=8.0, eval_every=2, patience=100, lr=0.1, head_lr=1.0, warmup=0.99,
-                          early_stopping_fraction=0.1), progress=False)
-    hist = run.history
+    patience, eval_every = 3, 2
+    run = finetune(config(tiny_bert, eval_every=eval_every, patience=patience,
+                          early_stopping_fraction=0.1, **kw), progress=False)
+    hist = run.history.set_index("step")
     assert run.info["checkpoint_rule"] == "best_dev_loss" and run.info["n_dev"] == 30
-    assert run.info["monitor_split"] == "dev"
+    assert run.info["monitor_split"] == "dev" and run.info["fast_frozen"] == (loop == "frozen")
     losses = hist["dev_loss"].to_numpy()
     assert np.isfinite(losses).all()
-    best = losses.min()
-    assert run.info["best_step"] == int(hist["step"][losses == best].iloc[-1])   # later wins a tie
-    assert run.info["best_step"] < run.info["steps"] and losses[-1] > best        # it did diverge
+    best_step = run.info["best_step"]
+    assert best_step == int(hist.index[losses == losses.min()][-1])        # later wins a tie
+    # stopped early: the best evaluation was followed by `patience` worse ones, then nothing
+    assert run.info["stopped_early"] and run.info["steps"] < run.info["total_steps"]
+    assert run.info["steps"] == best_step + patience * eval_every == hist.index[-1]
+    best, last = hist.loc[best_step], hist.iloc[-1]
+    assert last["dev_loss"] > best["dev_loss"] * 1.1                        # the last state differs
     dev = ft.prepare_splits(CLS_TASK, early_stopping_fraction=0.1)["dev"]
-    assert _dev_loss(run.model, CLS_TASK, dev) == pytest.approx(best, rel=1e-4)
+    loss, accuracy = _dev_scores(run.model, CLS_TASK, dev)
+    assert loss == pytest.approx(best["dev_loss"], rel=1e-4)
+    assert accuracy == pytest.approx(best["dev_accuracy"], abs=1e-9)
+    assert loss != pytest.approx(last["dev_loss"], rel=0.05)
 
 
 def test_final_state_rule_watches_validation_and_keeps_the_last_state(tiny_bert):
@@ -543,11 +575,6 @@ def test_engine_version_is_part_of_the_store_key(tiny_bert, store, monkeypatch):
 # ---------------------------------------------------------------------------- real model
 @pytest.mark.slow
 def test_end_to_end_on_the_embedded_model_beats_chance():
-    import bertdims as bd
-    try:
-        bd.load_task("rotten_tomatoes")
-    except ImportError as err:  # the task loaders are not in this tree yet
-        pytest.skip(f"rotten_tomatoes cannot be loaded here: {err}")
     # 320 training sentences, 3 epochs (60 updates), the final state kept. Measured with engine 2:
     # 0.62 validation / 0.64 test accuracy; the majority-class guess scores 0.555 on these test
     # examples and the standard error of an accuracy on 200 examples is about 0.035, so
