@@ -81,7 +81,7 @@ def worker_trainer(args) -> dict:
     hf_logging.set_verbosity_error()
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
-    path = bd.resolve_model(args.model)
+    path = bd.models.resolve_model(args.model)
     task = bd.get_task(args.task)
     train = prepare_splits(task, max_train_samples=args.n, early_stopping_fraction=0.0)["train"]
     tokenizer = AutoTokenizer.from_pretrained(path)

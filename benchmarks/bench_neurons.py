@@ -1,4 +1,4 @@
-"""Salient-neuron search: bertdims.NeuronSelector against scikit-learn's
+"""Salient-neuron search: bertdims.neurons.NeuronSelector against scikit-learn's
 SequentialFeatureSelector(LogisticRegression(), cv=folds) on the same embeddings and folds.
 
 Embeddings: pretrained [CLS] of the embedded model (all-MiniLM-L6-v2, 384 dims) on the first

@@ -7,7 +7,7 @@ dimension 308). This module puts them side by side, for one fine-tuned model (a 
 seed) at a time, on the token vector the classifier's head reads (the last layer's ``[CLS]``):
 
 * ``selected``: the dimension ranking of *Few Dimensions are Enough* (chapter 4's
-  :func:`bertdims.dims.run_dims`, the same stored ranking);
+  :func:`bertdims.dims.rank_dims`, the same stored ranking);
 * ``salient``: the salient neurons of Matton & de Oliveira, section 3.2 (greedy forward
   selection by cross-validated accuracy, :class:`bertdims.neurons.NeuronSelector`); only the
   first ``max(n_neurons, classes)`` are ranked;

@@ -10,9 +10,9 @@ import json
 import pandas as pd
 
 from ._validate import bad, check_choice
-from .crossft import (SAMPLERS, CrossConfig, multitask_table, multitask_vs_single,
-                      sequential, shared_dims, summarize_shared)
-from .dims import DEFAULT_KS, METHODS, MODES, run_dims
+from .crossft import (SAMPLERS, CrossConfig, cross_finetune, multitask_table, multitask_vs_single,
+                      shared_dims, summarize_shared)
+from .dims import DEFAULT_KS, METHODS, MODES, rank_dims
 from .extract import extract
 from .finetuning import finetune
 from .finetune_config import FinetuneConfig
@@ -88,8 +88,8 @@ def dims_cli(subparsers) -> None:
 
 def _dims_main(args) -> int:
     config = FinetuneConfig(**{name: getattr(args, name) for name in _DIMS_FIELDS})
-    res = run_dims(config, store=ResultStore(args.results), methods=args.methods, modes=args.modes,
-                   candidates=args.candidates, ks=args.ks, retrain_ks=args.retrain_ks)
+    res = rank_dims(config, store=ResultStore(args.results), methods=args.methods, modes=args.modes,
+                    candidates=args.candidates, ks=args.ks, retrain_ks=args.retrain_ks)
     cols = ["method", "mode", "k", "dims", "metric", "value", "share", "share_above_chance"]
     with pd.option_context("display.width", 160, "display.max_colwidth", 40):
         print(res.scores[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -125,7 +125,7 @@ def _crossft_main(args) -> int:
     store, progress = ResultStore(args.results), not args.quiet
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         if "sequential" in experiments:
-            print(sequential(config, store=store, progress=progress).pairs.round(3)
+            print(cross_finetune(config, store=store, progress=progress).pairs.round(3)
                   .to_string(index=False))
         if "shared" in experiments:
             print(summarize_shared(shared_dims(config, store=store, progress=progress)).round(3)

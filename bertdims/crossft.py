@@ -11,7 +11,7 @@ BERT's redundancy "enabl[es] it to handle multiple tasks simultaneously". Book c
 
 Three experiments, every run through the results store:
 
-* :func:`sequential` (the A-then-B matrix). For every ordered pair (A, B) of tasks: fine-tune
+* :func:`cross_finetune` (the A-then-B matrix). For every ordered pair (A, B) of tasks: fine-tune
   on A, then continue from A's encoder on B with a new head
   (``FinetuneConfig(task=B, init_from=A.model_dir)``). Afterwards A's **stored head** reads the
   B-tuned encoder (:func:`transplant_head`): how much of A survives (``retention``); and B is
@@ -45,7 +45,7 @@ import pandas as pd
 
 from ._validate import ConfigMixin, bad, check_choice, check_range
 from .multitask import (EMBEDDED_CLASSIFICATION_TASKS, SAMPLERS, MultitaskModel, MultitaskConfig,
-                        load_multitask, train_multitask)
+                        load_multitask, finetune_multitask)
 from .params import VOCABULARY, Check, Interval, Options, check_fields, derive, own, param
 from .dims import (RESULTS_VERSION, effect_or_note, chance_score, effects_frame, random_dims,
                    with_effect_fields)
@@ -56,13 +56,13 @@ MODES = ("all", "few")
 SELECTIONS = VOCABULARY["selection"].constraint.values
 PAIR_KIND = "crossft_pair"
 
-__all__ = ["CrossConfig", "Sequential", "sequential", "shared_dims", "multitask_vs_single",
+__all__ = ["CrossConfig", "Sequential", "cross_finetune", "shared_dims", "multitask_vs_single",
            "transplant_head", "retention", "retention_predictions", "rank_run", "disjoint_dims",
            "random_dims", "matched_epochs", "pair_matrix", "summarize_shared", "multitask_table",
            "joint_demo", "cross_effects",
            "effects_frame", "MODES",
            # the joint model lives in bertdims.multitask; re-exported here
-           "MultitaskModel", "MultitaskConfig", "load_multitask", "train_multitask"]
+           "MultitaskModel", "MultitaskConfig", "load_multitask", "finetune_multitask"]
 
 
 # ---------------------------------------------------------------------------- config
@@ -205,7 +205,7 @@ def rank_run(run, method: str = "single", *, store, candidates: int = 20, fill: 
     :func:`bertdims.dims.rank_dimensions`: representations of the run's own training examples
     (without its early-stopping part; at most ``max_rank_samples``) and validation examples.
 
-    Stored under kind ``dims_rank`` with the same key layout as :func:`bertdims.dims.run_dims`,
+    Stored under kind ``dims_rank`` with the same key layout as :func:`bertdims.dims.rank_dims`,
     so the few-dimensions chapter and this one share rankings. Returns the ranking table
     (``dim``, ``score``, ``rank``, ...).
     """
@@ -239,7 +239,7 @@ def _dims_text(dims) -> str:
     return "all" if dims is None else " ".join(str(int(d)) for d in dims)
 
 
-# ---------------------------------------------------------------------------- sequential
+# ---------------------------------------------------------------------------- cross_finetune
 def transplant_head(head_model_dir: str | Path, encoder_model_dir: str | Path, device: str = "cpu"):
     """A's head on B's encoder.
 
@@ -342,7 +342,7 @@ def matched_epochs(epochs: float, n_first: int, n_second: int) -> float:
     """Epochs over A's training set that see as many examples as ``epochs`` over B's.
 
     As many examples means as many steps of the same batch size. The control of
-    :func:`sequential` trains A this long.
+    :func:`cross_finetune` trains A this long.
 
     Parameters
     ----------
@@ -377,13 +377,13 @@ def _train_size(config: CrossConfig, task: str) -> int:
 
 @dataclass
 class Sequential:
-    """What :func:`sequential` returns.
+    """What :func:`cross_finetune` returns.
 
     Parameters
     ----------
     pairs : pandas.DataFrame
         One row per (mode, seed, first task A, second task B); columns as listed in
-        :func:`sequential` (mode, seed, first, second, dims_first, dims_second, first_metric,
+        :func:`cross_finetune` (mode, seed, first, second, dims_first, dims_second, first_metric,
         first_before, first_after, first_control, chance, retention, retention_control,
         second_metric, second_alone, second_after, transfer, second_steps, control_steps).
     predictions : dict of tuple to np.ndarray
@@ -424,7 +424,7 @@ def _ensure_stages(config: CrossConfig, store, sizes: dict) -> None:
                 store, keep_model=True)
 
 
-def sequential(config: CrossConfig, *, store, progress: bool = False) -> Sequential:
+def cross_finetune(config: CrossConfig, *, store, progress: bool = False) -> Sequential:
     """The A-then-B matrix, with its control (see the module docstring).
 
     For every seed, mode and ordered pair (A, B) of ``config.tasks``: A fine-tuned alone, B
@@ -547,7 +547,7 @@ def cross_effects(result: Sequential, *, retention_margin: float, few_margin: fl
     Parameters
     ----------
     result : Sequential
-        What :func:`sequential` returned.
+        What :func:`cross_finetune` returned.
     retention_margin : float
         Non-inferiority margin of ``p1-cross-retention``, on the ratio scale.
     few_margin : float
@@ -669,7 +669,7 @@ def multitask_vs_single(config: CrossConfig, *, store, sampler: str = "proportio
     The dimensions are selected once, on the fine-tuned models of seed ``dims_seed``, and made
     disjoint with :func:`disjoint_dims` in task order. For every seed, one
     :class:`~bertdims.multitask.MultitaskModel` is trained on all tasks
-    (:func:`~bertdims.multitask.train_multitask`, stored under kind ``multitask``), and every
+    (:func:`~bertdims.multitask.finetune_multitask`, stored under kind ``multitask``), and every
     task is fine-tuned alone with a head on the same dimensions. Both train on the same
     examples: the joint run leaves out what the engine's checkpoint rule holds out
     (``early_stopping_fraction``, 0 by default: nothing) and keeps its last state.
@@ -717,8 +717,8 @@ def multitask_vs_single(config: CrossConfig, *, store, sampler: str = "proportio
     check_disjoint_dims("dims", dims, config.tasks, hidden)
     rows = []
     for seed in config.seeds:
-        joint = train_multitask(_joint_config(config, dims, sampler, seed), store=store,
-                                progress=progress)
+        joint = finetune_multitask(_joint_config(config, dims, sampler, seed), store=store,
+                                  progress=progress)
         for task, d in zip(config.tasks, dims):
             metric = get_task(task).metric
             single = runs.run(task, seed, d)

@@ -38,7 +38,7 @@ The pipeline, for one fine-tuned model (book chapter ``04_few_dimensions``):
    ``(value - chance) / (full - chance)``, where chance is the score of always predicting the
    most frequent training class (:func:`chance_score`).
 
-:func:`run_dims` runs the whole pipeline for one fine-tuning config through the results
+:func:`rank_dims` runs the whole pipeline for one fine-tuning config through the results
 store (kinds ``dims_rank`` and ``dims_k``), so that a chapter reruns from stored results.
 
 4. :func:`retrain_study` is the paper's protocol and the chapter's primary measure: for every
@@ -676,7 +676,7 @@ def representations_of(clf, task: str | Task, data, *, splits: Sequence[str] = (
 # ============================================================================ the pipeline
 @dataclass
 class DimsResult:
-    """What :func:`run_dims` returns: the rankings (one table, a ``method`` column), the
+    """What :func:`rank_dims` returns: the rankings (one table, a ``method`` column), the
     scores of k dimensions (``mode`` in masked / refit / retrain) and the full fine-tuning run."""
 
     rankings: pd.DataFrame
@@ -701,10 +701,10 @@ def _check_run_args(methods, ks, candidates, modes, hidden_size: int | None = No
     return methods, ks
 
 
-def run_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: int = 20,
-             ks: Iterable[int | str] = DEFAULT_KS, modes: Sequence[str] = MODES, fill: str = "mean",
-             ablation_by: str = "loss", max_rank_samples: int | None = 4000, retrain_ks: Iterable[int] = (),
-             retrain_methods: Sequence[str] = ("single",), progress: bool = False) -> DimsResult:
+def rank_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: int = 20,
+            ks: Iterable[int | str] = DEFAULT_KS, modes: Sequence[str] = MODES, fill: str = "mean",
+            ablation_by: str = "loss", max_rank_samples: int | None = 4000, retrain_ks: Iterable[int] = (),
+            retrain_methods: Sequence[str] = ("single",), progress: bool = False) -> DimsResult:
     """Run the dimension pipeline for one fine-tuning config, through the results store.
 
     Fine-tune (or read back) ``config``, rank its dimensions by each method
@@ -760,7 +760,7 @@ def run_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: int
     """
     ft = _ft
     if getattr(config, "dims", None) is not None:
-        raise bad("dims", config.dims, "run_dims starts from a model whose head reads every "
+        raise bad("dims", config.dims, "rank_dims starts from a model whose head reads every "
                                        "dimension: use dims=None")
     methods, ks = _check_run_args(methods, ks, candidates, modes)
     check_choice("ablation_by", ablation_by, ("loss", "metric"))
@@ -1681,7 +1681,7 @@ def summarize_runs(df: pd.DataFrame, by: Sequence[str], value: str = "value") ->
 
 def run_dims_grid(base, *, tasks: Sequence[str], seeds: Sequence[int], store,
                   progress: bool = False, **kwargs) -> DimsResult:
-    """:func:`run_dims` for every (task, seed).
+    """:func:`rank_dims` for every (task, seed).
 
     Every config and argument is checked before the first run starts.
 
@@ -1698,19 +1698,19 @@ def run_dims_grid(base, *, tasks: Sequence[str], seeds: Sequence[int], store,
     progress : bool
         Show the progress of the fine-tuning runs.
     **kwargs
-        Passed to :func:`run_dims` (``methods``, ``candidates``, ``ks``, ``modes``, ...).
+        Passed to :func:`rank_dims` (``methods``, ``candidates``, ``ks``, ``modes``, ...).
 
     Returns
     -------
     DimsResult
-        The results of :func:`run_dims` for every run, the ``rankings`` and ``scores`` tables
+        The results of :func:`rank_dims` for every run, the ``rankings`` and ``scores`` tables
         stacked with ``task`` and ``seed`` columns added, and ``finetune_metrics`` keyed by
         ``(task, seed)``.
 
     Raises
     ------
     ConfigError
-        No task or no seed, or an invalid argument for :func:`run_dims`.
+        No task or no seed, or an invalid argument for :func:`rank_dims`.
     """
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     configs = [(t, s, base.replace(task=t, seed=s)) for t in tasks for s in seeds]
@@ -1722,7 +1722,7 @@ def run_dims_grid(base, *, tasks: Sequence[str], seeds: Sequence[int], store,
     ensure_runs([cfg for _, _, cfg in configs], store, keep_model=True)   # on a cluster, if any
     rankings, scores, metrics = [], [], {}
     for t, s, cfg in configs:
-        res = run_dims(cfg, store=store, progress=progress, **kwargs)
+        res = rank_dims(cfg, store=store, progress=progress, **kwargs)
         rankings.append(res.rankings.assign(task=t, seed=s))
         scores.append(res.scores.assign(task=t, seed=s))
         metrics[(t, s)] = res.finetune_metrics

@@ -3,7 +3,7 @@
 The grids (:func:`bertdims.dims.finetune_grid`, :func:`~bertdims.dims.grid_predictions`,
 :func:`~bertdims.dims.run_dims_grid`, :func:`~bertdims.dims.retrain_study`,
 :func:`bertdims.distances.layer_study`, :func:`bertdims.sparse.sparse_study` and
-:func:`bertdims.crossft.sequential`) call :func:`ensure_runs` with the runs they are about to
+:func:`bertdims.crossft.cross_finetune`) call :func:`ensure_runs` with the runs they are about to
 read, then read them in their own loop as before. That call is the one seam:
 
 * with no cluster (``$BERTDIMS_SCHEDULER`` unset) it does nothing, and the loop computes the

@@ -180,7 +180,7 @@ def encode(encoder, texts: Texts, *, layers: int | Sequence[int] = (-1,), token:
     Parameters
     ----------
     encoder : Encoder, fine-tuned classifier or str
-        A :class:`~bertdims.Encoder`, a fine-tuned classifier (anything with ``.encoder`` and
+        A :class:`~bertdims.models.Encoder`, a fine-tuned classifier (anything with ``.encoder`` and
         ``.tokenizer``) or a model name / folder (loaded with :func:`bertdims.load_encoder`).
     texts : list of str or list of (str, str)
         The texts, or (a, b) pairs for sentence-pair tasks (all of one kind).
@@ -194,9 +194,9 @@ def encode(encoder, texts: Texts, *, layers: int | Sequence[int] = (-1,), token:
         Texts are truncated to this many tokens (at least 2, at most the model's number of
         positions).
     device : str
-        ``"auto"``, ``"cpu"`` or ``"cuda"`` (see :func:`bertdims.pick_device`).
+        ``"auto"``, ``"cpu"`` or ``"cuda"`` (see :func:`bertdims.device.pick_device`).
     precision : str
-        ``"auto"``, ``"fp32"`` or ``"bf16"`` (see :func:`bertdims.pick_precision`).
+        ``"auto"``, ``"fp32"`` or ``"bf16"`` (see :func:`bertdims.device.pick_precision`).
     progress : bool
         Show a progress bar.
     pad_to_max : bool

@@ -156,7 +156,7 @@ def share_chart(scores: pd.DataFrame, threshold: float = 0.98) -> alt.Chart:
     Parameters
     ----------
     scores : pd.DataFrame
-        The ``scores`` table of :func:`bertdims.dims.run_dims`: one row per (mode, method, k)
+        The ``scores`` table of :func:`bertdims.dims.rank_dims`: one row per (mode, method, k)
         and run, with at least the columns ``k``, ``mode``, ``method`` and ``share``; a
         ``task`` column with several values gives one panel per task, and a ``seed`` column
         shows in the tooltips.

@@ -335,7 +335,7 @@ def projection_sentence(explained: Mapping[str, Sequence[float]], hidden_size: i
     ----------
     explained : mapping of str to sequence of float
         Per task, the explained-variance ratios of its first two principal components
-        (``attrs["explained"]`` of :func:`bertdims.project_tasks`).
+        (``attrs["explained"]`` of :func:`bertdims.overview.project_tasks`).
     hidden_size : int
         The encoder's number of dimensions H.
 

@@ -97,7 +97,7 @@ class FinetuneRun:
     config : FinetuneConfig
         The config of the run.
     metrics : dict of str to dict
-        The task's metrics (:func:`bertdims.compute_metrics`) per evaluation split:
+        The task's metrics (:func:`bertdims.tasks.compute_metrics`) per evaluation split:
         ``{"validation": {...}, "test": {...}}``, plus any extra evaluation split of the task.
     history : pandas.DataFrame
         One row per evaluation; columns step, epoch, lr (top block), train_loss (mean since

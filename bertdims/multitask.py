@@ -10,7 +10,7 @@ trains that model:
   dimensions), standardised with fixed statistics of the task's training split like the
   engine's heads (:class:`bertdims.heads.Head`). ``forward`` runs the encoder **once** and
   returns every task's logits.
-* :class:`MultitaskConfig` and :func:`train_multitask`: joint fine-tuning with a task sampler
+* :class:`MultitaskConfig` and :func:`finetune_multitask`: joint fine-tuning with a task sampler
   (see :class:`TaskSampler`), every run kept in the results store under kind ``"multitask"``
   with the saved model (``load_multitask(run.model_dir)``).
 
@@ -638,8 +638,8 @@ def check_model(config: MultitaskConfig) -> None:
                     int(getattr(cfg, "max_position_embeddings", 512) or 512))
 
 
-def train_multitask(config: MultitaskConfig, *, store=None, out_dir: str | Path | None = None,
-                    progress: bool = True) -> MultitaskRun:
+def finetune_multitask(config: MultitaskConfig, *, store=None, out_dir: str | Path | None = None,
+                      progress: bool = True) -> MultitaskRun:
     """Fine-tune one encoder jointly on several tasks and evaluate every task.
 
     One linear head per task reads its own dimensions; each task is evaluated on its

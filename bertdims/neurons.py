@@ -716,13 +716,33 @@ def run_neurons(config: NeuronsConfig, *, store=None):
 
 def neurons_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes",),
                   seeds: list[int] = (0,), *, store=None, **kw) -> dict[str, pd.DataFrame]:
-    """:func:`run_neurons` for the pretrained model and each fine-tuning seed, per task.
+    """:func:`run_neurons` for the pretrained model and each fine-tuning seed, per task
+    (section 3.2), each run stored and read back.
 
-    Returns tidy tables with ``task``, ``model`` (pretrained / finetuned) and ``seed``:
-    ``accuracy``, ``selection``, ``single``, ``activation``; ``table3``: the paper's Table 3
-    layout (mean over seeds); and ``predictions``: ``{task: {"labels": (N,), "pretrained":
-    {dims: (1, N)}, "finetuned": {dims: (S, N)}}}``, the probes' test predictions (rows in
-    ``seeds`` order; ``dims`` is ``"all"``, ``"1"``, ``str(n_neurons)`` or ``"natural"``)."""
+    Parameters
+    ----------
+    model : str
+        The encoder, as for :func:`bertdims.load_encoder`.
+    tasks : list of str
+        The classification tasks.
+    seeds : list of int
+        The fine-tuning seeds (the pretrained model is run once per task, as seed 0).
+    store : ResultStore, optional
+        Where the runs are cached; None: a :class:`bertdims.store.ResultStore` at its default root.
+    **kw
+        Further :class:`NeuronsConfig` fields, the same for every run.
+
+    Returns
+    -------
+    dict
+        Tidy tables (pandas.DataFrame, one row per run and entry) with columns ``task``,
+        ``model`` (pretrained / finetuned) and ``seed`` besides those of :func:`run_neurons`:
+        ``accuracy``, ``selection``, ``single``, ``activation``; ``table3``: the paper's Table 3
+        layout (one row per task, mean over seeds); and ``predictions``: ``{task: {"labels":
+        (N,), "pretrained": {dims: (1, N)}, "finetuned": {dims: (S, N)}}}``, the probes' test
+        predictions (rows in ``seeds`` order; ``dims`` is ``"all"``, ``"1"``,
+        ``str(n_neurons)`` or ``"natural"``).
+    """
     out = {"accuracy": [], "selection": [], "single": [], "activation": []}
     preds, chance = {}, {}
     for task in tasks:

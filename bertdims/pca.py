@@ -337,9 +337,30 @@ def run_pca(config: PCAConfig, *, store=None):
 
 def pca_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes",), seeds: list[int] = (0,), *,
               store=None, **kw) -> dict[str, pd.DataFrame]:
-    """:func:`run_pca` over tasks and seeds; tidy tables with ``task`` and ``seed`` columns:
-    ``curves``, ``ratios``, ``sizes``, ``summary`` (one row per task and seed: classes, first
-    index below 1, accuracy with all dims and with 5 general components per model)."""
+    """:func:`run_pca` over tasks and seeds (section 3.1), each run stored and read back.
+
+    Parameters
+    ----------
+    model : str
+        The encoder, as for :func:`bertdims.load_encoder`.
+    tasks : list of str
+        The classification tasks, one :class:`PCAConfig` each.
+    seeds : list of int
+        The fine-tuning seeds, one run per task and seed.
+    store : ResultStore, optional
+        Where the runs are cached; None: a :class:`bertdims.store.ResultStore` at its default root.
+    **kw
+        Further :class:`PCAConfig` fields, the same for every run.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        Tidy tables with ``task`` and ``seed`` columns besides those of :func:`run_pca`:
+        ``curves`` (rows: model, basis, n, accuracy), ``ratios`` (rows: component, ratio),
+        ``sizes`` (rows: model, sentences, accuracy) and ``summary`` (one row per task and seed;
+        columns classes, first_below_one, few_n, and per model the accuracy with all dims and
+        with ``few_n`` general components).
+    """
     configs = [PCAConfig(model=model, task=t, seed=s, **kw) for t in tasks for s in seeds]
     out = {"curves": [], "ratios": [], "sizes": [], "summary": []}
     for c in configs:

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _embedded, _hub
+from ._embedded import general_corpus  # noqa: F401  (part of this module's API: the task-free corpus)
 from ._validate import ConfigError
 from .task_spec import SPLITS, Task, TaskUnavailableError, forget_splits, load_splits, texts_of  # noqa: F401
 

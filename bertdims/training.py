@@ -164,7 +164,7 @@ def predict_loader(model: nn.Module, loader, device, precision: str = "auto"
 
 
 def evaluate(model: nn.Module, loader, task: Task, device, precision: str = "auto") -> dict[str, float]:
-    """The task's metrics (:func:`bertdims.compute_metrics`) of ``model`` on ``loader``.
+    """The task's metrics (:func:`bertdims.tasks.compute_metrics`) of ``model`` on ``loader``.
 
     The model is put in eval mode for the pass and restored afterwards.
     """

@@ -40,7 +40,7 @@ def main(kind: str, model: str, results: str) -> None:
         sparse.sparse_finetune(sparse_config(model), store)
     else:
         multitask._after_step = first
-        multitask.train_multitask(multitask_config(model), store=store, progress=False)
+        multitask.finetune_multitask(multitask_config(model), store=store, progress=False)
 
 
 if __name__ == "__main__":

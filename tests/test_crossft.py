@@ -12,7 +12,7 @@ import bertdims as bd
 from bertdims.testing import predictions_right_on
 from bertdims import tasks as tasks_mod
 from bertdims.multitask import (MultitaskModel, MultitaskConfig, TaskSampler, check_disjoint_dims,
-                                load_multitask, train_multitask)
+                                finetune_multitask, load_multitask)
 
 SENTIMENT = "synth_sentiment"
 TOPIC = "synth_topic"
@@ -114,7 +114,7 @@ def test_bad_input_fails_before_training(synth_tasks, tiny_bert, store, monkeypa
     monkeypatch.setattr(mt, "_train", lambda *a, **k: pytest.fail("training started"))
     config = MultitaskConfig(model=tiny_bert, tasks=[SENTIMENT, TOPIC], dims=[[0], [40]], device="cpu")
     with pytest.raises(bd.ConfigError, match="'dims'.*hidden size is 32.*has 40"):
-        train_multitask(config, store=store, progress=False)
+        finetune_multitask(config, store=store, progress=False)
 
 
 def test_unknown_task_and_sampler(synth_tasks):
@@ -195,17 +195,17 @@ def test_a_killed_joint_run_resumes_to_the_uninterrupted_result(synth_tasks, tin
     from bertdims.store import ResultStore
     config = MultitaskConfig(model=tiny_bert, tasks=[SENTIMENT, TOPIC], dims=[[0, 1, 2], [3, 4, 5]],
                              epochs=2.0, lr=3e-3, batch_size=16, max_seq_len=16, device="cpu", seed=0)
-    whole = train_multitask(config, store=ResultStore(tmp_path / "whole"), progress=False)
+    whole = finetune_multitask(config, store=ResultStore(tmp_path / "whole"), progress=False)
     assert len(whole.history) == 24            # ceil(2 * 96 / 16) = 12 batches per task
 
     store = ResultStore(tmp_path / "killed")
     monkeypatch.setattr(multitask, "_after_step", stop_at(13))
     with pytest.raises(Killed):
-        train_multitask(config, store=store, progress=False)
+        finetune_multitask(config, store=store, progress=False)
     assert store.runs("multitask").empty
     resumed = []
     monkeypatch.setattr(multitask, "_after_step", resumed.append)
-    again = train_multitask(config, store=store, progress=False)
+    again = finetune_multitask(config, store=store, progress=False)
     assert resumed[0] == 13                    # steps 1-12 came from the checkpoint
     # the killed run left a checkpoint (steps 1-12); the finished run removed it
     checkpoints = store.root / "multitask" / ".checkpoints"
@@ -221,7 +221,7 @@ def test_a_killed_joint_run_resumes_to_the_uninterrupted_result(synth_tasks, tin
 def test_joint_training_learns_and_is_stored(synth_tasks, tiny_bert, store, monkeypatch):
     config = MultitaskConfig(model=tiny_bert, tasks=[SENTIMENT, TOPIC], dims=[[0, 1, 2], [3, 4, 5]],
                              epochs=6.0, lr=3e-3, batch_size=16, max_seq_len=16, device="cpu", seed=0)
-    run = train_multitask(config, store=store, progress=False)
+    run = finetune_multitask(config, store=store, progress=False)
     # every task evaluated on both splits with its metrics
     assert set(zip(run.metrics.task, run.metrics.split)) == {(t, s) for t in config.tasks
                                                             for s in ("validation", "test")}
@@ -247,13 +247,13 @@ def test_joint_training_learns_and_is_stored(synth_tasks, tiny_bert, store, monk
     # the same config is read back from the store, not retrained
     import bertdims.multitask as mt
     monkeypatch.setattr(mt, "_train", lambda *a, **k: pytest.fail("retrained"))
-    again = train_multitask(config, store=store, progress=False)
+    again = finetune_multitask(config, store=store, progress=False)
     pd.testing.assert_frame_equal(again.metrics, run.metrics)
 
 
 # ---------------------------------------------------------------------------- cross-fine-tuning
-from bertdims.crossft import (CrossConfig, disjoint_dims, multitask_table, multitask_vs_single,  # noqa: E402
-                              pair_matrix, retention, retention_predictions, sequential,
+from bertdims.crossft import (CrossConfig, cross_finetune, disjoint_dims, multitask_table,  # noqa: E402
+                              multitask_vs_single, pair_matrix, retention, retention_predictions,
                               shared_dims, summarize_shared, transplant_head)
 
 
@@ -292,7 +292,7 @@ def test_cross_config_rejects_bad_input(synth_tasks, tiny_bert):
 def test_more_dims_than_the_model_has_fails_before_training(synth_tasks, tiny_bert, store, monkeypatch):
     monkeypatch.setattr(_engine(), "_train", lambda *a, **k: pytest.fail("training started"))
     config = _cross_config(tiny_bert, num_dims=17)           # two disjoint sets of 17 > 32
-    for experiment in (sequential, shared_dims, multitask_vs_single):
+    for experiment in (cross_finetune, shared_dims, multitask_vs_single):
         with pytest.raises(bd.ConfigError, match="num_dims.*hidden size is 32"):
             experiment(config, store=store)
 
@@ -309,7 +309,7 @@ def test_sequential_a_then_b(synth_tasks, tiny_bert, cross_store):
     from bertdims.dims import chance_score
     from bertdims.stats import metric_scores
     config = _cross_config(tiny_bert)
-    res = sequential(config, store=cross_store)
+    res = cross_finetune(config, store=cross_store)
     pairs = res.pairs
     assert len(pairs) == 2 * 2                                 # 2 modes x 2 ordered pairs
     assert set(zip(pairs["first"], pairs["second"])) == {(SENTIMENT, TOPIC), (TOPIC, SENTIMENT)}
@@ -351,9 +351,9 @@ def test_sequential_a_then_b(synth_tasks, tiny_bert, cross_store):
 @pytest.mark.slow
 def test_sequential_is_read_back_from_the_store(synth_tasks, tiny_bert, cross_store, monkeypatch):
     config = _cross_config(tiny_bert)
-    before = sequential(config, store=cross_store)
+    before = cross_finetune(config, store=cross_store)
     monkeypatch.setattr(_engine(), "_train", lambda *a, **k: pytest.fail("retrained"))
-    again = sequential(config, store=cross_store)
+    again = cross_finetune(config, store=cross_store)
     pd.testing.assert_frame_equal(again.pairs, before.pairs)
     for key, p in before.predictions.items():
         np.testing.assert_array_equal(again.predictions[key], p)
@@ -477,14 +477,14 @@ def test_cli_rejects_a_task_listed_twice(synth_tasks, capsys):
 @pytest.mark.slow
 def test_rankings_are_shared_with_the_few_dimensions_chapter(synth_tasks, tiny_bert, store,
                                                             monkeypatch):
-    """rank_run reads the ranking run_dims stored for the same fine-tuned model (one key
+    """rank_run reads the ranking rank_dims stored for the same fine-tuned model (one key
     layout), so the two chapters select the same dimensions without ranking twice."""
     from bertdims import dims as dims_mod
     from bertdims.crossft import rank_run
     from bertdims.finetuning import finetune
     config = _cross_config(tiny_bert)
     cfg = config.finetune_config(SENTIMENT, 0)
-    stored = dims_mod.run_dims(cfg, store=store, methods=["single"], ks=[1, 2], modes=["refit"])
+    stored = dims_mod.rank_dims(cfg, store=store, methods=["single"], ks=[1, 2], modes=["refit"])
     run = finetune(cfg, store=store, progress=False)
     monkeypatch.setattr(dims_mod, "rank_dimensions", lambda *a, **k: pytest.fail("ranked again"))
     table = rank_run(run, "single", store=store)

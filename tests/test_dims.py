@@ -212,11 +212,11 @@ def test_run_dims_end_to_end_on_tiny_bert(tiny_bert, store):
     """Fine-tune the tiny BERT, rank, score the top k and retrain on two dimensions; the
     masked run with every dimension is the fine-tuned model itself, and a rerun reads the
     store back without recomputing."""
-    from bertdims.dims import run_dims
+    from bertdims.dims import rank_dims
     from bertdims.finetuning import FinetuneConfig
     cfg = FinetuneConfig(model=tiny_bert, task="rotten_tomatoes", max_train_samples=48,
                          max_eval_samples=40, max_seq_len=24, device="cpu", precision="fp32")
-    res = run_dims(cfg, store=store, candidates=6, ks=(1, 2, "all"), retrain_ks=[2])
+    res = rank_dims(cfg, store=store, candidates=6, ks=(1, 2, "all"), retrain_ks=[2])
     ranks = res.rankings
     assert sorted(ranks[ranks.method == "single"]["dim"]) == list(range(32))
     assert len(ranks[ranks.method == "ablation"]) == 6
@@ -228,25 +228,26 @@ def test_run_dims_end_to_end_on_tiny_bert(tiny_bert, store):
     top2 = ranks[ranks.method == "single"].sort_values("rank")["dim"][:2].tolist()
     assert retrain["dims"] == " ".join(map(str, top2))
     assert len(store.runs("finetune")) == 2 and len(store.runs("dims_k")) == 2
-    again = run_dims(cfg, store=store, candidates=6, ks=(1, 2, "all"), retrain_ks=[2])
+    again = rank_dims(cfg, store=store, candidates=6, ks=(1, 2, "all"), retrain_ks=[2])
     pd.testing.assert_frame_equal(again.scores, scores)
 
 
 def test_run_dims_rejects_bad_arguments_before_training(store):
-    from bertdims.dims import run_dims
+    from bertdims.dims import rank_dims
     from bertdims.finetuning import FinetuneConfig
     cfg = FinetuneConfig(task="rotten_tomatoes", max_train_samples=8)
     with pytest.raises(ConfigError, match="'candidates'.*largest k"):
-        run_dims(cfg, store=store, candidates=3, ks=(1, 5))
+        rank_dims(cfg, store=store, candidates=3, ks=(1, 5))
     with pytest.raises(ConfigError, match="'dims'"):
-        run_dims(cfg.replace(dims=[1, 2]), store=store)
+        rank_dims(cfg.replace(dims=[1, 2]), store=store)
     with pytest.raises(ConfigError, match="'methods'"):
-        run_dims(cfg, store=store, methods=["random"])
+        rank_dims(cfg, store=store, methods=["random"])
     assert len(store.runs()) == 0
 
 
 def test_summaries_and_charts_from_tidy_runs():
-    from bertdims import chosen_dims, compare_runs_chart, share_chart, summarize_runs, trend_chart
+    from bertdims.dims import chosen_dims, summarize_runs
+    from bertdims.fewdims_charts import compare_runs_chart, share_chart, trend_chart
     runs = pd.DataFrame({"task": ["a"] * 4 + ["b"] * 4, "setting": ["x", "x", "y", "y"] * 2,
                          "seed": [0, 1] * 4, "value": [0.8, 0.9, 0.5, 0.5, 0.1, 0.3, 0.2, 0.2]})
     summary = summarize_runs(runs, ["task", "setting"])

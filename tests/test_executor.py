@@ -139,7 +139,7 @@ def test_the_other_grids_send_every_run_to_the_cluster(tiny_bert, store, cluster
     """The layer study, the sparsity study and the cross-fine-tuning matrix (first stages,
     then B after A and its control) train nothing in the notebook's process."""
     from bertdims import sparse
-    from bertdims.crossft import CrossConfig, sequential
+    from bertdims.crossft import CrossConfig, cross_finetune
     from bertdims.distances import LayerStudyConfig, layer_study
     small = dict(max_train_samples=32, max_eval_samples=24, max_seq_len=32)
     monkeypatch.setenv(executor.SCHEDULER_ENV, cluster)
@@ -152,8 +152,8 @@ def test_the_other_grids_send_every_run_to_the_cluster(tiny_bert, store, cluster
     masks = sparse.sparse_study(sparse.SparseConfig(model=tiny_bert, epochs=1.0, device="cpu", **small),
                                 [0.5], [0], store=store)
     assert len(masks.scores[masks.scores["split"] == "test"]) == 3     # full, pretrained, learned
-    cross = sequential(CrossConfig(model=tiny_bert, tasks=["rotten_tomatoes", "bbc_news"], seeds=[0],
-                                   modes=["all"], num_dims=2, device="cpu", **small), store=store)
+    cross = cross_finetune(CrossConfig(model=tiny_bert, tasks=["rotten_tomatoes", "bbc_news"], seeds=[0],
+                                       modes=["all"], num_dims=2, device="cpu", **small), store=store)
     assert len(cross.pairs) == 2 and cross.pairs["second_after"].between(0, 1).all()
 
 

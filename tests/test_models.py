@@ -20,7 +20,7 @@ def test_embedded_model_is_a_six_layer_bert():
 
 def test_aliases_resolve_to_the_embedded_folder():
     for name in ("embedded", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-        assert bd.resolve_model(name) == str(embedded_model_path())
+        assert bd.models.resolve_model(name) == str(embedded_model_path())
 
 
 def test_local_folder_loads(tiny_bert):
@@ -30,15 +30,15 @@ def test_local_folder_loads(tiny_bert):
 
 def test_unavailable_hub_model_fails_fast_and_names_the_embedded_one(monkeypatch, no_network):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(bd.ModelNotAvailableError) as err:
+    with pytest.raises(bd.models.ModelNotAvailableError) as err:
         bd.load_encoder("bert-base-uncased")
     assert no_network == []                  # fails fast: offline, it never tries the network
-    assert "bert-base-uncased" in str(err.value) and bd.EMBEDDED_MODEL in str(err.value)
+    assert "bert-base-uncased" in str(err.value) and bd.models.EMBEDDED_MODEL in str(err.value)
 
 
 def test_folder_without_config_is_rejected(tmp_path):
-    with pytest.raises(bd.ModelNotAvailableError, match="config.json"):
-        bd.resolve_model(str(tmp_path))
+    with pytest.raises(bd.models.ModelNotAvailableError, match="config.json"):
+        bd.models.resolve_model(str(tmp_path))
 
 
 def test_fingerprint_changes_with_weights(tiny_bert):

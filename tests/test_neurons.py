@@ -25,8 +25,8 @@ def _cls_embeddings(task, n, seed=0):
     data = bd.load_task(task)["train"]
     idx = np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False))
     sub = data.select(idx)
-    X = bd.encode(bd.load_encoder("embedded"), list(sub["text"]), max_seq_len=32, device="cpu",
-                  progress=False)[:, 0]
+    X = bd.extract.encode(bd.load_encoder("embedded"), list(sub["text"]), max_seq_len=32, device="cpu",
+                          progress=False)[:, 0]
     return X, np.asarray(sub["label"])
 
 
