@@ -150,6 +150,7 @@ def extract_cli(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--chunk-size", type=int, default=2048)
     p.add_argument("--device", default="auto")
+    p.add_argument("--results", default=None, help="results store folder (default $BERTDIMS_RESULTS or ./results)")
     p.set_defaults(func=_extract_main)
 
 
@@ -160,7 +161,8 @@ def _extract_main(args) -> int:
         raise bad("layers", args.layers, "expected comma-separated integers such as '-1,0'") from None
     rep = extract(args.model, args.task, args.split, layers=layers, token=args.token,
                   max_seq_len=args.max_seq_len, max_samples=args.max_samples,
-                  batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device)
+                  batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
+                  store=ResultStore(args.results))
     print(f"{rep}\n{rep.path}")
     return 0
 
@@ -171,10 +173,11 @@ def sparse_cli(sub) -> None:
     per :class:`SparseConfig` field (:func:`bertdims.params.add_flags`)."""
     p = sub.add_parser("sparse", help="fine-tune by learning a binary mask over pretrained weights")
     add_flags(p, SparseConfig, defaults=_SPARSE_DEFAULTS)
+    p.add_argument("--results", default=None, help="results store folder (default $BERTDIMS_RESULTS or ./results)")
 
     def run(args) -> int:
         cfg = SparseConfig(**{name: getattr(args, name) for name in declared(SparseConfig)})
-        res = sparse_finetune(cfg).json()
+        res = sparse_finetune(cfg, ResultStore(args.results)).json()
         print(json.dumps({"metrics": res["metrics"], "sparsity": res["sparsity"],
                           "sizes": res["sizes"]}, indent=2))
         return 0

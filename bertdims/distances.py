@@ -423,7 +423,8 @@ def distance_study(config: DistanceConfig, store=None, *, force: bool = False):
     config : DistanceConfig
         What to run.
     store : ResultStore, optional
-        Where the runs are cached; None: a :class:`bertdims.store.ResultStore` at its default root.
+        Where the runs are cached; None keeps nothing
+        (:func:`bertdims.store.store_or_temporary`).
     force : bool
         Recompute the distances even when they are stored (the fine-tunings are still read back
         from the engine's cache).
@@ -444,8 +445,8 @@ def distance_study(config: DistanceConfig, store=None, *, force: bool = False):
           ``seed`` column.
     """
     from .models import fingerprint_of, load_encoder
-    from .store import ResultStore
-    store = store or ResultStore()
+    from .store import store_or_temporary
+    store = store_or_temporary(store)
     ft = _ft
 
     def compute() -> dict:
@@ -754,7 +755,8 @@ def layer_study(config: LayerStudyConfig, store=None) -> LayerStudy:
     config : LayerStudyConfig
         What to run.
     store : ResultStore, optional
-        Where the runs are cached; None: a :class:`bertdims.store.ResultStore` at its default root.
+        Where the runs are cached; None keeps nothing
+        (:func:`bertdims.store.store_or_temporary`).
 
     Returns
     -------
@@ -773,9 +775,9 @@ def layer_study(config: LayerStudyConfig, store=None) -> LayerStudy:
         were scored on different test examples.
     """
     from .models import load_encoder
-    from .store import ResultStore
+    from .store import store_or_temporary
     from .tasks import get_task
-    store = store or ResultStore()
+    store = store_or_temporary(store)
     ft = _ft
     with quiet_transformers():
         num_layers = load_encoder(config.model).num_layers

@@ -443,8 +443,8 @@ def extract(model, task: str, split: str = "train", *, layers: int | Sequence[in
 
     Returns :class:`StoredRepresentations` (memory-mapped ``(N, H)`` per layer).
     """
-    from .store import ResultStore
-    store = store if store is not None else ResultStore()
+    from .store import store_or_temporary
+    store = store_or_temporary(store)
     if task != GENERAL and data is None:      # a bad task name fails before the model loads
         from .tasks import get_task
         get_task(task)

@@ -670,9 +670,9 @@ def run_neurons(config: NeuronsConfig, *, store=None):
     from .extract import analysis_encoder, task_arrays
     from .models import fingerprint_of
     from .dims import chance_score
-    from .store import ResultStore
+    from .store import store_or_temporary
     from .tasks import get_task
-    store = store if store is not None else ResultStore()
+    store = store_or_temporary(store)
 
     def compute():
         enc = analysis_encoder(config.model, config.task, finetuned=config.finetuned, seed=config.seed,
@@ -728,7 +728,8 @@ def neurons_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes"
     seeds : list of int
         The fine-tuning seeds (the pretrained model is run once per task, as seed 0).
     store : ResultStore, optional
-        Where the runs are cached; None: a :class:`bertdims.store.ResultStore` at its default root.
+        Where the runs are cached; None keeps nothing
+        (:func:`bertdims.store.store_or_temporary`).
     **kw
         Further :class:`NeuronsConfig` fields, the same for every run.
 

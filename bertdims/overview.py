@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .models import cached_encoder, fingerprint_of
-from .store import ResultStore
+from .store import ResultStore, store_or_temporary
 from .tasks import get_split, get_task, texts_of
 
 
@@ -43,8 +43,8 @@ def project_task(model: str, task: str, *, split: str = "validation", max_exampl
         Which vector of the layer: ``"cls"``, ``"mean"``, ``"maxnorm"`` or ``"token:i"``
         (see :func:`bertdims.extract.encode`).
     store : ResultStore, optional
-        Where the projection is stored; None: a :class:`~bertdims.store.ResultStore` at its
-        default root.
+        Where the projection is stored; None keeps nothing
+        (:func:`bertdims.store.store_or_temporary`).
 
     Returns
     -------
@@ -60,7 +60,7 @@ def project_task(model: str, task: str, *, split: str = "validation", max_exampl
     ConfigError
         An unknown task, or a split the task does not have.
     """
-    store = store or ResultStore()
+    store = store_or_temporary(store)
     config = projection_config(model, task, split, max_examples, max_seq_len, layer, token)
     t = get_task(task)
     data = get_split(task, split)                      # fails early on a bad task or split

@@ -303,9 +303,9 @@ def run_pca(config: PCAConfig, *, store=None):
     explained_variance_ratio), ``ratios`` (component, ratio), ``sizes`` (model, sentences,
     accuracy). JSON: ``all_dims`` per model, ``num_classes``, ``first_below_one``."""
     from .models import fingerprint_of
-    from .store import ResultStore
+    from .store import store_or_temporary
     from .tasks import get_task
-    store = store if store is not None else ResultStore()
+    store = store_or_temporary(store)
 
     def compute():
         curves, variance, sizes, all_dims, evr = [], [], [], {}, {}
@@ -348,7 +348,8 @@ def pca_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes",), 
     seeds : list of int
         The fine-tuning seeds, one run per task and seed.
     store : ResultStore, optional
-        Where the runs are cached; None: a :class:`bertdims.store.ResultStore` at its default root.
+        Where the runs are cached; None keeps nothing
+        (:func:`bertdims.store.store_or_temporary`).
     **kw
         Further :class:`PCAConfig` fields, the same for every run.
 
@@ -575,9 +576,9 @@ def crossing_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes
     replicate, crossing), ``ratios`` (task, seed, component, ratio) for the first ``top``
     components, ``null`` (draw, crossing) and ``summary`` (:func:`crossing_table`)."""
     from .models import fingerprint_of
-    from .store import ResultStore
+    from .store import store_or_temporary
     from .tasks import get_task
-    store = store if store is not None else ResultStore()
+    store = store_or_temporary(store)
     check_range("top", top, 1, integer=True)
     sizes = dict(max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
                  max_seq_len=max_seq_len, epochs=epochs)

@@ -847,7 +847,8 @@ def sparse_finetune(config: SparseConfig, store=None, *, force: bool = False):
     config : SparseConfig
         What to run.
     store : ResultStore, optional
-        Where the run is cached; None: a :class:`bertdims.store.ResultStore` at its default root.
+        Where the run is cached; None keeps nothing
+        (:func:`bertdims.store.store_or_temporary`).
     force : bool
         Train again even when the run is stored.
 
@@ -868,8 +869,8 @@ def sparse_finetune(config: SparseConfig, store=None, *, force: bool = False):
         When ``config.layers`` or ``config.layer`` names a layer the model does not have.
     """
     from .models import fingerprint_of
-    from .store import ResultStore
-    store = store or ResultStore()
+    from .store import store_or_temporary
+    store = store_or_temporary(store)
     kind, cfg = "sparse_finetune", _key_config(config)
     fp = fingerprint_of(config.model)
     key = store.key(kind, cfg, fp)
@@ -1024,7 +1025,8 @@ def sparse_study(base: SparseConfig, sparsities: Sequence[float], seeds: Sequenc
     control_sparsity : float, optional
         Sparsity, in (0, 1), of the magnitude and random masks; None: no controls.
     store : ResultStore, optional
-        Where the runs are cached; None: a :class:`bertdims.store.ResultStore` at its default root.
+        Where the runs are cached; None keeps nothing
+        (:func:`bertdims.store.store_or_temporary`).
     split : str
         The evaluation split whose predictions and labels are collected (default ``"test"``);
         ``scores`` has every split.
@@ -1234,8 +1236,8 @@ def verify_stored_task(run, store=None) -> dict:
     run : StoredRun
         A run of :func:`sparse_finetune`.
     store : ResultStore, optional
-        Where the evaluation is cached; None: a :class:`bertdims.store.ResultStore` at its
-        default root.
+        Where the evaluation is cached; None keeps nothing
+        (:func:`bertdims.store.store_or_temporary`).
 
     Returns
     -------
@@ -1244,10 +1246,10 @@ def verify_stored_task(run, store=None) -> dict:
         metrics as {split: {metric: value}}.
     """
     from .finetuning import prepare_splits
-    from .store import ResultStore
+    from .store import store_or_temporary
     from .tasks import get_task
     from .training import evaluate, make_loader
-    store = store or ResultStore()
+    store = store_or_temporary(store)
     config = SparseConfig.from_dict(json.loads((Path(run.path) / CONFIG_FILE).read_text()))
 
     def compute() -> dict:

@@ -248,6 +248,38 @@ def default_root() -> Path:
     return Path(os.environ.get(RESULTS_ENV, "results")).resolve()
 
 
+_TEMPORARY: list = []
+
+
+def store_or_temporary(store: "ResultStore | None") -> "ResultStore":
+    """``store``, or, for None, a temporary store that lives until the process ends.
+
+    This is what ``store=None`` means for every function of the library that computes: nothing
+    is kept (:func:`bertdims.finetune` with ``store=None`` stores nothing either). Runs a study
+    needs more than once within the call are still computed once. Pass a
+    :class:`ResultStore` (``ResultStore()``: ``$BERTDIMS_RESULTS`` or ``./results``) to keep
+    the runs and read them back later.
+
+    Parameters
+    ----------
+    store : ResultStore or None
+        The caller's store.
+
+    Returns
+    -------
+    ResultStore
+        ``store`` itself, or the process's temporary store (one folder, removed at exit).
+    """
+    if store is not None:
+        return store
+    if not _TEMPORARY:
+        import atexit
+        folder = tempfile.mkdtemp(prefix="bertdims-temporary-store-")
+        atexit.register(shutil.rmtree, folder, True)
+        _TEMPORARY.append(ResultStore(folder))
+    return _TEMPORARY[0]
+
+
 def _plain(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         return _plain(asdict(obj))

@@ -622,3 +622,18 @@ def test_cli_store_clean_prints_each_removed_folder(store, capsys):
     assert not left.exists() and keep.exists()
     assert main(["store", "clean", "--results", str(store.root)]) == 0
     assert capsys.readouterr().out.splitlines() == [f"removed 0 leftover folders from {store.root}"]
+
+
+def test_no_store_means_nothing_is_kept(tmp_path, monkeypatch):
+    """``store=None`` in a function that computes: one temporary store for the process, outside
+    ``$BERTDIMS_RESULTS``; a store passed in is used as it is."""
+    from bertdims.store import ResultStore, store_or_temporary
+    monkeypatch.setenv("BERTDIMS_RESULTS", str(tmp_path / "kept"))
+    temp = store_or_temporary(None)
+    assert temp is store_or_temporary(None)
+    assert temp.root != ResultStore().root and not str(temp.root).startswith(str(tmp_path))
+    assert temp.root.name.startswith("bertdims-temporary-store-")
+    mine = ResultStore(tmp_path / "mine")
+    assert store_or_temporary(mine) is mine
+    temp.cached("pca", {"probe": 1}, lambda: {"x": 1})
+    assert not (tmp_path / "kept").exists()
