@@ -184,10 +184,13 @@ def accelerator(device: torch.device | str):
 
 
 def run_device(acc, wanted: torch.device) -> torch.device:
-    """The device this process trains on: the launcher's (one GPU per process) when ``wanted`` is
-    of the same type, else ``wanted`` (a CPU run on a machine with a GPU)."""
+    """The device this process trains on: in a launched run of several processes, the
+    launcher's (one GPU per process) when ``wanted`` is of the same type; otherwise ``wanted``
+    itself (``cuda:1``, or the CPU on a machine with a GPU)."""
     wanted = torch.device(wanted)
-    return acc.device if acc.device.type == wanted.type else wanted
+    if acc.num_processes > 1 and acc.device.type == wanted.type:
+        return acc.device
+    return wanted
 
 
 # ---------------------------------------------------------------------------- checkpoints

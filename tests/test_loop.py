@@ -132,3 +132,15 @@ def test_a_run_resumed_from_its_checkpoint_ends_where_the_uninterrupted_run_ends
     assert state.history == whole.history
     assert torch.equal(model.weight, whole_model.weight) and torch.equal(model.bias, whole_model.bias)
     assert load_checkpoint(tmp_path, {"c": 2}, *_setup()) is None   # another config: start afresh
+
+
+def test_one_process_trains_where_it_is_asked_and_a_launched_one_on_its_own_gpu():
+    from types import SimpleNamespace
+
+    from bertdims.loop import run_device
+    one = SimpleNamespace(num_processes=1, device=torch.device("cuda", 0))
+    assert run_device(one, "cpu") == torch.device("cpu")
+    assert run_device(one, "cuda:1") == torch.device("cuda", 1)
+    launched = SimpleNamespace(num_processes=2, device=torch.device("cuda", 1))
+    assert run_device(launched, "cuda") == torch.device("cuda", 1)
+    assert run_device(SimpleNamespace(num_processes=2, device=torch.device("cpu")), "cpu") == torch.device("cpu")
