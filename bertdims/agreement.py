@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from ._validate import ConfigMixin, bad, check_choice, check_range
-from .params import Interval, check_fields, derive, own, param
+from .params import Interval, check_fields, derive, own, param, study_param
 
 SOURCES = ("selected", "salient", "single", "pca", "moved", "outlier")
 #: What each source is, in words (the chapter's legend).
@@ -139,9 +139,9 @@ class AgreementConfig(ConfigMixin):
     model: str = param("model")
     tasks: list = param("tasks", ["rotten_tomatoes", "bbc_news"])
     seeds: list = param("seeds")
-    max_train_samples: int | None = param("max_train_samples", 1000)
-    max_eval_samples: int | None = param("max_eval_samples", 500)
-    max_seq_len: int = param("max_seq_len", 64)
+    max_train_samples: int | None = study_param("max_train_samples")
+    max_eval_samples: int | None = study_param("max_eval_samples")
+    max_seq_len: int = study_param("max_seq_len")
     epochs: float = param("epochs")
     lr: float = param("lr")
     batch_size: int = param("batch_size")

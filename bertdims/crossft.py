@@ -46,7 +46,8 @@ import pandas as pd
 from ._validate import ConfigMixin, bad, check_choice, check_range
 from .multitask import (EMBEDDED_CLASSIFICATION_TASKS, SAMPLERS, MultitaskModel, MultitaskConfig,
                         load_multitask, finetune_multitask)
-from .params import VOCABULARY, Check, Interval, Options, check_fields, derive, own, param
+from .params import (VOCABULARY, Check, Interval, Options, check_fields, derive, own, param,
+                     study_param)
 from .dims import (RESULTS_VERSION, effect_or_note, chance_score, effects_frame, random_dims,
                    with_effect_fields)
 from .models import model_size
@@ -115,9 +116,9 @@ class CrossConfig(ConfigMixin):
     epochs: float = param("epochs", 1.0)
     lr: float | None = param("lr", None, none="the engine's (FinetuneConfig's default)")
     batch_size: int | None = param("batch_size", None, none="the engine's (FinetuneConfig's default)")
-    max_train_samples: int | None = param("max_train_samples", 1000)
-    max_eval_samples: int | None = param("max_eval_samples", 500)
-    max_seq_len: int = param("max_seq_len", 64)
+    max_train_samples: int | None = study_param("max_train_samples")
+    max_eval_samples: int | None = study_param("max_eval_samples")
+    max_seq_len: int = study_param("max_seq_len")
     split: str = own("test", Options(("validation", "test")), "the split the tables report")
     device: str = param("device")
     precision: str = param("precision")

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from ._validate import ConfigError, ConfigMixin, bad
-from .params import IntList, Interval, check_fields, derive, own, param
+from .params import IntList, Interval, check_fields, derive, own, param, study_param
 
 KINDS = ("embeddings", "attention", "feed-forward", "layer-norm", "other")
 METRICS = ("l1", "l2", "angular", "rel_l2")
@@ -387,9 +387,9 @@ class DistanceConfig(ConfigMixin):
     model: str = param("model")
     task: str = param("task")
     seeds: list[int] = param("seeds")
-    max_train_samples: int | None = param("max_train_samples", 1000)
-    max_eval_samples: int | None = param("max_eval_samples", 500)
-    max_seq_len: int = param("max_seq_len", 64)
+    max_train_samples: int | None = study_param("max_train_samples")
+    max_eval_samples: int | None = study_param("max_eval_samples")
+    max_seq_len: int = study_param("max_seq_len")
     epochs: float = param("epochs", 1.0)
     lr: float = param("lr")
     layer_lr_decay: float = param("layer_lr_decay", 1.0)
@@ -699,9 +699,9 @@ class LayerStudyConfig(ConfigMixin):
                                           none=True)
     top_n: list[int] | None = own(None, _LAYER_NUMBERS, "numbers n (1..L) of top layers "
                                   "fine-tuned together; None or 'all': every n", none=True)
-    max_train_samples: int | None = param("max_train_samples", 1000)
-    max_eval_samples: int | None = param("max_eval_samples", 500)
-    max_seq_len: int = param("max_seq_len", 64)
+    max_train_samples: int | None = study_param("max_train_samples")
+    max_eval_samples: int | None = study_param("max_eval_samples")
+    max_seq_len: int = study_param("max_seq_len")
     epochs: float = param("epochs", 1.0)
     lr: float = param("lr")
     layer_lr_decay: float = param("layer_lr_decay", 1.0)

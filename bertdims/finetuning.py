@@ -425,9 +425,6 @@ def _export(run: FinetuneRun, out_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- the loop
-_LoopState = LoopState
-
-
 def _eval_every(config: FinetuneConfig, steps_per_epoch: int, total: int) -> int:
     """Steps between evaluations: ``eval_every``, else twice per epoch (at least twice a run)."""
     if config.eval_every is not None:
@@ -659,7 +656,7 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
         torch.manual_seed(config.seed * 7919 + rank)   # different dropout masks per process
 
     cfg = _key_config(config, core.num_layers)
-    state = _LoopState()
+    state = LoopState()
     if ckpt_dir is not None and resume:
         state = load_checkpoint(ckpt_dir, cfg, core, optimizer, scheduler, rank, world) or state
 
@@ -667,7 +664,7 @@ def _train(config: FinetuneConfig, task: Task, model_path: str, ckpt_dir: Path |
     train_step = _train_step(acc, model, core, train, collate, config, task, steps_per_epoch,
                              device, precision, bottom_args)
 
-    def evaluate(state: _LoopState) -> None:
+    def evaluate(state: LoopState) -> None:
         _evaluate_step(state, acc, core, enc.get(monitor), monitor == "dev", task, collate,
                        eval_bs, precision, config, steps_per_epoch, top_group, optimizer,
                        evals.get(monitor) if bottom is not None else None)
@@ -830,7 +827,7 @@ def _train_frozen(config, task, core, enc, collate, eval_bs, device, precision, 
             total_loss += loss_sum.detach()
         return total_loss, g
 
-    def evaluate(state: _LoopState) -> None:
+    def evaluate(state: LoopState) -> None:
         train_loss = take_train_loss(state)
         head_cpu.eval()
         with torch.no_grad():
@@ -844,7 +841,7 @@ def _train_frozen(config, task, core, enc, collate, eval_bs, device, precision, 
 
     bar = tqdm(total=total, disable=not progress, desc=f"head {task.name}", leave=False)
     head_cpu.train()
-    state = run_loop(_LoopState(), total, train_step=train_step, optimizer=optimizer,
+    state = run_loop(LoopState(), total, train_step=train_step, optimizer=optimizer,
                      scheduler=scheduler, clip=clip if config.max_grad_norm is not None else None,
                      evaluate=evaluate, eval_every=eval_every, bar=bar)
     bar.close()
@@ -864,7 +861,7 @@ def _train_frozen(config, task, core, enc, collate, eval_bs, device, precision, 
     return core, metrics, history, info, preds
 
 
-def _record(state: _LoopState, task, outputs, labels, select: bool, head, core, config,
+def _record(state: LoopState, task, outputs, labels, select: bool, head, core, config,
             train_loss: float, lr: float, steps_per_epoch: int) -> None:
     """One history row; with a development split (``select``), the checkpoint rule
     (:func:`bertdims.loop.record`) on the development loss."""
@@ -886,7 +883,7 @@ def _top_group(optimizer, num_layers: int) -> int:
     return max(enc, key=lambda i: groups[i]["layer"])
 
 
-def _evaluate_step(state: _LoopState, acc, core, dev, select: bool, task, collate, eval_bs,
+def _evaluate_step(state: LoopState, acc, core, dev, select: bool, task, collate, eval_bs,
                    precision, config, steps_per_epoch, top_group, optimizer,
                    cache: _BottomCache | None = None) -> None:
     train_loss = take_train_loss(state, acc)

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from ._validate import ConfigError, ConfigMixin, bad, check_range
-from .params import Flag, check_fields, own, param
+from .params import Flag, check_fields, own, param, study_param
 from .probes import check_embeddings, linear_predictions  # noqa: F401  (part of this module's API)
 
 from sklearn.base import BaseEstimator, _fit_context
@@ -643,9 +643,9 @@ class NeuronsConfig(ConfigMixin):
     task: str = param("task")
     finetuned: bool = own(True, Flag(), "the fine-tuned encoder (True) or the pretrained one")
     seed: int = param("seed")           # fine-tuning seed (0 for the pretrained model)
-    max_train_samples: int | None = param("max_train_samples", 1000)
-    max_eval_samples: int | None = param("max_eval_samples", 500)
-    max_seq_len: int = param("max_seq_len", 64)
+    max_train_samples: int | None = study_param("max_train_samples")
+    max_eval_samples: int | None = study_param("max_eval_samples")
+    max_seq_len: int = study_param("max_seq_len")
     epochs: float = param("epochs", 1.0)
     n_neurons: int = param("n_neurons")
     folds: int = param("folds")

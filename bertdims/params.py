@@ -10,8 +10,9 @@ parameter, the value and what is allowed. ``flags.add_flags`` turns a config cla
 command-line flags (:func:`bertdims.flags.add_flags`), so the ``bertdims`` sub-commands take
 the same names, defaults and checks.
 
-A config may give a shared field another default (``param("max_seq_len", 64)``: the studies
-run at the book's scale); the constraint and the meaning stay the vocabulary's.
+A config may give a shared field another default (``param("epochs", 1.0)``; the studies take
+the book's scale from :data:`STUDY_SCALE` with :func:`study_param`); the constraint and the
+meaning stay the vocabulary's.
 """
 from __future__ import annotations
 
@@ -279,6 +280,17 @@ VOCABULARY: dict[str, Param] = {
     "precision": Param("auto", Options(("auto", "fp32", "bf16")), "auto (bf16 on a GPU that "
                        "supports it, else fp32), fp32 or bf16"),
 }
+
+
+#: The book's study scale: the defaults the studies' configs (cross-fine-tuning, distances,
+#: PCA, salient neurons, agreement) give these fields, where a single fine-tuning run
+#: (:class:`~bertdims.finetune_config.FinetuneConfig`) uses all the data and 128 tokens.
+STUDY_SCALE = {"max_train_samples": 1000, "max_eval_samples": 500, "max_seq_len": 64}
+
+
+def study_param(name: str) -> Any:
+    """:func:`param` with the study scale's default (:data:`STUDY_SCALE`)."""
+    return param(name, STUDY_SCALE[name])
 
 
 def param(name: str, default: Any = dataclasses.MISSING, *, none: str | None = None) -> Any:

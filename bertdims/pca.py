@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validate import ConfigError, ConfigMixin, bad, check_range
-from .params import IntList, check_fields, own, param
+from .params import IntList, check_fields, own, param, study_param
 from .params import Interval as _Interval
 from .probes import check_embeddings, linear_accuracy, linear_predictions, linear_probe  # noqa: F401
 from .extract import analysis_encoder, general_array, iter_chunks, task_arrays
@@ -257,9 +257,9 @@ class PCAConfig(ConfigMixin):
     model: str = param("model")
     task: str = param("task")
     seed: int = param("seed")
-    max_train_samples: int | None = param("max_train_samples", 1000)
-    max_eval_samples: int | None = param("max_eval_samples", 500)
-    max_seq_len: int = param("max_seq_len", 64)
+    max_train_samples: int | None = study_param("max_train_samples")
+    max_eval_samples: int | None = study_param("max_eval_samples")
+    max_seq_len: int = study_param("max_seq_len")
     epochs: float = param("epochs", 1.0)
     general_samples: int | None = param("general_samples")
     sizes: list[int] = own([50, 100, 200, 500, 1000, 3000],
