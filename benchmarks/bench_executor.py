@@ -1,7 +1,7 @@
 """A grid of fine-tuning runs in process against the same grid on a local Dask cluster.
 
 Runs one grid of ``--runs`` fine-tuning runs (seeds 0..runs-1 of one config) twice through
-:func:`bertdims.dims.finetune_grid`, each time into an empty results store:
+:func:`bertdims.analysis.dims.finetune_grid`, each time into an empty results store:
 
 1. **in process**: no cluster (``$BERTDIMS_SCHEDULER`` unset), the runs one after the other in
    this process with ``--threads`` torch threads (default: as many as the cluster has workers,
@@ -29,8 +29,8 @@ from pathlib import Path
 
 
 def grid(args, store):
-    from bertdims.dims import grid_predictions
-    from bertdims.finetuning import FinetuneConfig
+    from bertdims.analysis.dims import grid_predictions
+    from bertdims.train.finetuning import FinetuneConfig
     base = FinetuneConfig(model=args.model, task=args.task, max_train_samples=args.n,
                           max_eval_samples=args.n_eval, max_seq_len=args.max_seq_len,
                           epochs=args.epochs, device="cpu")
@@ -67,9 +67,9 @@ def main() -> None:
     import torch
     from distributed import Client, LocalCluster
 
-    from bertdims.executor import SCHEDULER_ENV
-    from bertdims.models import fingerprint_of
-    from bertdims.store import ResultStore
+    from bertdims.train.executor import SCHEDULER_ENV
+    from bertdims.modeling.models import fingerprint_of
+    from bertdims.core.store import ResultStore
 
     threads = args.threads or args.workers
     torch.set_num_threads(threads)
@@ -84,7 +84,7 @@ def main() -> None:
         with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, \
                 Client(cluster, set_as_default=False) as client:
-            client.run(lambda: __import__("bertdims.finetuning") and None)    # the workers' imports
+            client.run(lambda: __import__("bertdims.train.finetuning") and None)    # the workers' imports
             start = time.perf_counter() - t0
             os.environ[SCHEDULER_ENV] = cluster.scheduler_address
             t1 = time.perf_counter()

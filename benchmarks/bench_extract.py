@@ -1,13 +1,13 @@
 """Representation extraction: memory and speed.
 
-Memory: ``bertdims.extract.extract`` streams a data set larger than its chunk size to disk;
+Memory: ``bertdims.analysis.extract.extract`` streams a data set larger than its chunk size to disk;
 peak resident memory (``ru_maxrss`` of a fresh process per run) should not grow with the size
-of the data set, unlike ``bertdims.extract.encode``, which returns everything in memory. Two data-set
+of the data set, unlike ``bertdims.analysis.extract.encode``, which returns everything in memory. Two data-set
 sizes, all 7 hidden states of the embedded model (384 dims), chunks of 512 texts.
 
 Speed: sentences per second on the same model and texts (rotten_tomatoes test, mean pooling of
 the last layer, max_seq_len 128, batch 32) for
-  * bertdims.extract.encode: batches of sequences sorted by length, each padded to its longest;
+  * bertdims.analysis.extract.encode: batches of sequences sorted by length, each padded to its longest;
   * padding every batch to max_seq_len, in input order (``pad_to_max=True``);
   * sentence-transformers' ``SentenceTransformer.encode`` (when installed).
 
@@ -47,11 +47,11 @@ def memory_child(mode: str, n: int, chunk_size: int, root: str) -> None:
     from datasets import Dataset
 
     import bertdims as bd
-    from bertdims.extract import extract
+    from bertdims.analysis.extract import extract
     torch.set_num_threads(1)
     enc = bd.load_encoder("embedded")
     layers = list(range(enc.num_layers + 1))
-    bd.extract.encode(enc, _texts(64), layers=layers, max_seq_len=64, device="cpu", progress=False)  # warm-up
+    bd.analysis.extract.encode(enc, _texts(64), layers=layers, max_seq_len=64, device="cpu", progress=False)  # warm-up
     enc.fingerprint()  # computed once per model (cached on it): not part of the streaming cost
     base = _rss_mb()
     data = Dataset.from_dict({"text": _texts(n), "label": [0] * n})
@@ -61,7 +61,7 @@ def memory_child(mode: str, n: int, chunk_size: int, root: str) -> None:
                       batch_size=64, device="cpu", store=bd.ResultStore(root), progress=False, data=data)
         out_mb = sum(np.asarray(rep[layer]).nbytes for layer in layers) / 2**20
     else:
-        arr = bd.extract.encode(enc, list(data["text"]), layers=layers, max_seq_len=64, batch_size=64,
+        arr = bd.analysis.extract.encode(enc, list(data["text"]), layers=layers, max_seq_len=64, batch_size=64,
                                 device="cpu", progress=False)
         out_mb = arr.nbytes / 2**20
     print(json.dumps({"mode": mode, "n": n, "seconds": time.perf_counter() - t, "baseline_mb": base,
@@ -95,18 +95,18 @@ def speed_benchmark(n: int, max_seq_len: int, batch_size: int) -> None:
           f"torch threads={torch.get_num_threads()}, device=cpu")
     kw = dict(layers=[-1], token="mean", max_seq_len=max_seq_len, batch_size=batch_size, device="cpu",
               progress=False)
-    bd.extract.encode(enc, texts[:64], **kw)  # warm-up
+    bd.analysis.extract.encode(enc, texts[:64], **kw)  # warm-up
     rows = []
     t = time.perf_counter()
-    ours = bd.extract.encode(enc, texts, **kw)[:, 0]
-    rows.append(("bertdims.extract.encode (length-sorted batches)", time.perf_counter() - t))
+    ours = bd.analysis.extract.encode(enc, texts, **kw)[:, 0]
+    rows.append(("bertdims.analysis.extract.encode (length-sorted batches)", time.perf_counter() - t))
     t = time.perf_counter()
-    padded = bd.extract.encode(enc, texts, pad_to_max=True, **kw)[:, 0]
+    padded = bd.analysis.extract.encode(enc, texts, pad_to_max=True, **kw)[:, 0]
     rows.append((f"pad every batch to {max_seq_len}", time.perf_counter() - t))
     assert np.allclose(ours, padded, atol=1e-4), "padding changed the representations"
     try:
         from sentence_transformers import SentenceTransformer
-        from bertdims.models import embedded_model_path
+        from bertdims.modeling.models import embedded_model_path
         st = SentenceTransformer(str(embedded_model_path()), device="cpu")
         st.max_seq_length = max_seq_len
         st.encode(texts[:64], batch_size=batch_size)

@@ -39,15 +39,15 @@ def _peak_memory_mb(device) -> float:
 
 def worker_ours(args) -> dict:
     import torch
-    from bertdims.finetuning import FinetuneConfig, finetune
+    from bertdims.train.finetuning import FinetuneConfig, finetune
     config = FinetuneConfig(model=args.model, task=args.task, max_train_samples=args.n,
                             max_eval_samples=8, max_seq_len=args.max_seq_len, epochs=1.0,
                             batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
                             early_stopping_fraction=0.0, device=args.device, precision=args.precision,
                             seed=0, **COMMON)
     import importlib
-    from bertdims.device import pick_device
-    engine = importlib.import_module("bertdims.finetuning")
+    from bertdims.core.device import pick_device
+    engine = importlib.import_module("bertdims.train.finetuning")
     device = pick_device(args.device)
     seen = {}
     real_save = engine.save_finetuned
@@ -75,13 +75,13 @@ def worker_trainer(args) -> dict:
     from transformers.utils import logging as hf_logging
 
     import bertdims as bd
-    from bertdims.device import pick_device, pick_precision
-    from bertdims.finetuning import prepare_splits
+    from bertdims.core.device import pick_device, pick_precision
+    from bertdims.train.finetuning import prepare_splits
 
     hf_logging.set_verbosity_error()
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
-    path = bd.models.resolve_model(args.model)
+    path = bd.modeling.models.resolve_model(args.model)
     task = bd.get_task(args.task)
     train = prepare_splits(task, max_train_samples=args.n, early_stopping_fraction=0.0)["train"]
     tokenizer = AutoTokenizer.from_pretrained(path)

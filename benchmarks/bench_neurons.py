@@ -1,4 +1,4 @@
-"""Salient-neuron search: bertdims.neurons.NeuronSelector against scikit-learn's
+"""Salient-neuron search: bertdims.analysis.neurons.NeuronSelector against scikit-learn's
 SequentialFeatureSelector(LogisticRegression(), cv=folds) on the same embeddings and folds.
 
 Embeddings: pretrained [CLS] of the embedded model (all-MiniLM-L6-v2, 384 dims) on the first
@@ -49,8 +49,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import bertdims as bd
-    from bertdims.extract import extract
-    from bertdims.neurons import NeuronSelector, standardize
+    from bertdims.analysis.extract import extract
+    from bertdims.analysis.neurons import NeuronSelector, standardize
     from sklearn.feature_selection import SequentialFeatureSelector
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score

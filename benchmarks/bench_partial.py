@@ -4,7 +4,7 @@ Each pair trains the same configuration twice, once the way the engine does it n
 the straightforward way, and prints the wall-clock time of each and their ratio:
 
 1. **layer head**: a head on layer ``--layer`` (chapter 3's layer curve) with the encoder cut
-   after that layer (:func:`bertdims.heads.truncated`), against the whole encoder run every
+   after that layer (:func:`bertdims.train.heads.truncated`), against the whole encoder run every
    step (the blocks above the head computed and thrown away).
 2. **top-n layers**: only the top ``--top`` blocks train (chapters 5 and 9); the frozen bottom
    is computed once per training example and the top trains from its cached output, against
@@ -35,9 +35,9 @@ PAIRS = ("layer head", "top-n layers", "frozen probe")
 def worker(args) -> dict:
     import torch
     torch.set_num_threads(args.threads)
-    from bertdims import heads
-    from bertdims.finetuning import FinetuneConfig, finetune
-    from bertdims import finetuning as ft
+    from bertdims.train import heads
+    from bertdims.train.finetuning import FinetuneConfig, finetune
+    from bertdims.train import finetuning as ft
 
     common = dict(model=args.model, task=args.task, max_train_samples=args.n, max_eval_samples=args.n_eval,
                   max_seq_len=args.max_seq_len, epochs=args.epochs, device="cpu", seed=0)
@@ -84,7 +84,7 @@ def main() -> None:
     if args.side:
         print(json.dumps(worker(args)))
         return
-    from bertdims.dims import model_size
+    from bertdims.analysis.dims import model_size
     num_layers = model_size(args.model)[0]
     rows = []
     for pair in [x.strip() for x in args.pairs.split(",")]:

@@ -1,8 +1,22 @@
 """bertdims: how redundant are BERT's hidden representations?
 
 Chapters do ``import bertdims as bd``. The top level holds the names a chapter or a user starts
-from (``bd.__all__``, about thirty); everything else lives in its module, and every module is an
-attribute of the package (``bd.dims.summarize_runs``, ``bd.scorecard.record_verdict``).
+from (``bd.__all__``, about thirty); everything else lives in its module, and every module sits
+in one of eight layers, each a folder that imports only the ones before it:
+
+========  ===============================================================================
+core      checks, device, the hub check, progress lines, statistics, the results store
+data      the task registry and its two catalogues (embedded, hub)
+modeling  encoders, token choice, a tiny BERT for tests
+config    the vocabulary of config fields, the fine-tuning config and the papers' recipe
+train     the one training loop, fine-tuning, heads, several tasks, sparse masks, grids
+analysis  the papers' methods: dimensions, cross-fine-tuning, PCA, neurons, distances, ...
+book      chapters, claims, scorecard, charts, findings in words (presentation only)
+cli       the ``bertdims`` command
+========  ===============================================================================
+
+A module is reached through its layer: ``bd.analysis.dims.summarize_runs``,
+``bd.book.scorecard.record_verdict``, ``from bertdims.train import sparse``.
 
 The naming convention of the experiments:
 
@@ -14,7 +28,8 @@ The naming convention of the experiments:
 * each of them takes a ``*Config`` dataclass (or its fields) and a results store.
 
 A name that used to be at the top level and is no longer (``bd.summarize_runs``, ``bd.run_dims``)
-still resolves, with a ``FutureWarning`` that names where it lives now.
+still resolves, with a ``FutureWarning`` that names where it lives now; so does a module path
+from before the layers (``bd.dims``, ``import bertdims.dims``).
 """
 import os as _os
 
@@ -26,39 +41,35 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._version import __version__  # noqa: E402
 
-# The modules, each an attribute of the package (``bd.dims``, ``bd.study_charts``, ...).
-from . import device, models, store, tasks, extract, overview, chapters, charts  # noqa: E402, F401
-from . import dims, fewdims_charts, findings, distances, sparse, study_charts, study_findings  # noqa: E402, F401
-from . import finetuning, multitask, crossft, claims, scorecard, stats, neurons, pca, report  # noqa: E402, F401
-from . import agreement  # noqa: E402, F401
-from . import finetune_config, heads, loop, parameters, params, probes, progress  # noqa: E402, F401
-from . import task_spec, tokens, training  # noqa: E402, F401
+# The layers, lowest first; each imports only the ones before it (tests/test_layers.py), and
+# each module is an attribute of its layer (``bd.analysis.dims``, ``bd.book.report``).
+from . import core, data, modeling, config, train, analysis, book, cli  # noqa: E402, F401
 
 # Data and models.
-from .models import load_encoder  # noqa: E402
-from .tasks import get_task, load_task, task_names  # noqa: E402
-from .store import ResultStore  # noqa: E402
-from ._validate import ConfigError  # noqa: E402
+from .modeling.models import load_encoder  # noqa: E402
+from .data.tasks import get_task, load_task, task_names  # noqa: E402
+from .core.store import ResultStore  # noqa: E402
+from .core._validate import ConfigError  # noqa: E402
 # Fine-tuning.
-from .finetuning import FinetuneConfig, finetune, load_finetuned  # noqa: E402
+from .train.finetuning import FinetuneConfig, finetune, load_finetuned  # noqa: E402
 # Few dimensions.
-from .dims import finetune_grid, rank_dims  # noqa: E402
+from .analysis.dims import finetune_grid, rank_dims  # noqa: E402
 # Cross-fine-tuning and several tasks in one model.
-from .crossft import CrossConfig, cross_finetune  # noqa: E402
-from .multitask import MultitaskConfig, finetune_multitask  # noqa: E402
+from .analysis.crossft import CrossConfig, cross_finetune  # noqa: E402
+from .train.multitask import MultitaskConfig, finetune_multitask  # noqa: E402
 # PCA and salient neurons.
-from .pca import pca_study  # noqa: E402
-from .neurons import neurons_study  # noqa: E402
+from .analysis.pca import pca_study  # noqa: E402
+from .analysis.neurons import neurons_study  # noqa: E402
 # Weight distances.
-from .distances import DistanceConfig, LayerStudyConfig, distance_study, layer_study  # noqa: E402
+from .analysis.distances import DistanceConfig, LayerStudyConfig, distance_study, layer_study  # noqa: E402
 # Sparse fine-tuning.
-from .sparse import SparseConfig, sparse_finetune, sparse_study  # noqa: E402
+from .train.sparse import SparseConfig, sparse_finetune, sparse_study  # noqa: E402
 # Agreement of the dimension rankings.
-from .agreement import AgreementConfig, rankings_study  # noqa: E402
+from .analysis.agreement import AgreementConfig, rankings_study  # noqa: E402
 # Statistics.
-from .stats import Effect, paired_effect, seed_effect, verdict_of  # noqa: E402
+from .core.stats import Effect, paired_effect, seed_effect, verdict_of  # noqa: E402
 # The book.
-from .chapters import build_book, run_chapter  # noqa: E402
+from .book.chapters import build_book, run_chapter  # noqa: E402
 
 __all__ = [
     # data and models
@@ -83,14 +94,22 @@ __all__ = [
     "run_chapter", "build_book",
 ]
 
-#: The modules ``dir(bertdims)`` lists next to ``__all__``.
-_SUBMODULES = (
-    "agreement", "chapters", "charts", "claims", "crossft", "device", "dims", "distances", "extract",
-    "fewdims_charts", "findings", "finetune_config", "finetuning", "heads", "loop", "models",
-    "multitask", "neurons", "overview", "parameters", "params", "pca", "probes", "progress", "report",
-    "scorecard", "sparse", "stats", "store", "study_charts", "study_findings", "task_spec", "tasks",
-    "tokens", "training",
-)
+#: The layers, lowest first, and their modules: ``bd.<layer>.<module>``.
+_LAYERS = {
+    "core": ("_validate", "device", "hub", "progress", "stats", "store",),
+    "data": ("task_spec", "_embedded", "_hub", "tasks",),
+    "modeling": ("models", "tokens", "testing",),
+    "config": ("params", "finetune_config",),
+    "train": ("training", "heads", "loop", "finetuning", "multitask", "sparse", "executor",),
+    "analysis": ("extract", "probes", "dims", "pca", "neurons", "distances", "crossft", "agreement",),
+    "book": ("chapters", "parameters", "plan", "claims", "scorecard", "report", "findings", "study_findings", "charts", "fewdims_charts", "study_charts", "overview", "webassets",),
+    "cli": ("app", "commands", "flags",),
+}
+#: Where each module lives: ``{module: "layer.module"}``.
+_MODULES = {m: f"{layer}.{m}" for layer, modules in _LAYERS.items() for m in modules}
+#: Module paths from before the layers (``bertdims.dims``): each still imports, with a
+#: FutureWarning naming where the module lives now (``cli`` is its layer's name now).
+_FORMER_MODULES = {**{m: path for m, path in _MODULES.items() if m not in ("hub", "app")}}
 
 # ------------------------------------------------------------------- former top-level names
 # Names that were at the top level before the namespace was curated: each still resolves, from
@@ -142,31 +161,72 @@ _RENAMED = {
 
 
 def __getattr__(name: str):
-    """A former top-level name, from its module, with a FutureWarning naming that module."""
+    """A former top-level name or module, from where it lives now, with a FutureWarning that
+    says where."""
     import importlib
     import warnings
 
     if name in _RENAMED:
         module, new = _RENAMED[name]
         message = (f"bertdims.{name} is no longer part of the top-level namespace; use "
-                   f"bertdims.{new} (renamed; also bertdims.{module}.{new})")
+                   f"bertdims.{new} (renamed; also bertdims.{_MODULES[module]}.{new})")
         attr = new
     elif name in _MOVED:
         module = _MOVED[name]
         message = (f"bertdims.{name} is no longer part of the top-level namespace; use "
-                   f"bertdims.{module}.{name}")
+                   f"bertdims.{_MODULES[module]}.{name}")
         attr = name
+    elif name in _FORMER_MODULES:
+        warnings.warn(_module_moved(name), FutureWarning, stacklevel=2)
+        return importlib.import_module(f"{__name__}.{_FORMER_MODULES[name]}")
     else:
         raise AttributeError(f"module 'bertdims' has no attribute {name!r}")
     warnings.warn(message, FutureWarning, stacklevel=2)
-    return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    return getattr(importlib.import_module(f"{__name__}.{_MODULES[module]}"), attr)
+
+
+def _module_moved(name: str) -> str:
+    return (f"the module bertdims.{name} is now bertdims.{_FORMER_MODULES[name]} "
+            f"(the package is in layers: {', '.join(_LAYERS)})")
+
+
+class _FormerModules:
+    """``import bertdims.dims`` (a module path from before the layers) imports the module from
+    its layer, with a FutureWarning; the module object is the same one, not a copy."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        import importlib.util
+
+        head, _, name = fullname.partition(".")
+        if head != __name__ or name not in _FORMER_MODULES:
+            return None
+        return importlib.util.spec_from_loader(fullname, _FormerModules)
+
+    @staticmethod
+    def create_module(spec):
+        import importlib
+        import warnings
+
+        name = spec.name.partition(".")[2]
+        warnings.warn(_module_moved(name), FutureWarning, stacklevel=2)
+        return importlib.import_module(f"{__name__}.{_FORMER_MODULES[name]}")
+
+    @staticmethod
+    def exec_module(module):
+        """The module was executed where it lives."""
 
 
 def __dir__() -> list[str]:
-    """The curated names, ``__version__`` and the modules."""
-    return sorted({*__all__, "__version__", *_SUBMODULES})
+    """The curated names, ``__version__`` and the layers."""
+    return sorted({*__all__, "__version__", *_LAYERS})
 
 
-from .report import plain_numbers_in_notebooks as _plain_numbers  # noqa: E402
+import sys as _sys  # noqa: E402
+
+if not any(f is _FormerModules for f in _sys.meta_path):
+    _sys.meta_path.append(_FormerModules)
+
+from .book.report import plain_numbers_in_notebooks as _plain_numbers  # noqa: E402
 
 _plain_numbers()

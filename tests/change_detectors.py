@@ -1,14 +1,14 @@
 """Change detectors: counts of the data sets that ship with bertdims, as its loaders produce
-them today (and as the table in the ``bertdims/_embedded.py`` docstring documents them).
+them today (and as the table in the ``bertdims/data/_embedded.py`` docstring documents them).
 
 Nothing derives these numbers: they are copied from the loaders' output. A test that compares
-against them fails when the shipped data (the packages ``bertdims/_embedded.py`` reads, at the
+against them fails when the shipped data (the packages ``bertdims/data/_embedded.py`` reads, at the
 pinned versions) or the way the splits are made (repeated texts dropped, the seeded split by
 movie or by class, the 10% validation sampling) changes, on purpose or not.
 
 When one fails: find out which change moved the counts. If it was unintended (e.g. another
 version of a data package, an edit of the split code), fix that, not the numbers. If it was
-intended, update the numbers here, the table in the ``bertdims/_embedded.py`` docstring and
+intended, update the numbers here, the table in the ``bertdims/data/_embedded.py`` docstring and
 the README, and note that results stored with the old splits are not comparable with new
 ones (the store keys them by ``data_version``)."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from finetune_tasks import register_test_tasks  # noqa: E402
 
-from bertdims.finetuning import FinetuneConfig, finetune  # noqa: E402
+from bertdims.train.finetuning import FinetuneConfig, finetune  # noqa: E402
 
 
 def main(model_dir: str, out_json: str) -> None:

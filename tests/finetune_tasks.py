@@ -49,7 +49,7 @@ def register_test_tasks() -> tuple[str, str]:
     """Register ``_test_cls`` (2 classes, accuracy) and ``_test_reg`` (scores, pearson/spearman)
     where missing. In a test, use :func:`registered_test_tasks` (or the ``tiny_tasks`` fixture),
     which also removes them again; this bare form is for a separate process (a script)."""
-    from bertdims.tasks import Task, register, task_names
+    from bertdims.data.tasks import Task, register, task_names
     known = task_names()
     if "_test_cls" not in known:
         register(Task(name="_test_cls", source="embedded", text_fields=("text",),
@@ -66,7 +66,7 @@ def register_test_tasks() -> tuple[str, str]:
 def registered_test_tasks():
     """The two tasks registered for the ``with`` block and unregistered after it; a task that
     was registered before the block (by an enclosing scope) is left registered."""
-    from bertdims.tasks import task_names, unregister
+    from bertdims.data.tasks import task_names, unregister
     added = [name for name in TEST_TASKS if name not in task_names()]
     register_test_tasks()
     try:
@@ -81,7 +81,7 @@ class Killed(RuntimeError):
 
 
 def stop_at(stop: int):
-    """A ``_after_step`` hook (of bertdims.finetuning, sparse or multitask) that raises
+    """A ``_after_step`` hook (of bertdims.train.finetuning, sparse or multitask) that raises
     :class:`Killed` once step ``stop`` is done (after any checkpoint due at that step)."""
     def hook(step: int) -> None:
         if step == stop:

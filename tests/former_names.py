@@ -58,6 +58,22 @@ RENAMED = {
     "train_multitask": ("multitask", "finetune_multitask"),
 }
 
-#: Modules that were attributes of the package before (and must stay so).
-FORMER_MODULES = ("agreement", "charts", "claims", "findings", "scorecard", "stats", "study_charts",
-                  "study_findings")
+#: Module paths from before the package was cut into layers (``bertdims.dims``) -> where each
+#: module lives now. Each still imports, and is a package attribute, with a FutureWarning.
+FORMER_MODULES = {"_embedded": "data._embedded", "_hub": "data._hub",
+    "_validate": "core._validate", "agreement": "analysis.agreement",
+    "chapters": "book.chapters", "charts": "book.charts", "claims": "book.claims",
+    "commands": "cli.commands", "crossft": "analysis.crossft", "device": "core.device",
+    "dims": "analysis.dims", "distances": "analysis.distances", "executor": "train.executor",
+    "extract": "analysis.extract", "fewdims_charts": "book.fewdims_charts",
+    "findings": "book.findings", "finetune_config": "config.finetune_config",
+    "finetuning": "train.finetuning", "flags": "cli.flags", "heads": "train.heads",
+    "loop": "train.loop", "models": "modeling.models", "multitask": "train.multitask",
+    "neurons": "analysis.neurons", "overview": "book.overview", "parameters": "book.parameters",
+    "params": "config.params", "pca": "analysis.pca", "plan": "book.plan",
+    "probes": "analysis.probes", "progress": "core.progress", "report": "book.report",
+    "scorecard": "book.scorecard", "sparse": "train.sparse", "stats": "core.stats",
+    "store": "core.store", "study_charts": "book.study_charts",
+    "study_findings": "book.study_findings", "task_spec": "data.task_spec",
+    "tasks": "data.tasks", "testing": "modeling.testing", "tokens": "modeling.tokens",
+    "training": "train.training", "webassets": "book.webassets"}

@@ -10,14 +10,14 @@ from pathlib import Path
 
 
 def sparse_config(model: str):
-    from bertdims.sparse import SparseConfig
+    from bertdims.train.sparse import SparseConfig
     return SparseConfig(model=model, task="rotten_tomatoes", sparsity=0.3, batch_size=8, epochs=2.0,
                         max_train_samples=320, max_eval_samples=64, max_seq_len=32, device="cpu",
                         precision="fp32", eval_every=4)
 
 
 def multitask_config(model: str):
-    from bertdims.multitask import MultitaskConfig
+    from bertdims.train.multitask import MultitaskConfig
     return MultitaskConfig(model=model, tasks=["rotten_tomatoes", "bbc_news"], dims=[[0, 1], [2, 3, 4]],
                            epochs=2.0, lr=1e-3, batch_size=8, max_train_samples=160,
                            max_eval_samples=64, max_seq_len=32, device="cpu", precision="fp32", seed=0)
@@ -26,8 +26,8 @@ def multitask_config(model: str):
 def main(kind: str, model: str, results: str) -> None:
     import os
 
-    from bertdims import multitask, sparse
-    from bertdims.store import ResultStore
+    from bertdims.train import multitask, sparse
+    from bertdims.core.store import ResultStore
     mark = Path(results) / f"first_step-{os.getpid()}"
 
     def first(step: int) -> None:

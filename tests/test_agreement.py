@@ -1,4 +1,4 @@
-"""Tests of bertdims.agreement (chapter 11_dimension_agreement): rankings of dimensions from
+"""Tests of bertdims.analysis.agreement (chapter 11_dimension_agreement): rankings of dimensions from
 each source, their agreement against a null of random rankings, the outlier dimensions, the
 weights fine-tuning moved, and the with/without-outlier retraining end to end on the tiny BERT."""
 import sys
@@ -10,8 +10,8 @@ import pytest
 from scipy.stats import kendalltau, spearmanr
 
 from bertdims import ConfigError
-from bertdims.study_charts import matrix_chart
-from bertdims.agreement import (SOURCES, AgreementConfig, Rankings, agreement_effects,
+from bertdims.book.study_charts import matrix_chart
+from bertdims.analysis.agreement import (SOURCES, AgreementConfig, Rankings, agreement_effects,
                                 agreement_table, cross_agreement, magnitude_scores,
                                 matrix_frame, null_agreement, observed_vs_null, outlier_dims,
                                 outlier_effects, pca_scores, setting_dims, top_order,
@@ -216,8 +216,8 @@ def test_setting_dims_take_the_outliers_out_and_in():
 
 
 def test_outlier_effects_compare_the_settings_paired_by_seed():
-    from bertdims.agreement import OutlierStudy
-    from bertdims.testing import predictions_right_on
+    from bertdims.analysis.agreement import OutlierStudy
+    from bertdims.modeling.testing import predictions_right_on
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, size=400)
     preds = {("rotten_tomatoes", "selected"): predictions_right_on(y, 0.80, 3, rng),
@@ -238,7 +238,7 @@ def test_outlier_effects_compare_the_settings_paired_by_seed():
 def test_rankings_and_outlier_retraining_on_tiny_bert(tiny_bert, store, monkeypatch, tiny_tasks):
     """Every source for every model, the retraining grid through the store, and a rerun
     that trains nothing."""
-    from bertdims.agreement import outlier_retrain, rankings_study, top_table
+    from bertdims.analysis.agreement import outlier_retrain, rankings_study, top_table
     cls, _ = tiny_tasks
     config = AgreementConfig(model=tiny_bert, tasks=[cls], seeds=[0, 1], max_train_samples=48,
                              max_eval_samples=30, max_seq_len=16, epochs=1.0, n_neurons=3,
@@ -260,7 +260,7 @@ def test_rankings_and_outlier_retraining_on_tiny_bert(tiny_bert, store, monkeypa
     assert (s[s.setting == "without outliers"].n_outliers == 0).all()
     assert study.predictions[(cls, "outliers")].shape == (2, 30)
     import importlib
-    ft = importlib.import_module("bertdims.finetuning")
+    ft = importlib.import_module("bertdims.train.finetuning")
     monkeypatch.setattr(ft, "_train", lambda *a, **k: pytest.fail("retrained"))
     again = outlier_retrain(config, rankings_study(config, store=store), store=store)
     pd.testing.assert_frame_equal(again.scores, s)

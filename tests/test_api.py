@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import sys
 import inspect
 import re
 import types
@@ -24,7 +25,8 @@ MOVED = sorted(set(FORMER) - set(bd.__all__))
 
 
 def _module(name: str) -> types.ModuleType:
-    return importlib.import_module(f"bertdims.{name}")
+    """The module a former name lives in, by its old short name, at its place in the layers."""
+    return importlib.import_module(f"bertdims.{FORMER_MODULES[name]}")
 
 
 def _quietly(fn):
@@ -59,19 +61,49 @@ def test_star_import_gives_exactly_the_curated_names():
     assert set(namespace) - {"__builtins__"} == set(bd.__all__)
 
 
-def test_dir_lists_the_curated_names_and_the_modules():
+def test_dir_lists_the_curated_names_and_the_layers():
     listed = set(dir(bd))
-    assert set(bd.__all__) <= listed
-    modules = {"dims", "crossft", "charts", "study_charts", "fewdims_charts", "findings",
-               "study_findings", "stats", "claims", "scorecard", "report", "agreement", "pca",
-               "neurons", "distances", "sparse", "multitask", "tasks", "models", *FORMER_MODULES}
-    assert modules <= listed
-    for name in modules:
-        assert isinstance(_quietly(lambda: getattr(bd, name)), types.ModuleType), name
-    assert not set(MOVED) & listed
-    assert not set(RENAMED) & listed
+    assert listed == {*bd.__all__, "__version__", *bd._LAYERS}
+    for layer, modules in bd._LAYERS.items():
+        assert isinstance(_quietly(lambda: getattr(bd, layer)), types.ModuleType), layer
+        for name in modules:                         # bd.<layer>.<module>, quietly
+            assert _quietly(lambda: getattr(getattr(bd, layer), name)).__name__ == f"bertdims.{layer}.{name}"
     for name in listed:                              # everything dir() offers is there, quietly
         _quietly(lambda: getattr(bd, name))
+
+
+def test_the_layers_hold_every_module_and_only_once():
+    assert sorted(m for ms in bd._LAYERS.values() for m in ms) == sorted(bd._MODULES)
+    assert set(FORMER_MODULES.values()) <= set(bd._MODULES.values())
+
+
+@pytest.mark.parametrize("old", sorted(FORMER_MODULES))
+def test_a_former_module_attribute_warns_and_is_the_same_module(old, monkeypatch):
+    if old in vars(bd):                              # an earlier ``import bertdims.<old>`` set it
+        monkeypatch.delattr(bd, old)
+    with pytest.warns(FutureWarning) as caught:
+        module = getattr(bd, old)
+    assert len(caught) == 1
+    assert str(caught[0].message).startswith(f"the module bertdims.{old} is now bertdims.{FORMER_MODULES[old]} ")
+    assert caught[0].filename == __file__
+    assert module is importlib.import_module(f"bertdims.{FORMER_MODULES[old]}")
+
+
+@pytest.mark.parametrize("old", ["dims", "finetuning", "tasks", "scorecard"])
+def test_a_former_module_path_imports_with_a_warning(old, monkeypatch):
+    """``import bertdims.dims`` / ``from bertdims.dims import x``: the module from its layer."""
+    monkeypatch.delitem(sys.modules, f"bertdims.{old}", raising=False)
+    if old in vars(bd):
+        monkeypatch.delattr(bd, old)
+    with pytest.warns(FutureWarning, match=rf"bertdims\.{old} is now bertdims\.{FORMER_MODULES[old]}"):
+        module = importlib.import_module(f"bertdims.{old}")
+    assert module is importlib.import_module(f"bertdims.{FORMER_MODULES[old]}")
+    assert sys.modules[f"bertdims.{old}"] is module
+
+
+def test_an_unknown_module_path_is_still_an_import_error():
+    with pytest.raises(ModuleNotFoundError, match="bertdims.no_such_module"):
+        importlib.import_module("bertdims.no_such_module")
 
 
 # ------------------------------------------------------------------ former top-level names
@@ -89,7 +121,7 @@ def test_a_former_name_resolves_with_a_warning_naming_its_module(name):
     assert len(caught) == 1
     message = str(caught[0].message)
     assert message == (f"bertdims.{name} is no longer part of the top-level namespace; "
-                       f"use bertdims.{module}.{name}")
+                       f"use bertdims.{FORMER_MODULES[module]}.{name}")
     assert caught[0].filename == __file__          # the warning points at the caller
     assert obj is getattr(_module(module), name)
 
@@ -103,11 +135,11 @@ def test_a_curated_former_name_resolves_without_a_warning(name):
 def test_a_renamed_verb_is_gone_from_its_module_and_warns_at_the_top(old):
     module, new = RENAMED[old]
     assert not hasattr(_module(module), old)
-    assert not hasattr(bd.crossft, old)           # crossft re-exported the multi-task verb
+    assert not hasattr(bd.analysis.crossft, old)           # crossft re-exported the multi-task verb
     assert new in bd.__all__
     with pytest.warns(FutureWarning, match=rf"bertdims\.{old} .*use bertdims\.{new}\b") as caught:
         obj = getattr(bd, old)
-    assert f"bertdims.{module}.{new}" in str(caught[0].message)
+    assert f"bertdims.{FORMER_MODULES[module]}.{new}" in str(caught[0].message)
     assert obj is getattr(bd, new) is getattr(_module(module), new)
 
 
@@ -119,11 +151,11 @@ def test_an_unknown_name_is_an_attribute_error_without_a_warning():
             bd.no_such_name  # noqa: B018
 
 
-def test_a_module_not_loaded_by_the_package_still_imports_by_from():
-    """``from bertdims import executor`` goes past ``__getattr__`` to the import system."""
+def test_a_module_imports_from_its_layer_quietly():
     namespace: dict = {}
-    _quietly(lambda: exec("from bertdims import executor, webassets", namespace))
-    assert namespace["executor"].__name__ == "bertdims.executor"
+    _quietly(lambda: exec("from bertdims.train import executor\nfrom bertdims.book import webassets", namespace))
+    assert namespace["executor"].__name__ == "bertdims.train.executor"
+    assert namespace["webassets"].__name__ == "bertdims.book.webassets"
 
 
 # ------------------------------------------------------- the chapters call existing names
@@ -141,7 +173,8 @@ def _readme_code() -> str:
 
 
 def _chains(tree: ast.AST, alias: str) -> set[tuple[str, ...]]:
-    """Every ``alias.a`` / ``alias.a.b`` attribute chain in the tree (at most two names)."""
+    """Every ``alias.a`` / ``alias.a.b`` / ``alias.layer.module.c`` attribute chain in the tree
+    (at most three names)."""
     found = set()
     for node in ast.walk(tree):
         names = []
@@ -149,8 +182,16 @@ def _chains(tree: ast.AST, alias: str) -> set[tuple[str, ...]]:
             names.append(node.attr)
             node = node.value
         if isinstance(node, ast.Name) and node.id == alias and names:
-            found.add(tuple(reversed(names))[:2])
+            found.add(tuple(reversed(names))[:3])
     return found
+
+
+def _forget_former_module_paths() -> None:
+    """Drop what an earlier ``import bertdims.<old>`` left (``sys.modules`` and the package
+    attribute), so the next use of a former module path warns again."""
+    for old in FORMER_MODULES:
+        sys.modules.pop(f"bertdims.{old}", None)
+        vars(bd).pop(old, None)
 
 
 def problems(source: str) -> list[str]:
@@ -159,6 +200,7 @@ def problems(source: str) -> list[str]:
     found = []
 
     def resolve(label, fn):
+        _forget_former_module_paths()
         try:
             _quietly(fn)
         except (AttributeError, ImportError, Warning) as err:
@@ -186,12 +228,15 @@ def problems(source: str) -> list[str]:
 
 
 def test_the_static_check_sees_a_removed_and_a_moved_name():
-    found = problems("import bertdims as bd\nbd.dims.summarize_runs\nbd.summarize_runs\n"
-                     "bd.no_such_function()\nbd.dims.run_dims\nfrom bertdims import record_verdict\n")
-    assert len(found) == 4, found
+    found = problems("import bertdims as bd\nbd.analysis.dims.summarize_runs\nbd.summarize_runs\n"
+                     "bd.no_such_function()\nbd.analysis.dims.run_dims\nfrom bertdims import record_verdict\n"
+                     "bd.dims.summarize_runs\nfrom bertdims.dims import summarize_runs\n")
+    assert len(found) == 7, found                   # bd.dims is reported, and bd.dims.summarize_runs
+    assert any("bd.dims.summarize_runs: FutureWarning" in p for p in found)
+    assert any("from bertdims.dims import summarize_runs: FutureWarning" in p for p in found)
     assert any("bd.summarize_runs: FutureWarning" in p for p in found)
     assert any("bd.no_such_function: AttributeError" in p for p in found)
-    assert any("bd.dims.run_dims: AttributeError" in p for p in found)
+    assert any("bd.analysis.dims.run_dims: AttributeError" in p for p in found)
     assert any("from bertdims import record_verdict: FutureWarning" in p for p in found)
 
 

@@ -15,22 +15,22 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bertdims._validate import ConfigError
+from bertdims.core._validate import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES: collections.Counter = collections.Counter()   # (kind, "accepted" | "refused") -> count
 
 
 def _configs() -> list[type]:
-    from bertdims.agreement import AgreementConfig
-    from bertdims.crossft import CrossConfig
-    from bertdims.distances import DistanceConfig, LayerStudyConfig
-    from bertdims.extract import ExtractConfig
-    from bertdims.finetuning import FinetuneConfig
-    from bertdims.multitask import MultitaskConfig
-    from bertdims.neurons import NeuronsConfig
-    from bertdims.pca import PCAConfig
-    from bertdims.sparse import SparseConfig
+    from bertdims.analysis.agreement import AgreementConfig
+    from bertdims.analysis.crossft import CrossConfig
+    from bertdims.analysis.distances import DistanceConfig, LayerStudyConfig
+    from bertdims.analysis.extract import ExtractConfig
+    from bertdims.train.finetuning import FinetuneConfig
+    from bertdims.train.multitask import MultitaskConfig
+    from bertdims.analysis.neurons import NeuronsConfig
+    from bertdims.analysis.pca import PCAConfig
+    from bertdims.train.sparse import SparseConfig
     return [FinetuneConfig, CrossConfig, DistanceConfig, LayerStudyConfig, ExtractConfig,
             MultitaskConfig, NeuronsConfig, PCAConfig, SparseConfig, AgreementConfig]
 
@@ -42,8 +42,10 @@ def test_every_config_dataclass_is_covered():
 
     import bertdims
     found = set()
-    for info in pkgutil.iter_modules(bertdims.__path__):
-        module = importlib.import_module(f"bertdims.{info.name}")
+    for info in pkgutil.walk_packages(bertdims.__path__, "bertdims."):
+        if info.name.endswith(".__main__"):            # runs the command when imported
+            continue
+        module = importlib.import_module(info.name)
         for obj in vars(module).values():
             if (isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__name__.endswith("Config")
                     and obj.__module__ == module.__name__):
@@ -111,7 +113,7 @@ def no_work(monkeypatch, tmp_path):
     import papermill
     from transformers import modeling_utils
 
-    from bertdims import _embedded, task_spec, tasks
+    from bertdims.data import _embedded, task_spec, tasks
 
     def stop(*args, **kwargs):
         raise ReachedWork()
@@ -121,7 +123,7 @@ def no_work(monkeypatch, tmp_path):
     monkeypatch.setattr(task_spec, "load_splits", stop)
     monkeypatch.setattr(_embedded, "load_splits", stop)
     monkeypatch.setattr(modeling_utils.PreTrainedModel, "from_pretrained", classmethod(stop))
-    from bertdims import executor      # starting or contacting a Dask cluster is work too
+    from bertdims.train import executor      # starting or contacting a Dask cluster is work too
     monkeypatch.setattr(executor, "_cpu_cluster", stop)
     monkeypatch.setattr(executor, "_gpu_cluster", stop)
     monkeypatch.setattr(executor, "check_scheduler", stop)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from bertdims import webassets
-from bertdims.chapters import build_book, chapter_stems
+from bertdims.book import webassets
+from bertdims.book.chapters import build_book, chapter_stems
 
 ROOT = Path(__file__).resolve().parents[1]
 

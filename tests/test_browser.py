@@ -1,7 +1,7 @@
 """Real-browser check: Altair charts in the built book render with no network.
 
 Builds a two-page book in a temporary folder (an executed notebook with two Altair charts,
-the project's ``_config.yml``, ``bertdims.webassets.write_static``), opens the chart page in
+the project's ``_config.yml``, ``bertdims.book.webassets.write_static``), opens the chart page in
 headless Debian Chromium (``.ci/install-browser.sh``) with every host name unresolvable, and
 reads the DOM after scripts ran. Two negative controls show the check can fail: without the
 bundle, and with a ``VEGA_DEBUG`` whose versions do not match Altair's, no chart renders.
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bertdims import webassets
+from bertdims.book import webassets
 
 pytestmark = pytest.mark.browser
 
@@ -30,7 +30,7 @@ MATH = ("# Math\n\nThe share of variance $\\lambda_k / \\sum_j \\lambda_j$ of co
         "a display:\n\n$$\n\\hat{y} = \\operatorname{softmax}(W h_{[CLS]} + b)\n$$\n")
 
 CELLS = [
-    "import altair as alt\nimport pandas as pd\nfrom bertdims import charts\ncharts.enable_offline()",
+    "import altair as alt\nimport pandas as pd\nfrom bertdims.book import charts\ncharts.enable_offline()",
     "df = pd.DataFrame({'layer': [l for l in range(6) for s in range(3)],\n"
     "                   'seed': [s for l in range(6) for s in range(3)]})\n"
     "df['accuracy'] = 0.5 + 0.05 * df['layer'] + 0.01 * df['seed']",
@@ -96,7 +96,7 @@ def test_page_loads_bundle_before_chart_scripts(html_root):
     script = page[page.rindex("<script", 0, tag):tag]
     assert "defer" not in script and "async" not in script, script
     assert "require.js" not in page and "requirejs" not in page.split("<body")[0]
-    # jupyter-book 1.0.4 repeats this inline script; bertdims.webassets removes the copy.
+    # jupyter-book 1.0.4 repeats this inline script; bertdims.book.webassets removes the copy.
     assert page.count("const THEBE_JS_URL") <= 1
 
 

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from bertdims import ConfigError
-from bertdims.chapters import (PRESETS, chapter_path, chapter_stems, declared_parameters,
+from bertdims.book.chapters import (PRESETS, chapter_path, chapter_stems, declared_parameters,
                                load_presets, project_root, resolve_parameters, run_chapter)
 from bertdims.cli import main
 
@@ -24,7 +24,7 @@ def test_chapters_are_listed_in_toc_order():
 def test_the_scorecard_is_shown_first_and_executed_last():
     """The scorecard reads what the chapters stored: `bertdims book` runs it after them, and
     nbval (which runs the prepared notebooks in file-name order) does too."""
-    from bertdims.chapters import execution_order
+    from bertdims.book.chapters import execution_order
     assert STEMS[0] == "scorecard"
     order = execution_order(STEMS)
     assert order[-1] == "scorecard" and order[:-1] == STEMS[1:]

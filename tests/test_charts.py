@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import vl_convert as vlc
 
-from bertdims import ConfigError, charts
+from bertdims import ConfigError
+from bertdims.book import charts
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,7 @@ def test_heatmap_of_missing_values_has_a_valid_label_rule():
     import numpy as np
     import pandas as pd
 
-    from bertdims import charts
+    from bertdims.book import charts
     df = pd.DataFrame({"a": ["x", "y"], "b": ["u", "v"], "v": [np.nan, np.nan]})
     spec = json.dumps(charts.heatmap(df, "a", "b", "v").to_dict())
     assert "< nan" not in spec.lower()
@@ -143,7 +144,7 @@ def _fake_runs():
 def test_trend_chart_orders_integer_layers_numerically():
     """The layer axis came out 2, 4, 6, 0, 1, 3, 5: a sort list of strings does not sort
     integer values. The sort list keeps the values' own type."""
-    from bertdims.fewdims_charts import _natural_order, trend_chart
+    from bertdims.book.fewdims_charts import _natural_order, trend_chart
     df = pd.DataFrame({"layer": [2, 4, 6, 0, 1, 3, 5], "value": np.linspace(0.5, 0.8, 7)})
     spec = trend_chart(df, "layer", column=None).to_dict()
     sort = spec["layer"][0]["encoding"]["x"]["sort"]
@@ -154,7 +155,7 @@ def test_trend_chart_orders_integer_layers_numerically():
 
 
 def test_history_frame_and_curve_chart():
-    from bertdims.fewdims_charts import curve_chart, history_frame
+    from bertdims.book.fewdims_charts import curve_chart, history_frame
     hist = history_frame(_fake_runs(), ["task", "seed"])
     assert list(hist.columns[:2]) == ["task", "seed"] and len(hist) == 8
     assert hist["dev_score"].notna().all() and set(hist["metric"]) == {"accuracy", "pearson"}
@@ -170,7 +171,7 @@ def test_history_frame_and_curve_chart():
 
 
 def test_scores_frame_scores_each_row():
-    from bertdims.fewdims_charts import scores_frame
+    from bertdims.book.fewdims_charts import scores_frame
     labels = np.array([0, 1, 1, 0])
     preds = {3: np.array([[0, 1, 1, 0], [1, 1, 1, 1]]), "probe": np.array([[0, 1, 0, 0]])}
     df = scores_frame(preds, labels, "accuracy", "layer", seeds=[7, 9])

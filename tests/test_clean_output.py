@@ -1,5 +1,5 @@
 """Executed chapters carry no warning text and no library progress bars (issue 12): the
-chapter runner starts each kernel with bertdims.chapters.KERNEL_ENV."""
+chapter runner starts each kernel with bertdims.book.chapters.KERNEL_ENV."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bertdims.chapters import kernel_env, run_chapter
+from bertdims.book.chapters import kernel_env, run_chapter
 
 ROOT = Path(__file__).resolve().parents[1]
 

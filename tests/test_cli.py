@@ -28,8 +28,8 @@ def test_console_script_is_installed():
 
 import pytest
 
-from bertdims.device import pick_device
-from bertdims._validate import ConfigError
+from bertdims.core.device import pick_device
+from bertdims.core._validate import ConfigError
 
 
 def test_pick_device_raises_config_error():

@@ -9,9 +9,9 @@ import torch
 
 from finetune_tasks import Killed, stop_at
 import bertdims as bd
-from bertdims.testing import predictions_right_on
-from bertdims import tasks as tasks_mod
-from bertdims.multitask import (MultitaskModel, MultitaskConfig, TaskSampler, check_disjoint_dims,
+from bertdims.modeling.testing import predictions_right_on
+from bertdims.data import tasks as tasks_mod
+from bertdims.train.multitask import (MultitaskModel, MultitaskConfig, TaskSampler, check_disjoint_dims,
                                 finetune_multitask, load_multitask)
 
 SENTIMENT = "synth_sentiment"
@@ -82,7 +82,7 @@ def _tiny_multitask(tiny_bert, dims=([0, 1, 2], [5, 9])):
 
 
 def _batch(model, texts=("a good film", "the soup was awful today", "piano")):
-    from bertdims.multitask import tokenize
+    from bertdims.train.multitask import tokenize
     return tokenize(model.tokenizer, list(texts), 32)
 
 
@@ -110,7 +110,7 @@ def test_dims_sets_must_match_tasks_and_be_in_range(synth_tasks, tiny_bert):
 
 
 def test_bad_input_fails_before_training(synth_tasks, tiny_bert, store, monkeypatch):
-    import bertdims.multitask as mt
+    import bertdims.train.multitask as mt
     monkeypatch.setattr(mt, "_train", lambda *a, **k: pytest.fail("training started"))
     config = MultitaskConfig(model=tiny_bert, tasks=[SENTIMENT, TOPIC], dims=[[0], [40]], device="cpu")
     with pytest.raises(bd.ConfigError, match="'dims'.*hidden size is 32.*has 40"):
@@ -191,8 +191,8 @@ def test_a_killed_joint_run_resumes_to_the_uninterrupted_result(synth_tasks, tin
     """Stopped after step 13 of 24 (its last checkpoint: step 12), the joint run started again
     resumes there, each task's batches continuing where they were, and ends as an
     uninterrupted run ends: the same loss at every step, the same metrics and weights."""
-    from bertdims import multitask
-    from bertdims.store import ResultStore
+    from bertdims.train import multitask
+    from bertdims.core.store import ResultStore
     config = MultitaskConfig(model=tiny_bert, tasks=[SENTIMENT, TOPIC], dims=[[0, 1, 2], [3, 4, 5]],
                              epochs=2.0, lr=3e-3, batch_size=16, max_seq_len=16, device="cpu", seed=0)
     whole = finetune_multitask(config, store=ResultStore(tmp_path / "whole"), progress=False)
@@ -245,14 +245,14 @@ def test_joint_training_learns_and_is_stored(synth_tasks, tiny_bert, store, monk
         for t in model.tasks:
             np.testing.assert_array_equal(joint[t], model.task_logits(t, **batch).argmax(-1).numpy())
     # the same config is read back from the store, not retrained
-    import bertdims.multitask as mt
+    import bertdims.train.multitask as mt
     monkeypatch.setattr(mt, "_train", lambda *a, **k: pytest.fail("retrained"))
     again = finetune_multitask(config, store=store, progress=False)
     pd.testing.assert_frame_equal(again.metrics, run.metrics)
 
 
 # ---------------------------------------------------------------------------- cross-fine-tuning
-from bertdims.crossft import (CrossConfig, cross_finetune, disjoint_dims, multitask_table,  # noqa: E402
+from bertdims.analysis.crossft import (CrossConfig, cross_finetune, disjoint_dims, multitask_table,  # noqa: E402
                               multitask_vs_single, pair_matrix, retention, retention_predictions,
                               shared_dims, summarize_shared, transplant_head)
 
@@ -260,7 +260,7 @@ from bertdims.crossft import (CrossConfig, cross_finetune, disjoint_dims, multit
 def _engine():
     """The engine module (``bertdims.finetune`` the attribute is the function)."""
     import sys
-    return sys.modules["bertdims.finetuning"]
+    return sys.modules["bertdims.train.finetuning"]
 
 
 @pytest.fixture(scope="module")
@@ -305,9 +305,9 @@ def test_disjoint_dims_is_greedy_in_task_order():
 
 @pytest.mark.slow
 def test_sequential_a_then_b(synth_tasks, tiny_bert, cross_store):
-    from bertdims.finetuning import finetune
-    from bertdims.dims import chance_score
-    from bertdims.stats import metric_scores
+    from bertdims.train.finetuning import finetune
+    from bertdims.analysis.dims import chance_score
+    from bertdims.core.stats import metric_scores
     config = _cross_config(tiny_bert)
     res = cross_finetune(config, store=cross_store)
     pairs = res.pairs
@@ -363,7 +363,7 @@ def test_sequential_is_read_back_from_the_store(synth_tasks, tiny_bert, cross_st
 def test_head_survives_exactly_when_b_leaves_the_encoder_alone(synth_tasks, tiny_bert, cross_store):
     """Retention plumbing: if B trains only its head (encoder frozen), A's stored head on
     B's encoder must give A's own scores exactly; with B's encoder training it changes."""
-    from bertdims.finetuning import finetune
+    from bertdims.train.finetuning import finetune
     config = _cross_config(tiny_bert)
     first = finetune(config.finetune_config(SENTIMENT, 0, dims=[3, 7]), store=cross_store, progress=False)
     frozen = finetune(config.finetune_config(TOPIC, 0, init_from=first.model_dir, freeze=2),
@@ -423,7 +423,7 @@ def _fake_sequential(after_right: float, few_right: float, seeds: int = 3, n: in
     """A Sequential of one ordered pair (a, b) whose predictions are right on the given share
     of the examples (the control and the all-dimension B always the same predictions, right
     on 0.9)."""
-    from bertdims.crossft import Sequential
+    from bertdims.analysis.crossft import Sequential
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, n)
 
@@ -445,7 +445,7 @@ def _fake_sequential(after_right: float, few_right: float, seeds: int = 3, n: in
 
 
 def test_cross_effects_compare_with_the_control_and_all_dims(synth_tasks, monkeypatch):
-    from bertdims import crossft
+    from bertdims.analysis import crossft
     monkeypatch.setattr(crossft, "get_task", lambda name: bd.get_task(SENTIMENT))
     same = crossft.cross_effects(_fake_sequential(0.9, 0.9), retention_margin=0.05,
                                  few_margin=0.02, n_boot=300)
@@ -461,7 +461,7 @@ def test_cross_effects_compare_with_the_control_and_all_dims(synth_tasks, monkey
 
 
 def test_matched_epochs_gives_the_control_as_many_examples_as_b():
-    from bertdims.crossft import matched_epochs
+    from bertdims.analysis.crossft import matched_epochs
     assert matched_epochs(1.0, 1000, 1000) == 1.0
     assert matched_epochs(2.0, 500, 750) == pytest.approx(3.0)     # 2 x 750 = 3 x 500 examples
     with pytest.raises(bd.ConfigError, match="n_first"):
@@ -479,9 +479,9 @@ def test_rankings_are_shared_with_the_few_dimensions_chapter(synth_tasks, tiny_b
                                                             monkeypatch):
     """rank_run reads the ranking rank_dims stored for the same fine-tuned model (one key
     layout), so the two chapters select the same dimensions without ranking twice."""
-    from bertdims import dims as dims_mod
-    from bertdims.crossft import rank_run
-    from bertdims.finetuning import finetune
+    from bertdims.analysis import dims as dims_mod
+    from bertdims.analysis.crossft import rank_run
+    from bertdims.train.finetuning import finetune
     config = _cross_config(tiny_bert)
     cfg = config.finetune_config(SENTIMENT, 0)
     stored = dims_mod.rank_dims(cfg, store=store, methods=["single"], ks=[1, 2], modes=["refit"])

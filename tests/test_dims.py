@@ -1,4 +1,4 @@
-"""Tests of bertdims.dims: ranking dimensions and scoring the top k.
+"""Tests of bertdims.analysis.dims: ranking dimensions and scoring the top k.
 
 Synthetic representations with planted informative dimensions check that both ranking
 methods find them; the end-to-end test fine-tunes the tiny BERT through the engine.
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from bertdims import ConfigError
-from bertdims.dims import (LinearHead, Representations, chance_score, check_ks, evaluate_k,
+from bertdims.analysis.dims import (LinearHead, Representations, chance_score, check_ks, evaluate_k,
                            mask, rank_dimensions, single_dimension_scores, top_dims)
-from bertdims.tasks import Task
+from bertdims.data.tasks import Task
 
 sys.path.insert(0, str(Path(__file__).parent))
 from chart_specs import channel, views  # noqa: E402
@@ -152,10 +152,10 @@ def test_chance_is_the_majority_training_class_not_one_over_classes():
 
 
 def test_chance_reads_the_examples_fine_tuning_uses(tiny_tasks):
-    import bertdims.tasks
-    from bertdims.dims import constant_predictions
+    import bertdims.data.tasks
+    from bertdims.analysis.dims import constant_predictions
     cls, reg = tiny_tasks
-    assert not hasattr(bertdims.tasks, "chance_level")          # one definition of chance
+    assert not hasattr(bertdims.data.tasks, "chance_level")          # one definition of chance
     preds, labels = constant_predictions(cls, max_eval_samples=30)
     assert preds.shape == (1, 30) and labels.shape == (30,)
     train = bertdims.load_task(cls)["train"]["label"]
@@ -212,8 +212,8 @@ def test_run_dims_end_to_end_on_tiny_bert(tiny_bert, store):
     """Fine-tune the tiny BERT, rank, score the top k and retrain on two dimensions; the
     masked run with every dimension is the fine-tuned model itself, and a rerun reads the
     store back without recomputing."""
-    from bertdims.dims import rank_dims
-    from bertdims.finetuning import FinetuneConfig
+    from bertdims.analysis.dims import rank_dims
+    from bertdims.train.finetuning import FinetuneConfig
     cfg = FinetuneConfig(model=tiny_bert, task="rotten_tomatoes", max_train_samples=48,
                          max_eval_samples=40, max_seq_len=24, device="cpu", precision="fp32")
     res = rank_dims(cfg, store=store, candidates=6, ks=(1, 2, "all"), retrain_ks=[2])
@@ -233,8 +233,8 @@ def test_run_dims_end_to_end_on_tiny_bert(tiny_bert, store):
 
 
 def test_run_dims_rejects_bad_arguments_before_training(store):
-    from bertdims.dims import rank_dims
-    from bertdims.finetuning import FinetuneConfig
+    from bertdims.analysis.dims import rank_dims
+    from bertdims.train.finetuning import FinetuneConfig
     cfg = FinetuneConfig(task="rotten_tomatoes", max_train_samples=8)
     with pytest.raises(ConfigError, match="'candidates'.*largest k"):
         rank_dims(cfg, store=store, candidates=3, ks=(1, 5))
@@ -246,8 +246,8 @@ def test_run_dims_rejects_bad_arguments_before_training(store):
 
 
 def test_summaries_and_charts_from_tidy_runs():
-    from bertdims.dims import chosen_dims, summarize_runs
-    from bertdims.fewdims_charts import compare_runs_chart, share_chart, trend_chart
+    from bertdims.analysis.dims import chosen_dims, summarize_runs
+    from bertdims.book.fewdims_charts import compare_runs_chart, share_chart, trend_chart
     runs = pd.DataFrame({"task": ["a"] * 4 + ["b"] * 4, "setting": ["x", "x", "y", "y"] * 2,
                          "seed": [0, 1] * 4, "value": [0.8, 0.9, 0.5, 0.5, 0.1, 0.3, 0.2, 0.2]})
     summary = summarize_runs(runs, ["task", "setting"])
@@ -291,8 +291,8 @@ def test_summaries_and_charts_from_tidy_runs():
 
 
 def test_finetune_grid_checks_every_config_before_training(store):
-    from bertdims.dims import finetune_grid
-    from bertdims.finetuning import FinetuneConfig
+    from bertdims.analysis.dims import finetune_grid
+    from bertdims.train.finetuning import FinetuneConfig
     base = FinetuneConfig(task="rotten_tomatoes", max_train_samples=8)
     with pytest.raises(ConfigError, match="'freeze'"):
         finetune_grid(base, freeze=[0, 99], store=store)
@@ -305,8 +305,8 @@ def test_grid_probe_and_constant_predictions_line_up(tiny_bert, store, tiny_task
     """Per-example predictions of fine-tuning runs (one row per seed), of the frozen probe and
     of the constant guess, all on the same examples in the same order."""
     import bertdims
-    from bertdims.dims import constant_predictions, grid_predictions, probe_baseline, probe_predictions
-    from bertdims.finetuning import FinetuneConfig
+    from bertdims.analysis.dims import constant_predictions, grid_predictions, probe_baseline, probe_predictions
+    from bertdims.train.finetuning import FinetuneConfig
     cls, _ = tiny_tasks
     base = FinetuneConfig(model=tiny_bert, task=cls, max_train_samples=32, max_eval_samples=30,
                           max_seq_len=24, device="cpu", precision="fp32")

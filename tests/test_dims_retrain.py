@@ -1,4 +1,4 @@
-"""Tests of the retraining study of chapter 04_few_dimensions (bertdims.dims): random and
+"""Tests of the retraining study of chapter 04_few_dimensions (bertdims.analysis.dims): random and
 selected dimension sets, the stability of a selection across seeds, every share of full
 dividing by the fine-tuned model's own score, and the study end to end on the tiny BERT."""
 import sys
@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from bertdims import ConfigError
-from bertdims.testing import predictions_right_on
-from bertdims.dims import (LinearHead, Representations, evaluate_k, pick_effect, random_dims,
+from bertdims.modeling.testing import predictions_right_on
+from bertdims.analysis.dims import (LinearHead, Representations, evaluate_k, pick_effect, random_dims,
                            retrain_effects, selected_dims, selection_stability)
-from bertdims.tasks import Task
+from bertdims.data.tasks import Task
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -86,7 +86,7 @@ def test_every_share_divides_by_the_fine_tuned_models_score():
 
 
 def _fake_study(selected_right, random_right, seeds=3, n=2000):
-    from bertdims.dims import RetrainStudy
+    from bertdims.analysis.dims import RetrainStudy
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, n)
 
@@ -139,9 +139,9 @@ def test_an_effect_the_stats_layer_refuses_is_not_computed_and_cannot_be_picked(
 def test_retrain_study_on_tiny_bert(tiny_bert, store, monkeypatch, tiny_tasks):
     """Selected and random runs per seed and k, through the store; the full runs are the
     plain fine-tuning runs; predictions line up with the scores; a rerun trains nothing."""
-    from bertdims.dims import retrain_study, run_dims_grid
-    from bertdims.finetuning import FinetuneConfig, finetune
-    from bertdims.stats import metric_scores
+    from bertdims.analysis.dims import retrain_study, run_dims_grid
+    from bertdims.train.finetuning import FinetuneConfig, finetune
+    from bertdims.core.stats import metric_scores
     cls, _ = tiny_tasks
     base = FinetuneConfig(model=tiny_bert, task=cls, max_train_samples=48, max_eval_samples=30,
                           max_seq_len=16, device="cpu", precision="fp32")
@@ -167,7 +167,7 @@ def test_retrain_study_on_tiny_bert(tiny_bert, store, monkeypatch, tiny_tasks):
                                ("full", "selected 1", "selected 2", "random 1", "random 2")}
     assert study.runs[(cls, "random 1", 1)].config.dims == random_dims(32, 1, 1, cls)
     import importlib
-    ft = importlib.import_module("bertdims.finetuning")      # the module, not the function
+    ft = importlib.import_module("bertdims.train.finetuning")      # the module, not the function
     monkeypatch.setattr(ft, "_train", lambda *a, **k: pytest.fail("retrained"))
     again = retrain_study(base, res.rankings, ks=[1, 2], store=store)
     pd.testing.assert_frame_equal(again.scores, s)

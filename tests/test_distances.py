@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from bertdims import ConfigError, load_encoder
-from bertdims.distances import (aggregate_distances, angular_distance,
+from bertdims.analysis.distances import (aggregate_distances, angular_distance,
                                 layer_distances, parameter_kind, parameter_layer, random_init_like,
                                 weight_distances, LayerStudyConfig, DistanceConfig)
-from bertdims.study_charts import distance_chart, kind_chart
-from bertdims.testing import make_tiny_bert
+from bertdims.book.study_charts import distance_chart, kind_chart
+from bertdims.modeling.testing import make_tiny_bert
 
 sys.path.insert(0, str(Path(__file__).parent))
 from chart_specs import channel, views  # noqa: E402
@@ -160,7 +160,7 @@ def test_study_configs_validate():
 
 def _study_table(a, moved: dict, rand, seeds=(0, 1, 2)):
     """A distances table: per seed, model a moved by ``moved[seed]`` (name -> tensor)."""
-    from bertdims.distances import _tag
+    from bertdims.analysis.distances import _tag
     parts = [_tag(weight_distances(a, moved[s]), "fine-tuned vs pretrained", s, None) for s in seeds]
     parts.append(_tag(weight_distances(a, rand), "pretrained vs random init", 9, None))
     return pd.concat(parts, ignore_index=True)
@@ -169,7 +169,7 @@ def _study_table(a, moved: dict, rand, seeds=(0, 1, 2)):
 def _moved(a, scale_of_layer, seed):
     """a's tensors scaled by 1 + s (s = scale_of_layer(layer), layer 0 = embeddings, varied a
     little by seed and layer): each layer's relative distance is exactly that s."""
-    from bertdims.distances import parameter_layer
+    from bertdims.analysis.distances import parameter_layer
     out = {}
     for n, p in a.named_parameters():
         layer = parameter_layer(n)
@@ -180,10 +180,10 @@ def _moved(a, scale_of_layer, seed):
 
 
 def test_layer_lr_decay_is_off_in_the_distance_runs():
-    from bertdims.training import layer_lrs
+    from bertdims.train.training import layer_lrs
     for cfg in (DistanceConfig(), LayerStudyConfig()):
         ft = cfg.finetune_config(0) if isinstance(cfg, DistanceConfig) else \
-            __import__("bertdims.distances", fromlist=["_finetune_config"])._finetune_config(cfg, 0)
+            __import__("bertdims.analysis.distances", fromlist=["_finetune_config"])._finetune_config(cfg, 0)
         assert ft.layer_lr_decay == 1.0
         lrs = [v for k, v in layer_lrs(ft, 6).items() if k != "head"]
         assert max(lrs) == min(lrs)                     # every block learns at the same rate
@@ -200,7 +200,7 @@ def test_relative_distance_is_l2_over_the_pretrained_norm(pair):
 
 
 def test_closeness_verdict_follows_the_distances(pair):
-    from bertdims.distances import closeness_effect
+    from bertdims.analysis.distances import closeness_effect
     a, rand = pair
     near = _study_table(a, {s: _moved(a, lambda n: 1e-3, s) for s in range(3)}, rand)
     eff = closeness_effect(near, margin=0.5)
@@ -212,7 +212,7 @@ def test_closeness_verdict_follows_the_distances(pair):
 
 
 def test_layer_variation_verdict_and_lr_normalisation(pair):
-    from bertdims.distances import layer_profile, layer_variation_effect
+    from bertdims.analysis.distances import layer_profile, layer_variation_effect
     a, rand = pair                                    # tiny BERT: layers 1 and 2
     same = _study_table(a, {s: _moved(a, lambda n: 1e-3, s) for s in range(3)}, rand)
     assert layer_variation_effect(same, margin=0.1).verdict == "not reproduced"
@@ -227,10 +227,10 @@ def test_layer_variation_verdict_and_lr_normalisation(pair):
 
 
 def test_effect_helpers_and_records(store):
-    from bertdims.report import (effect_chart, effects_table, glue_effects, record_known_verdicts,
+    from bertdims.book.report import (effect_chart, effects_table, glue_effects, record_known_verdicts,
                                  verdict_note)
-    from bertdims.scorecard import KIND
-    from bertdims.stats import seed_effect
+    from bertdims.book.scorecard import KIND
+    from bertdims.core.stats import seed_effect
     eff = seed_effect([0.01, 0.012, 0.011], [1.0], claim="worse", margin=0.5, scale="ratio")
     unsure = seed_effect([0.9, 1.3], [1.0], claim="worse", margin=0.5, scale="ratio")
     assert eff.verdict == "reproduced" and unsure.verdict == "inconclusive"
@@ -260,8 +260,8 @@ def test_effect_helpers_and_records(store):
 
 
 def test_layer_effects_pair_by_seed_and_example():
-    from bertdims.distances import LayerStudy, layer_effects
-    from bertdims.study_findings import layer_findings
+    from bertdims.analysis.distances import LayerStudy, layer_effects
+    from bertdims.book.study_findings import layer_findings
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 300)
 
@@ -281,7 +281,7 @@ def test_layer_effects_pair_by_seed_and_example():
 def test_distance_and_layer_studies_end_to_end(tiny_bert, store):
     cfg = DistanceConfig(model=tiny_bert, seeds=[0, 1], max_train_samples=16, max_eval_samples=8,
                          max_seq_len=16, random_seed=1)
-    from bertdims.distances import closeness_effect, comparison_summary, distance_study, layer_study
+    from bertdims.analysis.distances import closeness_effect, comparison_summary, distance_study, layer_study
     run = distance_study(cfg, store)
     assert distance_study(cfg, store).path == run.path          # read back
     dist = run.table("distances")

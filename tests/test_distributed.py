@@ -23,7 +23,7 @@ SCRIPT = HERE / "distributed_finetune_script.py"
 
 @pytest.fixture(scope="module")
 def tiny_bert_no_dropout(tmp_path_factory):
-    from bertdims.testing import make_tiny_bert
+    from bertdims.modeling.testing import make_tiny_bert
     folder = make_tiny_bert(tmp_path_factory.mktemp("tiny_bert_nodrop"))
     cfg = json.loads((folder / "config.json").read_text())
     cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

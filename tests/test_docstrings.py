@@ -29,7 +29,7 @@ def public_objects() -> dict[str, object]:
     former = {**FORMER, **{new: module for module, new in RENAMED.values()}}
     for name, module in former.items():
         if name not in bd.__all__:
-            found[f"{module}.{name}"] = getattr(importlib.import_module(f"bertdims.{module}"), name)
+            found[f"{module}.{name}"] = getattr(importlib.import_module(f"bertdims.{bd._MODULES[module]}"), name)
     return {label: obj for label, obj in sorted(found.items())
             if not label.split(".")[-1].startswith("_") and not inspect.ismodule(obj)
             and (inspect.isfunction(obj) or inspect.isclass(obj))

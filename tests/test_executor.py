@@ -1,4 +1,4 @@
-"""The grids' runs on a Dask cluster (bertdims.executor): a real ``distributed.LocalCluster``
+"""The grids' runs on a Dask cluster (bertdims.train.executor): a real ``distributed.LocalCluster``
 of 2 worker processes with 1 thread each, the tiny BERT and the embedded rotten_tomatoes."""
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ import pandas as pd
 import pytest
 import torch
 
-from bertdims import executor
-from bertdims.dims import finetune_grid, grid_predictions
-from bertdims.finetuning import FinetuneConfig, finetune, stored_key
-from bertdims.store import DamagedEntryWarning, ResultStore
+from bertdims.train import executor
+from bertdims.analysis.dims import finetune_grid, grid_predictions
+from bertdims.train.finetuning import FinetuneConfig, finetune, stored_key
+from bertdims.core.store import DamagedEntryWarning, ResultStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_checks import assert_one_line_refusal  # noqa: E402
 
-ft = importlib.import_module("bertdims.finetuning")
+ft = importlib.import_module("bertdims.train.finetuning")
 GRID = {"seed": [0, 1], "freeze": [0, 1]}          # 4 runs
 
 
@@ -103,8 +103,8 @@ def test_a_worker_killed_mid_run_leaves_the_grid_complete_and_the_store_valid(ti
         a killed or out-of-memory worker would; every later attempt computes normally."""
         import os as _os
         from pathlib import Path as _Path
-        from bertdims.executor import compute
-        from bertdims.store import ResultStore as _Store
+        from bertdims.train.executor import compute
+        from bertdims.core.store import ResultStore as _Store
         try:
             died = _os.open(_Path(root) / "died", _os.O_CREAT | _os.O_EXCL | _os.O_WRONLY)
         except FileExistsError:
@@ -138,9 +138,9 @@ def test_a_worker_killed_mid_run_leaves_the_grid_complete_and_the_store_valid(ti
 def test_the_other_grids_send_every_run_to_the_cluster(tiny_bert, store, cluster, monkeypatch):
     """The layer study, the sparsity study and the cross-fine-tuning matrix (first stages,
     then B after A and its control) train nothing in the notebook's process."""
-    from bertdims import sparse
-    from bertdims.crossft import CrossConfig, cross_finetune
-    from bertdims.distances import LayerStudyConfig, layer_study
+    from bertdims.train import sparse
+    from bertdims.analysis.crossft import CrossConfig, cross_finetune
+    from bertdims.analysis.distances import LayerStudyConfig, layer_study
     small = dict(max_train_samples=32, max_eval_samples=24, max_seq_len=32)
     monkeypatch.setenv(executor.SCHEDULER_ENV, cluster)
     monkeypatch.setattr(ft, "_train", no_training_here)
@@ -161,7 +161,7 @@ def test_a_run_that_keeps_failing_is_named(tiny_bert, store, cluster):
     def fails_for_seed_1(kind, config, root, keep_model, key):
         if config.seed == 1:
             raise ValueError("no memory left")
-        from bertdims.executor import compute
+        from bertdims.train.executor import compute
         return compute(kind, config, root, keep_model, key)
 
     cfgs = [base(tiny_bert).replace(seed=s) for s in (0, 1)]
@@ -187,7 +187,7 @@ def free_port() -> int:
     (["run", "01", "--workers", "two"], "--workers: invalid int value"),
 ])
 def test_bad_cluster_options_are_one_line_before_any_chapter(argv, needle, capsys, monkeypatch):
-    from bertdims import chapters
+    from bertdims.book import chapters
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     monkeypatch.setattr(executor, "CONNECT_SECONDS", 1.0)
     monkeypatch.setattr(chapters, "run_chapter", no_training_here)
@@ -225,7 +225,7 @@ def test_cli_cluster_is_given_to_the_kernels_and_closed(cluster, monkeypatch):
     """``--workers N`` starts a cluster whose address the kernels inherit, closed afterwards;
     ``--scheduler`` passes a reachable address on."""
     from argparse import Namespace
-    from bertdims.chapters import _cluster
+    from bertdims.book.chapters import _cluster
     monkeypatch.setattr(executor, "visible_gpus", lambda: 0)
     with _cluster(Namespace(scheduler=None, workers=1)):
         address = os.environ[executor.SCHEDULER_ENV]

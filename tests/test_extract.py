@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import bertdims as bd
-from bertdims.extract import encode, resolve_layers
+from bertdims.analysis.extract import encode, resolve_layers
 
 TEXTS = ["a short one", "a considerably longer sentence, with a clause and more words in it",
          "mid length text here", "x", "another sentence of moderate size for the batch"]
@@ -85,7 +85,7 @@ def _dataset(n=23):
 
 
 def test_extract_streams_chunks_and_matches_encode(tiny, store):
-    from bertdims.extract import StoredRepresentations, extract
+    from bertdims.analysis.extract import StoredRepresentations, extract
     ds = _dataset()
     rep = extract(tiny, "toy", "train", layers=[-1, 0], token="mean", max_seq_len=32, batch_size=4,
                   chunk_size=5, device="cpu", store=store, progress=False, data=ds)
@@ -109,7 +109,7 @@ def test_extract_streams_chunks_and_matches_encode(tiny, store):
 
 
 def test_extract_max_samples_is_a_seeded_subset(tiny, store):
-    from bertdims.extract import extract
+    from bertdims.analysis.extract import extract
     ds = _dataset()
     rep = extract(tiny, "toy", "train", max_samples=7, max_seq_len=16, chunk_size=3, device="cpu",
                   store=store, progress=False, data=ds)
@@ -121,7 +121,7 @@ def test_extract_max_samples_is_a_seeded_subset(tiny, store):
 
 
 def test_interrupted_extraction_is_not_read_and_resumes(tiny, store, monkeypatch):
-    from bertdims import extract as ex
+    from bertdims.analysis import extract as ex
     ds = _dataset()
     calls = []
     real = ex._encode_chunk
@@ -148,7 +148,7 @@ def test_interrupted_extraction_is_not_read_and_resumes(tiny, store, monkeypatch
 
 
 def test_extract_bad_input_before_work(tiny, store):
-    from bertdims.extract import extract
+    from bertdims.analysis.extract import extract
     with pytest.raises(bd.ConfigError, match="chunk_size"):
         extract(tiny, "toy", "train", chunk_size=0, store=store, data=_dataset())
     with pytest.raises(bd.ConfigError, match="max_samples"):
@@ -160,8 +160,8 @@ def test_extract_bad_input_before_work(tiny, store):
 
 def test_damaged_extraction_is_reported_and_recomputed(tiny, store):
     """A stored extraction whose array was truncated after writing is never read as valid."""
-    from bertdims.extract import extract
-    from bertdims.store import DamagedEntryWarning
+    from bertdims.analysis.extract import extract
+    from bertdims.core.store import DamagedEntryWarning
     ds = _dataset()
     kw = dict(layers=[-1], max_seq_len=16, chunk_size=8, device="cpu", store=store,
               progress=False, data=ds)

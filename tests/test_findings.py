@@ -1,4 +1,4 @@
-"""Findings in words (bertdims.findings): which effect decides a claim tested several times,
+"""Findings in words (bertdims.book.findings): which effect decides a claim tested several times,
 which runs stand for "lower" and "upper" layers and "the lower half frozen", whether curves
 have flattened and a longer budget helps, and the sentences chapters 2, 3 and 5 glue."""
 from __future__ import annotations
@@ -6,13 +6,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bertdims._validate import ConfigError
-from bertdims.claims import claim_by_id
-from bertdims.findings import (MISSING, below, budget_sentence, budget_table, checkpoint_words,
+from bertdims.core._validate import ConfigError
+from bertdims.book.claims import claim_by_id
+from bertdims.book.findings import (MISSING, below, budget_sentence, budget_table, checkpoint_words,
                                claim_sentence, half_frozen, learning_sentence, least_favourable,
                                listing, lower_layer, named, pick, plateau_table, tally,
                                upper_layers, verdict_sentence)
-from bertdims.stats import Effect, verdict_of
+from bertdims.core.stats import Effect, verdict_of
 
 
 def effect(low, high, claim="better", margin=0.0, estimate=None, seeds=3, label="A - B"):
@@ -156,7 +156,7 @@ def test_learning_sentence_explains_heads_below_the_probe():
 
 
 def test_share_words_never_shows_nan():
-    from bertdims.findings import share_words
+    from bertdims.book.findings import share_words
     assert share_words(0.25, "not measured") == "25%"
     assert share_words(0.0125, "x", ".1%") == "1.2%"
     assert share_words(float("nan"), "not measurable with one seed") == "not measurable with one seed"
@@ -164,7 +164,7 @@ def test_share_words_never_shows_nan():
 
 
 def test_projection_sentence_gives_each_tasks_share_in_percent():
-    from bertdims.findings import projection_sentence
+    from bertdims.book.findings import projection_sentence
     text = projection_sentence({"rotten_tomatoes": [0.12, 0.05], "stsb": [0.2, 0.1]}, 384)
     assert "**rotten_tomatoes** 17.0%" in text and "**stsb** 30.0%" in text
     assert "384 dimensions" in text and text.endswith(".")

@@ -1,4 +1,4 @@
-"""Tests of the fine-tuning engine (bertdims.finetuning, bertdims.training, bertdims.heads)."""
+"""Tests of the fine-tuning engine (bertdims.train.finetuning, bertdims.train.training, bertdims.train.heads)."""
 from __future__ import annotations
 
 import importlib
@@ -13,11 +13,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from finetune_tasks import TEST_TASKS, Killed, registered_test_tasks, stop_at  # noqa: E402
 
-ft = importlib.import_module("bertdims.finetuning")  # the module (bertdims.finetune is also a function)
+ft = importlib.import_module("bertdims.train.finetuning")  # the module (bertdims.finetune is also a function)
 from bertdims import ConfigError  # noqa: E402
-from bertdims.finetuning import FinetuneConfig, finetune, load_finetuned  # noqa: E402
-from bertdims.heads import SelectiveClassifier, load_backbone  # noqa: E402
-from bertdims.training import (Collator, apply_freezing, build_optimizer, encode_texts,  # noqa: E402
+from bertdims.train.finetuning import FinetuneConfig, finetune, load_finetuned  # noqa: E402
+from bertdims.train.heads import SelectiveClassifier, load_backbone  # noqa: E402
+from bertdims.train.training import (Collator, apply_freezing, build_optimizer, encode_texts,  # noqa: E402
                                layer_of, slanted_triangular)
 
 CLS_TASK, REG_TASK = TEST_TASKS
@@ -261,7 +261,7 @@ def test_store_caches_the_run_and_the_model(tiny_bert, store, monkeypatch):
 
 def test_saved_model_gives_the_reported_metrics(tiny_bert, tmp_path):
     import bertdims as bd
-    from bertdims.training import evaluate, make_loader
+    from bertdims.train.training import evaluate, make_loader
     run = finetune(config(tiny_bert, token="mean", dims=[0, 5], max_train_samples=40), out_dir=tmp_path,
                    progress=False)
     assert json.loads((tmp_path / "metrics.json").read_text()) == run.metrics
@@ -341,7 +341,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_bert, tmp_path, monkeypatch)
 # ---------------------------------------------------------------------------- checkpoint rule
 def _dev_scores(model, task_name, dataset) -> tuple[float, float]:
     """Mean loss (the engine's definition) and accuracy of ``model`` on a task split."""
-    from bertdims.training import make_loader
+    from bertdims.train.training import make_loader
     task = ft.get_task(task_name)
     loader = make_loader(task, dataset, model.tokenizer, batch_size=32, max_seq_len=32)
     outs, labels = [], []
@@ -361,7 +361,7 @@ def _dev_loss(model, task_name, dataset) -> float:
 @pytest.mark.parametrize("loop, kw", [
     # the whole encoder trains: a learning rate far too high makes the dev loss rise after step 4
     ("full", dict(epochs=8.0, lr=0.1, head_lr=1.0, warmup=0.99)),
-    # a frozen encoder: the head alone, on features computed once (bertdims.finetuning._train_frozen)
+    # a frozen encoder: the head alone, on features computed once (bertdims.train.finetuning._train_frozen)
     ("frozen", dict(freeze=2, frozen_epochs=8.0, head_lr=3.0, warmup=0.5)),
 ])
 def test_checkpoint_rule_keeps_the_lowest_dev_loss_state(tiny_bert, monkeypatch, loop, kw):
@@ -444,7 +444,7 @@ def test_standardised_head_learns_a_feature_that_barely_varies():
     # the label sits in a feature of standard deviation 1e-3 around 9 (like dimension 99 of the
     # embedded model's lower-layer [CLS]); with fixed statistics the head learns it in 200 steps
     # of AdamW at lr 1e-2, without them it cannot
-    from bertdims.heads import Head
+    from bertdims.train.heads import Head
     gen = torch.Generator().manual_seed(0)
     signal = torch.randn(512, 4, generator=gen)
     x = 9.0 + 1e-3 * signal
@@ -498,7 +498,7 @@ def test_an_old_head_file_without_statistics_still_loads(tiny_bert, tmp_path):
 
 # ---------------------------------------------------------------------------- fast paths
 def test_truncated_encoder_gives_the_layer_output_of_the_full_one(tiny_bert):
-    from bertdims.heads import truncated
+    from bertdims.train.heads import truncated
     model = build(tiny_bert).eval()
     batch = batch_of(model)
     with torch.no_grad():
@@ -579,7 +579,7 @@ def test_end_to_end_on_the_embedded_model_beats_chance():
     # 0.62 validation / 0.64 test accuracy; the majority-class guess scores 0.555 on these test
     # examples and the standard error of an accuracy on 200 examples is about 0.035, so
     # "chance + 0.05" fails for a model that learned nothing.
-    from bertdims.dims import chance_score
+    from bertdims.analysis.dims import chance_score
     run = finetune(FinetuneConfig(task="rotten_tomatoes", max_train_samples=320, max_eval_samples=200,
                                   max_seq_len=48, epochs=3.0, lr=1e-4, device="cpu", seed=0),
                    progress=False)

@@ -194,7 +194,7 @@ def _uninterrupted(kind: str, model: str, results: Path) -> Path:
 
 
 def test_sparse_killed_resumes_to_the_same_masks_and_metrics(tiny_bert, tmp_path):
-    from bertdims.sparse import load_mask
+    from bertdims.train.sparse import load_mask
     whole = _uninterrupted("sparse", tiny_bert, tmp_path / "whole")
     results = tmp_path / "killed"
     first = _killed_then_finished("sparse", tiny_bert, results,
@@ -217,7 +217,7 @@ def test_sparse_killed_resumes_to_the_same_masks_and_metrics(tiny_bert, tmp_path
 
 
 def test_multitask_killed_resumes_to_the_same_model_and_metrics(tiny_bert, tmp_path):
-    from bertdims.multitask import load_multitask
+    from bertdims.train.multitask import load_multitask
     whole = _uninterrupted("multitask", tiny_bert, tmp_path / "whole")
     results = tmp_path / "killed"
     first = _killed_then_finished("multitask", tiny_bert, results,

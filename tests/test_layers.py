@@ -10,44 +10,56 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "bertdims"
 
 
-def _imported(module: str, node: ast.AST, modules: set[str]) -> list[str]:
-    """The sibling modules an import statement of ``module`` names."""
+def _modules(package: Path) -> dict[str, Path]:
+    """``{module: file}`` for every module in the package's layer folders (names are unique)."""
+    files = [p for p in package.glob("*/*.py") if p.stem not in ("__init__", "__main__")]
+    found = {p.stem: p for p in files}
+    assert len(found) == len(files), "two modules share a name"
+    return found
+
+
+def _imported(path: Path, node: ast.AST, package: Path, modules: set[str]) -> list[str]:
+    """The package's modules an import statement in ``path`` names (by module name)."""
+    here = path.relative_to(package.parent).with_suffix("").parts      # ("bertdims", layer, m)
     if isinstance(node, ast.ImportFrom):
-        if node.level == 1:
-            names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
-        elif node.module and node.module.split(".")[0] == "bertdims":
-            parts = node.module.split(".")
-            names = parts[1:2] if len(parts) > 1 else [a.name for a in node.names]
+        if node.level:
+            base = list(here[:len(here) - node.level])
+        elif (node.module or "").split(".")[0] == package.name:
+            base = []
         else:
-            names = []
+            return []
+        dotted = base + (node.module.split(".") if node.module else [])
+        names = [dotted[-1]] if dotted[-1] in modules else [a.name for a in node.names]
     elif isinstance(node, ast.Import):
-        names = [a.name.split(".")[1] for a in node.names
-                 if a.name.startswith("bertdims.") and a.name.count(".") >= 1]
+        names = [a.name.split(".")[-1] for a in node.names if a.name.startswith(package.name + ".")]
     else:
         names = []
-    return [n for n in names if n in modules and n != module]
+    return [n for n in names if n in modules and n != path.stem]
 
 
 def import_graph(package: Path = PACKAGE) -> tuple[dict[str, set[str]], dict]:
     """``{module: modules it imports}`` over every import statement (top level, in functions,
     under ``TYPE_CHECKING``), and ``{(a, b): [line, ...]}`` saying where."""
-    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
-    graph: dict[str, set[str]] = {m: set() for m in modules}
+    files = _modules(package)
+    graph: dict[str, set[str]] = {m: set() for m in files}
     lines: dict = {}
-    for m in modules:
-        for node in ast.walk(ast.parse((package / f"{m}.py").read_text())):
-            for target in _imported(m, node, modules):
+    for m, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            for target in _imported(path, node, package, set(files)):
                 graph[m].add(target)
                 lines.setdefault((m, target), []).append(node.lineno)
     return graph, lines
 
 
 def test_the_graph_sees_imports_inside_functions(tmp_path):
-    (tmp_path / "a.py").write_text("from .b import x\n")
-    (tmp_path / "b.py").write_text("def f():\n    from .a import y\n    from bertdims.c import z\n")
-    (tmp_path / "c.py").write_text("import numpy\n")
-    graph, lines = import_graph(tmp_path)
-    assert graph == {"a": {"b"}, "b": {"a", "c"}, "c": set()}
+    package = tmp_path / "bertdims"
+    for layer in ("low", "high"):
+        (package / layer).mkdir(parents=True)
+    (package / "high" / "a.py").write_text("from .b import x\n")
+    (package / "high" / "b.py").write_text("def f():\n    from .a import y\n    from bertdims.low.c import z\n")
+    (package / "low" / "c.py").write_text("import numpy\nfrom ..high import a\n")
+    graph, lines = import_graph(package)
+    assert graph == {"a": {"b"}, "b": {"a", "c"}, "c": {"a"}}
     assert lines[("b", "a")] == [2]
     with pytest.raises(CycleError):
         tuple(TopologicalSorter(graph).static_order())
@@ -59,7 +71,8 @@ def test_the_package_has_no_import_cycle():
         order = list(TopologicalSorter(graph).static_order())
     except CycleError as err:
         cycle = err.args[1]
-        where = [f"{a} -> {b} (bertdims/{a}.py line {', '.join(map(str, lines[a, b]))})"
+        files = _modules(PACKAGE)
+        where = [f"{a} -> {b} ({files[a].relative_to(PACKAGE.parent)} line {', '.join(map(str, lines[a, b]))})"
                  for a, b in zip(cycle, cycle[1:])]
         pytest.fail("import cycle: " + "; ".join(where))
     assert set(order) == set(graph)
@@ -92,8 +105,8 @@ def test_a_lower_module_never_reaches_an_upper_one(module, upper):
 
 
 def test_the_registry_lists_embedded_tasks_first_then_the_hub():
-    from bertdims import _embedded, _hub
-    from bertdims.tasks import task_names
+    from bertdims.data import _embedded, _hub
+    from bertdims.data.tasks import task_names
     names = task_names()
     assert names[:len(_embedded.TASKS)] == [t.name for t in _embedded.TASKS]
     assert names[len(_embedded.TASKS):len(_embedded.TASKS) + len(_hub.TASKS)] == \
@@ -101,20 +114,19 @@ def test_the_registry_lists_embedded_tasks_first_then_the_hub():
     assert task_names("hub") == [t.name for t in _hub.TASKS]
 
 
-#: The modules that compute (training, analysis, statistics, the store) and the ones that only
-#: present or take input (charts, sentences, the chapter runner, the scorecard and its claims,
-#: the command line).
-NUMERICS = ["params", "models", "heads", "training", "loop", "finetuning", "finetune_config", "multitask", "sparse",
-            "extract", "probes", "dims", "pca", "neurons", "distances", "crossft", "agreement",
-            "stats", "store", "tasks", "executor"]
-PRESENTATION = ["charts", "fewdims_charts", "study_charts", "findings", "study_findings",
-                "report", "scorecard", "claims", "chapters", "webassets", "overview", "plan",
-                "cli", "commands", "flags"]
+#: The layers that compute (the store, statistics, data, models, configs, training, the
+#: papers' methods) and the ones that only present or take input (the book: charts, sentences,
+#: the chapter runner, the scorecard and its claims; the command line).
+COMPUTING = ["core", "data", "modeling", "config", "train", "analysis"]
+PRESENTING = ["book", "cli"]
+NUMERICS = sorted(p.stem for layer in COMPUTING for p in (PACKAGE / layer).glob("*.py") if p.stem != "__init__")
+PRESENTATION = sorted(p.stem for layer in PRESENTING for p in (PACKAGE / layer).glob("*.py")
+                      if p.stem not in ("__init__", "__main__"))
 
 
 def _imports(module: str, packages: tuple[str, ...]) -> list[int]:
     """Lines where ``module`` imports one of ``packages`` (third-party names)."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    tree = ast.parse(_modules(PACKAGE)[module].read_text())
     return [node.lineno for node in ast.walk(tree)
             if isinstance(node, ast.Import) and any(a.name.split(".")[0] in packages for a in node.names)
             or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in packages]
@@ -126,7 +138,8 @@ def test_a_numerics_module_never_reaches_charts_sentences_or_the_command_line(mo
     computes: no numerics module imports, even through others, a presentation module, Altair
     or argparse."""
     graph, _ = import_graph()
-    assert set(NUMERICS) | set(PRESENTATION) <= set(graph)      # the lists name real modules
+    assert set(COMPUTING) | set(PRESENTING) == set(_layers())       # every layer is one or the other
+    assert set(NUMERICS) | set(PRESENTATION) == set(graph)
     reached = _reachable(graph, module) | {module}
     assert not reached & set(PRESENTATION), sorted(reached & set(PRESENTATION))
     front = {m: _imports(m, ("altair", "argparse")) for m in reached if _imports(m, ("altair", "argparse"))}
@@ -134,12 +147,55 @@ def test_a_numerics_module_never_reaches_charts_sentences_or_the_command_line(mo
 
 
 def test_no_public_name_shadows_a_module():
-    """``bertdims.<name>`` is the module ``bertdims/<name>.py`` whenever that file exists (the
-    fine-tuning module is ``finetuning``, so ``bd.finetune`` can be the function)."""
+    """``bertdims.<layer>.<name>`` is the module ``bertdims/<layer>/<name>.py`` whenever that
+    file exists, and ``bertdims.<layer>`` is the layer (the fine-tuning module is
+    ``finetuning``, so ``bd.finetune`` can be the function)."""
     import types
 
     import bertdims as bd
-    shadowed = {p.stem: type(getattr(bd, p.stem)).__name__ for p in PACKAGE.glob("*.py")
-                if not p.stem.startswith("__") and hasattr(bd, p.stem)
-                and not isinstance(getattr(bd, p.stem), types.ModuleType)}
+    shadowed = {}
+    for name, path in _modules(PACKAGE).items():
+        layer = getattr(bd, path.parent.name)
+        if not isinstance(layer, types.ModuleType) or not isinstance(getattr(layer, name), types.ModuleType):
+            shadowed[f"{path.parent.name}.{name}"] = path
     assert not shadowed
+
+
+# ------------------------------------------------------------------------------ the folders
+def _layers() -> list[str]:
+    import bertdims as bd
+    return list(bd._LAYERS)
+
+
+def test_the_folders_are_the_declared_layers():
+    """Each folder of the package is a layer of ``bertdims._LAYERS`` holding exactly the
+    modules declared there, and no module sits outside a layer."""
+    import bertdims as bd
+    folders = {p.parent.name for p in PACKAGE.glob("*/__init__.py") if p.parent.name != "__pycache__"}
+    assert folders == set(bd._LAYERS)
+    for layer, modules in bd._LAYERS.items():
+        on_disk = {p.stem for p in (PACKAGE / layer).glob("*.py") if p.stem not in ("__init__", "__main__")}
+        assert on_disk == set(modules), layer
+    assert {p.name for p in PACKAGE.glob("*.py")} == {"__init__.py", "_version.py"}
+
+
+def test_a_layer_imports_only_the_layers_below_it():
+    """A lower layer never imports an upper one, even inside a function: the order is
+    core, data, modeling, config, train, analysis, book, cli."""
+    graph, lines = import_graph()
+    files = _modules(PACKAGE)
+    rank = {layer: i for i, layer in enumerate(_layers())}
+    upward = [f"{files[a].relative_to(PACKAGE.parent)} line {lines[a, b][0]} imports {files[b].parent.name}.{b}"
+              for a, targets in graph.items() for b in targets
+              if rank[files[b].parent.name] > rank[files[a].parent.name]]
+    assert not upward, upward
+
+
+def test_the_layer_test_sees_an_upward_import(tmp_path):
+    package = tmp_path / "bertdims"
+    for layer in ("core", "book"):
+        (package / layer).mkdir(parents=True)
+    (package / "core" / "low.py").write_text("def f():\n    from ..book import high\n")
+    (package / "book" / "high.py").write_text("from ..core.low import f\n")
+    graph, _ = import_graph(package)
+    assert graph == {"low": {"high"}, "high": {"low"}}

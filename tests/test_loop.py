@@ -1,4 +1,4 @@
-"""The one training loop (``bertdims.loop``): when it evaluates and checkpoints, how it counts
+"""The one training loop (``bertdims.train.loop``): when it evaluates and checkpoints, how it counts
 the training loss, the checkpoint rule, and resuming from a checkpoint, on a toy regression."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bertdims.loop import (LoopState, checkpoint_due, load_checkpoint, record, restore_best, run_loop,
+from bertdims.train.loop import (LoopState, checkpoint_due, load_checkpoint, record, restore_best, run_loop,
                            save_checkpoint, take_train_loss)
 
 X = torch.linspace(-1, 1, 24).reshape(12, 2)
@@ -137,7 +137,7 @@ def test_a_run_resumed_from_its_checkpoint_ends_where_the_uninterrupted_run_ends
 def test_one_process_trains_where_it_is_asked_and_a_launched_one_on_its_own_gpu():
     from types import SimpleNamespace
 
-    from bertdims.loop import run_device
+    from bertdims.train.loop import run_device
     one = SimpleNamespace(num_processes=1, device=torch.device("cuda", 0))
     assert run_device(one, "cpu") == torch.device("cpu")
     assert run_device(one, "cuda:1") == torch.device("cuda", 1)

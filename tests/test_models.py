@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import bertdims as bd
-from bertdims.models import embedded_model_path, model_fingerprint
+from bertdims.modeling.models import embedded_model_path, model_fingerprint
 
 
 def test_embedded_model_is_a_six_layer_bert():
@@ -12,7 +12,7 @@ def test_embedded_model_is_a_six_layer_bert():
     batch = enc.tokenizer(["a short sentence", "another one, a bit longer"], return_tensors="pt",
                           padding=True)
     with torch.no_grad():
-        states = bd.models.hidden_states(enc, batch)
+        states = bd.modeling.models.hidden_states(enc, batch)
     assert len(states) == enc.num_layers + 1
     assert all(s.shape == (2, batch["input_ids"].shape[1], 384) for s in states)
     assert enc.tokenizer.convert_ids_to_tokens(batch["input_ids"][0, :1].tolist()) == ["[CLS]"]
@@ -20,7 +20,7 @@ def test_embedded_model_is_a_six_layer_bert():
 
 def test_aliases_resolve_to_the_embedded_folder():
     for name in ("embedded", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-        assert bd.models.resolve_model(name) == str(embedded_model_path())
+        assert bd.modeling.models.resolve_model(name) == str(embedded_model_path())
 
 
 def test_local_folder_loads(tiny_bert):
@@ -30,15 +30,15 @@ def test_local_folder_loads(tiny_bert):
 
 def test_unavailable_hub_model_fails_fast_and_names_the_embedded_one(monkeypatch, no_network):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(bd.models.ModelNotAvailableError) as err:
+    with pytest.raises(bd.modeling.models.ModelNotAvailableError) as err:
         bd.load_encoder("bert-base-uncased")
     assert no_network == []                  # fails fast: offline, it never tries the network
-    assert "bert-base-uncased" in str(err.value) and bd.models.EMBEDDED_MODEL in str(err.value)
+    assert "bert-base-uncased" in str(err.value) and bd.modeling.models.EMBEDDED_MODEL in str(err.value)
 
 
 def test_folder_without_config_is_rejected(tmp_path):
-    with pytest.raises(bd.models.ModelNotAvailableError, match="config.json"):
-        bd.models.resolve_model(str(tmp_path))
+    with pytest.raises(bd.modeling.models.ModelNotAvailableError, match="config.json"):
+        bd.modeling.models.resolve_model(str(tmp_path))
 
 
 def test_fingerprint_changes_with_weights(tiny_bert):
@@ -52,7 +52,7 @@ def test_fingerprint_changes_with_weights(tiny_bert):
 
 
 def test_token_modes_select_the_right_vectors():
-    from bertdims.tokens import select_token
+    from bertdims.modeling.tokens import select_token
     hidden = torch.arange(2 * 4 * 3, dtype=torch.float).reshape(2, 4, 3)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
     assert torch.equal(select_token(hidden, mask, "cls"), hidden[:, 0])
@@ -69,8 +69,8 @@ def test_token_modes_select_the_right_vectors():
 
 def test_fingerprint_follows_the_files_not_the_name(tmp_path):
     """A folder rewritten in the same process gets the fingerprint of its new weights."""
-    from bertdims.models import cached_encoder, files_state, fingerprint_of
-    from bertdims.testing import make_tiny_bert
+    from bertdims.modeling.models import cached_encoder, files_state, fingerprint_of
+    from bertdims.modeling.testing import make_tiny_bert
     folder = make_tiny_bert(tmp_path / "m", seed=0)
     first, state = fingerprint_of(str(folder)), files_state(str(folder))
     enc = cached_encoder(str(folder))

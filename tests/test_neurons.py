@@ -8,8 +8,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
 import bertdims as bd
-import bertdims.neurons as neurons
-from bertdims.neurons import BatchedLogReg, NeuronSelector, single_neuron_accuracy, standardize
+import bertdims.analysis.neurons as neurons
+from bertdims.analysis.neurons import BatchedLogReg, NeuronSelector, single_neuron_accuracy, standardize
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +25,7 @@ def _cls_embeddings(task, n, seed=0):
     data = bd.load_task(task)["train"]
     idx = np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False))
     sub = data.select(idx)
-    X = bd.extract.encode(bd.load_encoder("embedded"), list(sub["text"]), max_seq_len=32, device="cpu",
+    X = bd.analysis.extract.encode(bd.load_encoder("embedded"), list(sub["text"]), max_seq_len=32, device="cpu",
                           progress=False)[:, 0]
     return X, np.asarray(sub["label"])
 
@@ -254,7 +254,7 @@ def test_class_smaller_than_folds_is_named():
 
 
 def test_run_neurons_end_to_end_on_tiny_bert(tiny_bert, store):
-    from bertdims.neurons import NeuronsConfig, run_neurons, table3
+    from bertdims.analysis.neurons import NeuronsConfig, run_neurons, table3
     cfg = NeuronsConfig(model=tiny_bert, task="rotten_tomatoes", finetuned=False, max_train_samples=60,
                         max_eval_samples=40, max_seq_len=16, n_neurons=3, folds=3)
     run = run_neurons(cfg, store=store)

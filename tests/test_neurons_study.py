@@ -1,12 +1,12 @@
-"""The salient-neuron verdict of section 3.2.2 (bertdims.neurons.salient_effects) and the probe
-the chapters share (bertdims.pca.linear_probe), on simulated predictions of known truth."""
+"""The salient-neuron verdict of section 3.2.2 (bertdims.analysis.neurons.salient_effects) and the probe
+the chapters share (bertdims.analysis.pca.linear_probe), on simulated predictions of known truth."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from bertdims._validate import ConfigError
-from bertdims.neurons import salient_effects, table3
-from bertdims.pca import linear_accuracy, linear_predictions
+from bertdims.core._validate import ConfigError
+from bertdims.analysis.neurons import salient_effects, table3
+from bertdims.analysis.pca import linear_accuracy, linear_predictions
 
 N, S = 400, 3
 

@@ -9,12 +9,12 @@ import papermill
 import pytest
 import yaml
 
-from bertdims._validate import ConfigError
-from bertdims.parameters import Declared, SizeContext, check_declared
-from bertdims.chapters import (PRESETS, chapter_path, check_parameters, declared_parameters,
+from bertdims.core._validate import ConfigError
+from bertdims.book.parameters import Declared, SizeContext, check_declared
+from bertdims.book.chapters import (PRESETS, chapter_path, check_parameters, declared_parameters,
                                chapter_stems, load_declarations, resolve_parameters, run_chapter)
 from bertdims.cli import main
-from bertdims.models import ModelNotAvailableError, resolve_model
+from bertdims.modeling.models import ModelNotAvailableError, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 STEMS = chapter_stems(ROOT)
@@ -40,7 +40,7 @@ def bad_values(decl: Declared, ctx: SizeContext) -> list:
     if k == "choice":
         return ["no_such_choice"]
     if k in ("int", "float"):
-        from bertdims.parameters import _bound
+        from bertdims.book.parameters import _bound
         low, _ = _bound(decl.opts[k][0], ctx)
         high, _ = _bound(decl.opts[k][1], ctx)
         step = 1 if k == "int" else 0.5
@@ -73,7 +73,7 @@ def _good_item(decl: Declared, ctx: SizeContext):
         return decl.opts["choice"][0]
     if decl.kind == "any_of":
         return _good_item(decl.options[0], ctx)
-    from bertdims.parameters import _bound
+    from bertdims.book.parameters import _bound
     low, _ = _bound(decl.opts[decl.kind][0], ctx)
     return (low or 0) + 1
 
@@ -189,7 +189,7 @@ def test_cli_refuses_before_any_kernel(no_kernel, capsys, tmp_path, argv):
 
 def test_book_checks_every_chapter_before_the_first_runs(no_kernel, capsys, monkeypatch):
     """A bad preset value in the last chapter stops the book before chapter 1 executes."""
-    from bertdims import parameters
+    from bertdims.book import parameters
     real = parameters.load_presets
 
     def presets(root=None):

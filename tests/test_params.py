@@ -1,4 +1,4 @@
-"""The one vocabulary of config fields (``bertdims.params``): constraints, the one validator,
+"""The one vocabulary of config fields (``bertdims.config.params``): constraints, the one validator,
 configs derived from others, and command-line flags generated from the declarations."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from bertdims._validate import ConfigError
-from bertdims.flags import add_flags
-from bertdims.params import (VOCABULARY, Check, Flag, Interval, IntList, Options, Text,
+from bertdims.core._validate import ConfigError
+from bertdims.cli.flags import add_flags
+from bertdims.config.params import (VOCABULARY, Check, Flag, Interval, IntList, Options, Text,
                              check_fields, declared, derive, own, param)
 
 
@@ -76,7 +76,7 @@ def test_a_config_may_also_take_none_with_a_meaning_of_its_own():
 
 
 def test_derive_copies_the_shared_fields_and_skips_nones_the_target_refuses():
-    from bertdims.finetune_config import FinetuneConfig
+    from bertdims.config.finetune_config import FinetuneConfig
     s = Study(model="embedded", lr=None)
     cfg = derive(FinetuneConfig, s, seed=2)
     assert cfg.max_seq_len == 64 and cfg.seed == 2

@@ -1,4 +1,4 @@
-"""Partial training, one key per experiment and lean storage (bertdims.finetuning)."""
+"""Partial training, one key per experiment and lean storage (bertdims.train.finetuning)."""
 from __future__ import annotations
 
 import importlib
@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from finetune_tasks import TEST_TASKS, Killed, registered_test_tasks, stop_at  # noqa: E402
 
 from bertdims import ConfigError  # noqa: E402
-from bertdims.finetuning import FinetuneConfig, finetune, stored_key  # noqa: E402
+from bertdims.train.finetuning import FinetuneConfig, finetune, stored_key  # noqa: E402
 
-ft = importlib.import_module("bertdims.finetuning")
+ft = importlib.import_module("bertdims.train.finetuning")
 CLS_TASK, REG_TASK = TEST_TASKS
 
 
@@ -37,7 +37,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def bert4(tmp_path_factory):
     """A tiny random BERT with 4 blocks, so that a frozen bottom has blocks to cache."""
-    from bertdims.testing import make_tiny_bert
+    from bertdims.modeling.testing import make_tiny_bert
     return str(make_tiny_bert(tmp_path_factory.mktemp("bert4"), num_layers=4))
 
 
@@ -84,7 +84,7 @@ def test_freeze_and_train_layers_store_one_run_asked_either_way(bert4, store, fi
 # ------------------------------------------------------------------ partial training
 def test_frozen_bottom_stays_in_eval_mode(bert4):
     from transformers import AutoTokenizer
-    from bertdims.heads import SelectiveClassifier, load_backbone
+    from bertdims.train.heads import SelectiveClassifier, load_backbone
     cfg = config(bert4, freeze=2)
     model = SelectiveClassifier(load_backbone(bert4), AutoTokenizer.from_pretrained(bert4), cfg,
                                 ft.get_task(cfg.task))
@@ -120,7 +120,7 @@ def test_bottom_is_not_cached_when_the_embeddings_train(bert4):
 
 def test_run_blocks_gives_the_upper_layers_of_the_full_encoder(bert4):
     from transformers import AutoTokenizer
-    from bertdims.heads import load_backbone, run_blocks
+    from bertdims.train.heads import load_backbone, run_blocks
     enc, tok = load_backbone(bert4).eval(), AutoTokenizer.from_pretrained(bert4)
     batch = tok(["a short one", "a much longer sentence with many more words in it"],
                 padding=True, return_tensors="pt")
@@ -178,7 +178,7 @@ def test_frozen_runs_share_one_stored_forward_pass(bert4, store):
 
 @pytest.mark.parametrize("command", [["book", "--keep-models"], ["run", "05", "--keep-models"]])
 def test_keep_models_flag_reaches_the_kernels(command, monkeypatch):
-    from bertdims.chapters import _keep_models
+    from bertdims.book.chapters import _keep_models
     from bertdims.cli import build_parser
     monkeypatch.setenv(ft.KEEP_MODELS_ENV, "")      # recorded, so the test's setting is undone
     monkeypatch.delenv(ft.KEEP_MODELS_ENV)

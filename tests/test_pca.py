@@ -3,7 +3,7 @@ import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import bertdims as bd
-from bertdims.pca import (PCAConfig, TorchPCA, component_curve, component_grid, first_below_one,
+from bertdims.analysis.pca import (PCAConfig, TorchPCA, component_curve, component_grid, first_below_one,
                           linear_accuracy, sample_size_curve, variance_ratios)
 
 
@@ -81,7 +81,7 @@ def test_config_validation():
 
 
 def test_run_pca_end_to_end_on_tiny_bert(tiny_bert, store):
-    from bertdims.pca import pca_study
+    from bertdims.analysis.pca import pca_study
     out = pca_study(tiny_bert, ["rotten_tomatoes"], [0], store=store, max_train_samples=40,
                     max_eval_samples=30, max_seq_len=16, general_samples=40, sizes=[10, 40],
                     components=[1, 4, 32])

@@ -1,12 +1,12 @@
 """The crossing index of section 3.1.3 with its bootstrap interval and its no-fine-tuning null
-(bertdims.pca), on simulated representations whose crossing point is known."""
+(bertdims.analysis.pca), on simulated representations whose crossing point is known."""
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.decomposition import PCA
 
-from bertdims._validate import ConfigError
-from bertdims.pca import (components_effects, crossing_bootstrap, crossing_effect, crossing_index,
+from bertdims.core._validate import ConfigError
+from bertdims.analysis.pca import (components_effects, crossing_bootstrap, crossing_effect, crossing_index,
                           crossing_null, crossing_table, explained_variance_ratios)
 
 D = 12

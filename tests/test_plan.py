@@ -1,4 +1,4 @@
-"""The run planner (bertdims.plan), progress reporting (bertdims.progress) and the one-page
+"""The run planner (bertdims.book.plan), progress reporting (bertdims.core.progress) and the one-page
 HTML of a rerun chapter: the plan of a chapter is what the chapter really stores."""
 import json
 import os
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from bertdims import progress
-from bertdims.chapters import run_chapter
+from bertdims.core import progress
+from bertdims.book.chapters import run_chapter
 from bertdims.cli import main
-from bertdims.plan import Plan, bottom_share, compute_share, length_factors, make_plan
-from bertdims.store import ResultStore
+from bertdims.book.plan import Plan, bottom_share, compute_share, length_factors, make_plan
+from bertdims.core.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Chapters executed at the smoke preset: fine-tuning grids (05) and sparse runs (10).
@@ -185,7 +185,7 @@ def test_plan_cli_rejects_bad_input_in_one_line(monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_run_html_renders_the_rerun_chapter_as_a_page(executed):
-    from bertdims.chapters import render_page
+    from bertdims.book.chapters import render_page
     notebook = executed["out"] / "10_sparse_finetuning.ipynb"
     page = render_page(notebook, root=ROOT, out_dir=executed["out"] / "page")
     text = page.read_text()
@@ -198,7 +198,7 @@ def test_a_progress_line_is_a_whole_line_beside_a_progress_bar(capsys):
 
     from tqdm.auto import tqdm
 
-    from bertdims.progress import _write_line
+    from bertdims.core.progress import _write_line
     with tqdm(total=2, file=sys.stderr) as bar:     # papermill's cell bar, on stderr
         bar.update(1)
         _write_line("[ch 1/2] run 1 of 3 (finetune a); about 5 min left (estimate)")

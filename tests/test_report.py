@@ -1,4 +1,4 @@
-"""How chapters show their verdicts (bertdims.report)."""
+"""How chapters show their verdicts (bertdims.book.report)."""
 import numpy as np
 
 
@@ -7,7 +7,7 @@ def test_numpy_scalars_are_shown_as_plain_numbers_in_a_kernel():
     formatted with ``{glue:text}`x:.3f``` and fails the book build (-W)."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    from bertdims.report import plain_numbers_in_notebooks
+    from bertdims.book.report import plain_numbers_in_notebooks
     shell = InteractiveShell.instance()
     try:
         plain = shell.display_formatter.formatters["text/plain"]
@@ -23,5 +23,5 @@ def test_numpy_scalars_are_shown_as_plain_numbers_in_a_kernel():
 
 
 def test_outside_a_kernel_nothing_is_registered():
-    from bertdims.report import plain_numbers_in_notebooks
+    from bertdims.book.report import plain_numbers_in_notebooks
     assert plain_numbers_in_notebooks() is False

@@ -8,12 +8,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bertdims._validate import ConfigError
-from bertdims.claims import CLAIMS, Claim, claim_by_id, claims_table
-from bertdims.scorecard import (NOT_RUN, chapter_params, forest_chart, preset_params,
+from bertdims.core._validate import ConfigError
+from bertdims.book.claims import CLAIMS, Claim, claim_by_id, claims_table
+from bertdims.book.scorecard import (NOT_RUN, chapter_params, forest_chart, preset_params,
                                 record_verdict, scorecard_html, scorecard_table, verdict_counts)
-from bertdims.stats import CLAIM_KINDS, SCALES, Effect, verdict_of
-from bertdims.store import ResultStore
+from bertdims.core.stats import CLAIM_KINDS, SCALES, Effect, verdict_of
+from bertdims.core.store import ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -178,7 +178,7 @@ def test_registry_is_complete_and_consistent():
 
 
 def test_every_claim_names_a_chapter_of_the_book_and_the_real_table_lists_them(tmp_path):
-    from bertdims.chapters import chapter_stems
+    from bertdims.book.chapters import chapter_stems
 
     stems = set(chapter_stems(REPO))
     assert {c.chapter for c in CLAIMS} <= stems

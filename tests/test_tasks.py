@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import bertdims as bd
-from bertdims import _embedded, _hub, task_spec, tasks
-from bertdims.tasks import TaskUnavailableError
+from bertdims.data import _embedded, _hub, task_spec, tasks
+from bertdims.data.tasks import TaskUnavailableError
 
 sys.path.insert(0, str(Path(__file__).parent))
 # golden counts of the shipped data sets: change detectors (change_detectors.py says what a
@@ -113,7 +113,7 @@ def test_stsb_scores_and_official_files():
         assert y.std() > 0.5                       # the test file keeps real gold scores
     pairs = dict(zip(zip(data["test"]["sentence1"], data["test"]["sentence2"]), data["test"]["label"]))
     assert pairs[("A girl is styling her hair.", "A girl is brushing her hair.")] == pytest.approx(2.5)
-    pairs = bd.tasks.texts_of(task, data["validation"])
+    pairs = bd.data.tasks.texts_of(task, data["validation"])
     assert len(pairs) == 1500 and all(len(p) == 2 for p in pairs)
 
 
@@ -225,9 +225,9 @@ def test_hub_mnli_like_copy_has_mismatched_split(tmp_path):
     assert [len(data[s]) for s in ("train", "validation", "test", "test_mismatched")] == [54, 6, 12, 9]
     assert data["train"].column_names == ["sentence1", "sentence2", "label"]
     assert all(t.startswith("vx p") for t in data["test_mismatched"]["sentence1"])
-    pairs = bd.tasks.texts_of(task, data["test"])
+    pairs = bd.data.tasks.texts_of(task, data["test"])
     assert pairs[0][0].startswith("vm p") and pairs[0][1].startswith("vm h")
-    assert bd.tasks.get_split("mnli", "test_mismatched", data_dir=path).num_rows == 9
+    assert bd.data.tasks.get_split("mnli", "test_mismatched", data_dir=path).num_rows == 9
 
 
 def test_hub_mrpc_like_copy_with_plain_int_labels(tmp_path):
@@ -304,7 +304,7 @@ def _fake_hub_cache(tmp_path):
 def test_hub_task_from_local_cache_without_network(monkeypatch, tmp_path, offline):
     import datasets
 
-    from bertdims import models
+    from bertdims.core import hub
 
     cache = _fake_hub_cache(tmp_path)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
@@ -315,7 +315,7 @@ def test_hub_task_from_local_cache_without_network(monkeypatch, tmp_path, offlin
         monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
         monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(_hub, "_REACH", {})
-        monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)
+        monkeypatch.setattr(hub, "reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(task_spec, "_LOADED", {})
     assert _hub.hub_status("sst2") == "cached"
     data = bd.load_task("sst2")
@@ -330,18 +330,18 @@ def test_hub_task_from_local_cache_without_network(monkeypatch, tmp_path, offlin
 def test_compute_metrics_by_hand():
     rt, bbc, cola, sts = (bd.get_task(n) for n in ("rotten_tomatoes", "bbc_news", "cola", "stsb"))
     # tp=2 fp=1 fn=0 tn=1: accuracy 3/4, F1 = 2*(2/3)*1/(2/3+1) = 0.8, MCC = 2/sqrt(12)
-    m = bd.tasks.compute_metrics(rt, [1, 0, 1, 1], [1, 0, 0, 1])
+    m = bd.data.tasks.compute_metrics(rt, [1, 0, 1, 1], [1, 0, 0, 1])
     assert m == pytest.approx({"accuracy": 0.75, "f1": 0.8})
-    assert bd.tasks.compute_metrics(cola, [1, 0, 1, 1], [1, 0, 0, 1])["matthews"] == pytest.approx(2 / 12 ** 0.5)
+    assert bd.data.tasks.compute_metrics(cola, [1, 0, 1, 1], [1, 0, 0, 1])["matthews"] == pytest.approx(2 / 12 ** 0.5)
     # per-class F1: 2/3, 2/3, 1 -> macro 7/9
-    m = bd.tasks.compute_metrics(bbc, [0, 0, 1, 2], [0, 1, 1, 2])
+    m = bd.data.tasks.compute_metrics(bbc, [0, 0, 1, 2], [0, 1, 1, 2])
     assert m == pytest.approx({"accuracy": 0.75, "macro_f1": 7 / 9})
     # y = x^2 on 1..4: rank correlation 1, Pearson 25 / sqrt(5 * 129)
-    m = bd.tasks.compute_metrics("stsb", [1.0, 2.0, 3.0, 4.0], [1.0, 4.0, 9.0, 16.0])
+    m = bd.data.tasks.compute_metrics("stsb", [1.0, 2.0, 3.0, 4.0], [1.0, 4.0, 9.0, 16.0])
     assert m == pytest.approx({"pearson": 25 / (5 * 129) ** 0.5, "spearman": 1.0})
-    assert bd.tasks.compute_metrics(sts, [1.0, 2.0, 3.0], [3.0, 2.0, 1.0])["pearson"] == pytest.approx(-1.0)
+    assert bd.data.tasks.compute_metrics(sts, [1.0, 2.0, 3.0], [3.0, 2.0, 1.0])["pearson"] == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="shape"):
-        bd.tasks.compute_metrics(rt, [1, 0], [1, 0, 1])
+        bd.data.tasks.compute_metrics(rt, [1, 0], [1, 0, 1])
 
 
 # ------------------------------------------------------------------------- errors
@@ -349,7 +349,7 @@ def test_unknown_task_and_split():
     with pytest.raises(bd.ConfigError, match=r"'nope' is not a known task.*rotten_tomatoes.*sst2"):
         bd.load_task("nope")
     with pytest.raises(bd.ConfigError, match=r"'split' = 'dev'.*'rotten_tomatoes'.*train, validation, test"):
-        bd.tasks.get_split("rotten_tomatoes", "dev")
+        bd.data.tasks.get_split("rotten_tomatoes", "dev")
     with pytest.raises(bd.ConfigError, match="data_dir.*embedded"):
         bd.get_task("stsb").loader(data_dir="/tmp")
 
@@ -396,14 +396,14 @@ def test_hub_task_offline_without_cache_fails_fast(monkeypatch, tmp_path, no_net
 def test_hub_task_unreachable_hub_fails_fast(monkeypatch, tmp_path):
     import datasets
 
-    from bertdims import models
+    from bertdims.core import hub
 
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)
     monkeypatch.setattr(_hub, "_REACH", {})
-    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("must not try the hub"))
     with pytest.raises(TaskUnavailableError) as err:
         bd.load_task("sst2")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from bertdims import webassets
+from bertdims.book import webassets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def test_config_loads_the_file_in_head_without_network():
     sphinx = config["sphinx"]
     assert webassets.JS_FILE in sphinx["config"]["html_js_files"]
     assert "_static" in sphinx["config"]["html_static_path"]
-    assert "bertdims.webassets" in sphinx["extra_extensions"]
+    assert "bertdims.book.webassets" in sphinx["extra_extensions"]
     assert not config["launch_buttons"]["thebe"]
     assert not any(config["html"].get(b) for b in
                    ("use_repository_button", "use_edit_page_button", "use_issues_button"))
