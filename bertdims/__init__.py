@@ -96,7 +96,7 @@ __all__ = [
 
 #: The layers, lowest first, and their modules: ``bd.<layer>.<module>``.
 _LAYERS = {
-    "core": ("_validate", "device", "hub", "progress", "stats", "store",),
+    "core": ("_validate", "device", "hub", "progress", "result", "stats", "store",),
     "data": ("task_spec", "_embedded", "_hub", "tasks",),
     "modeling": ("models", "tokens", "testing",),
     "config": ("params", "finetune_config",),

@@ -16,6 +16,7 @@ from bertdims.analysis.agreement import (SOURCES, AgreementConfig, Rankings, agr
                                 matrix_frame, null_agreement, observed_vs_null, outlier_dims,
                                 outlier_effects, pca_scores, setting_dims, top_order,
                                 weight_change_scores)
+from result_checks import check_result
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -245,6 +246,7 @@ def test_rankings_and_outlier_retraining_on_tiny_bert(tiny_bert, store, monkeypa
                              folds=3, top_k=2, retrain_k=2, general_samples=20, n_null=50,
                              outlier_sigma=3.0)
     r = rankings_study(config, store=store)
+    check_result(r, config=config, runs=2, tables={"scores", "rankings", "profile"})
     assert r.hidden_size == 32
     assert set(r.scores.source) == set(SOURCES) and len(r.scores) == 2 * len(SOURCES) * 32
     for _, part in r.scores.groupby(["task", "seed", "source"]):
@@ -254,6 +256,7 @@ def test_rankings_and_outlier_retraining_on_tiny_bert(tiny_bert, store, monkeypa
     assert (r.scores[r.scores.source == "moved"]["score"] > 0).all()      # fine-tuning moved them
     assert len(top_table(r, 2)) == 2 * len(SOURCES)
     study = outlier_retrain(config, r, store=store)
+    check_result(study, config=config, runs=2 * 5, tables={"scores"})
     s = study.scores
     assert len(s) == 2 * 5 and set(s.setting) == {"full", "selected", "without outliers",
                                                      "outliers", "random"}

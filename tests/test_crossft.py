@@ -13,6 +13,7 @@ from bertdims.modeling.testing import predictions_right_on
 from bertdims.data import tasks as tasks_mod
 from bertdims.train.multitask import (MultitaskModel, MultitaskConfig, TaskSampler, check_disjoint_dims,
                                 finetune_multitask, load_multitask)
+from result_checks import check_result
 
 SENTIMENT = "synth_sentiment"
 TOPIC = "synth_topic"
@@ -211,7 +212,7 @@ def test_a_killed_joint_run_resumes_to_the_uninterrupted_result(synth_tasks, tin
     checkpoints = store.root / "multitask" / ".checkpoints"
     assert checkpoints.is_dir() and list(checkpoints.iterdir()) == []
     pd.testing.assert_frame_equal(again.history, whole.history)
-    pd.testing.assert_frame_equal(again.metrics, whole.metrics)
+    pd.testing.assert_frame_equal(again.scores, whole.scores)
     a, b = again.load().state_dict(), whole.load().state_dict()
     for name, value in b.items():
         torch.testing.assert_close(a[name], value)
@@ -222,8 +223,12 @@ def test_joint_training_learns_and_is_stored(synth_tasks, tiny_bert, store, monk
     config = MultitaskConfig(model=tiny_bert, tasks=[SENTIMENT, TOPIC], dims=[[0, 1, 2], [3, 4, 5]],
                              epochs=6.0, lr=3e-3, batch_size=16, max_seq_len=16, device="cpu", seed=0)
     run = finetune_multitask(config, store=store, progress=False)
+    check_result(run, config=config, runs=2, tables={"scores", "history"}, kept=False)
+    assert set(run.paths) == {"model_dir", "path"} and all(p.exists() for p in run.paths.values())
+    assert run.metrics[SENTIMENT]["test"] == {r.metric: r.value for r in run.scores.itertuples()
+                                              if r.task == SENTIMENT and r.split == "test"}
     # every task evaluated on both splits with its metrics
-    assert set(zip(run.metrics.task, run.metrics.split)) == {(t, s) for t in config.tasks
+    assert set(zip(run.scores.task, run.scores.split)) == {(t, s) for t in config.tasks
                                                             for s in ("validation", "test")}
     # each task saw ceil(6 * 96 / 16) = 36 batches and its loss went down
     h = run.history
@@ -248,7 +253,7 @@ def test_joint_training_learns_and_is_stored(synth_tasks, tiny_bert, store, monk
     import bertdims.train.multitask as mt
     monkeypatch.setattr(mt, "_train", lambda *a, **k: pytest.fail("retrained"))
     again = finetune_multitask(config, store=store, progress=False)
-    pd.testing.assert_frame_equal(again.metrics, run.metrics)
+    pd.testing.assert_frame_equal(again.scores, run.scores)
 
 
 # ---------------------------------------------------------------------------- cross-fine-tuning
@@ -310,6 +315,7 @@ def test_sequential_a_then_b(synth_tasks, tiny_bert, cross_store):
     from bertdims.core.stats import metric_scores
     config = _cross_config(tiny_bert)
     res = cross_finetune(config, store=cross_store)
+    check_result(res, config=config, runs=2 * 2 * 2, tables={"pairs"})  # (mode, pair) x (B after A, control)
     pairs = res.pairs
     assert len(pairs) == 2 * 2                                 # 2 modes x 2 ordered pairs
     assert set(zip(pairs["first"], pairs["second"])) == {(SENTIMENT, TOPIC), (TOPIC, SENTIMENT)}

@@ -17,6 +17,7 @@ from bertdims.data.tasks import Task
 
 sys.path.insert(0, str(Path(__file__).parent))
 from chart_specs import channel, views  # noqa: E402
+from result_checks import check_result
 
 BINARY = Task(name="synthetic_binary", source="embedded", text_fields=("text",),
               label_type="classification", label_names=("neg", "pos"), metrics=("accuracy",))
@@ -217,6 +218,8 @@ def test_run_dims_end_to_end_on_tiny_bert(tiny_bert, store):
     cfg = FinetuneConfig(model=tiny_bert, task="rotten_tomatoes", max_train_samples=48,
                          max_eval_samples=40, max_seq_len=24, device="cpu", precision="fp32")
     res = rank_dims(cfg, store=store, candidates=6, ks=(1, 2, "all"), retrain_ks=[2])
+    check_result(res, config=cfg, single=True, tables={"rankings", "scores"})
+    assert res.metrics == res.finetune_metrics and set(res.paths) == {"full"}
     ranks = res.rankings
     assert sorted(ranks[ranks.method == "single"]["dim"]) == list(range(32))
     assert len(ranks[ranks.method == "ablation"]) == 6

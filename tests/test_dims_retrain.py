@@ -13,6 +13,7 @@ from bertdims.modeling.testing import predictions_right_on
 from bertdims.analysis.dims import (LinearHead, Representations, evaluate_k, pick_effect, random_dims,
                            retrain_effects, selected_dims, selection_stability)
 from bertdims.data.tasks import Task
+from result_checks import check_result
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -147,7 +148,9 @@ def test_retrain_study_on_tiny_bert(tiny_bert, store, monkeypatch, tiny_tasks):
                           max_seq_len=16, device="cpu", precision="fp32")
     res = run_dims_grid(base, tasks=[cls], seeds=[0, 1], store=store, methods=["single"],
                         ks=[1, 2, "all"], modes=["refit"])
+    check_result(res, config=base, runs=2, tables={"rankings", "scores"})    # the grid: (task, seed)
     study = retrain_study(base, res.rankings, ks=[1, 2], store=store)
+    check_result(study, config=base, runs=2 * (1 + 2 * 2), tables={"scores"})
     s = study.scores
     assert len(s) == 2 * (1 + 2 * 2)                          # seeds x (full + 2 kinds x 2 ks)
     for seed in (0, 1):

@@ -16,6 +16,7 @@ from bertdims.modeling.testing import make_tiny_bert
 
 sys.path.insert(0, str(Path(__file__).parent))
 from chart_specs import channel, views  # noqa: E402
+from result_checks import check_result
 
 
 @pytest.fixture(scope="module")
@@ -283,6 +284,8 @@ def test_distance_and_layer_studies_end_to_end(tiny_bert, store):
                          max_seq_len=16, random_seed=1)
     from bertdims.analysis.distances import closeness_effect, comparison_summary, distance_study, layer_study
     run = distance_study(cfg, store)
+    check_result(run, tables={"distances", "metrics", "history"})
+    assert run.config["seeds"] == [0, 1] and run.paths == {"path": run.path}
     assert distance_study(cfg, store).path == run.path          # read back
     dist = run.table("distances")
     summary = comparison_summary(dist).set_index("comparison")
@@ -294,6 +297,7 @@ def test_distance_and_layer_studies_end_to_end(tiny_bert, store):
     study = layer_study(LayerStudyConfig(model=tiny_bert, seeds=[0], single_layers=[2], top_n=[1],
                                          max_train_samples=16, max_eval_samples=8, max_seq_len=16),
                         store)
+    check_result(study, runs=4, tables={"table", "histories"})
     table = study.table
     assert list(table["setting"]) == ["full", "head only", "single layer", "top n layers"]
     assert list(table["train_layers"]) == ["all", "", "2", "2"]

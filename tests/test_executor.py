@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from result_checks import check_result
 import torch
 
 from bertdims.train import executor
@@ -152,6 +153,7 @@ def test_the_other_grids_send_every_run_to_the_cluster(tiny_bert, store, cluster
     masks = sparse.sparse_study(sparse.SparseConfig(model=tiny_bert, epochs=1.0, device="cpu", **small),
                                 [0.5], [0], store=store)
     assert len(masks.scores[masks.scores["split"] == "test"]) == 3     # full, pretrained, learned
+    check_result(masks, runs=3, tables={"scores", "histories"})
     cross = cross_finetune(CrossConfig(model=tiny_bert, tasks=["rotten_tomatoes", "bbc_news"], seeds=[0],
                                        modes=["all"], num_dims=2, device="cpu", **small), store=store)
     assert len(cross.pairs) == 2 and cross.pairs["second_after"].between(0, 1).all()

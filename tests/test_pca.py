@@ -5,6 +5,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import bertdims as bd
 from bertdims.analysis.pca import (PCAConfig, TorchPCA, component_curve, component_grid, first_below_one,
                           linear_accuracy, sample_size_curve, variance_ratios)
+from result_checks import check_result
 
 
 def _data(n=300, d=12, seed=0):
@@ -85,6 +86,9 @@ def test_run_pca_end_to_end_on_tiny_bert(tiny_bert, store):
     out = pca_study(tiny_bert, ["rotten_tomatoes"], [0], store=store, max_train_samples=40,
                     max_eval_samples=30, max_seq_len=16, general_samples=40, sizes=[10, 40],
                     components=[1, 4, 32])
+    check_result(out, tables={"curves", "ratios", "sizes", "summary"})
+    assert out.metrics == {} and set(out.paths) == {("rotten_tomatoes", 0)}
+    assert out.config["model"] == tiny_bert and out.config["sizes"] == [10, 40]
     curves = out["curves"]
     assert set(curves.model) == {"pretrained", "finetuned"}
     assert set(curves.basis) == {"general", "in-domain", "random"} and curves.accuracy.between(0, 1).all()

@@ -46,13 +46,14 @@ and 4's, the per-model sources are stored under kind ``agreement_sources``.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..core._validate import ConfigMixin, bad, check_choice, check_range
+from ..core.result import ResultFields, runs_metrics
 from ..config.params import Interval, check_fields, derive, own, param, study_param
 
 SOURCES = ("selected", "salient", "single", "pca", "moved", "outlier")
@@ -299,8 +300,11 @@ def weight_change_scores(pretrained, finetuned, layer: int = -1) -> np.ndarray:
 
 
 @dataclass
-class Rankings:
-    """What :func:`rankings_study` returns.
+class Rankings(ResultFields):
+    """What :func:`rankings_study` returns, with the shape of every result
+    (:mod:`bertdims.core.result`): ``config`` (the :class:`AgreementConfig`), ``metrics``,
+    ``tables`` (``scores``, ``rankings``, ``profile``) and ``paths`` (the full models' run
+    folders, keyed ``(task, seed)`` like ``metrics`` and ``runs``).
 
     ``scores``: tidy, one row per (task, seed, source, dim): ``score`` (higher = more
     important; NaN for a dimension the source does not rank) and ``rank`` (1 = first; ties
@@ -316,6 +320,8 @@ class Rankings:
     outliers: list
     hidden_size: int
     metrics: dict
+    config: Any = None
+    runs: dict = field(default_factory=dict, repr=False)
 
 
 def _tiebreak(task: str, seed: int, source: str, hidden: int) -> np.ndarray:
@@ -429,7 +435,7 @@ def rankings_study(config: AgreementConfig, *, store, progress: bool = False) ->
                                             "rank": rank}))
     return Rankings(scores=pd.concat(frames, ignore_index=True), rankings=res.rankings,
                     profile=profile, outliers=outlier_dims(profile, config.outlier_sigma, base.layer),
-                    hidden_size=hidden, metrics=res.finetune_metrics)
+                    hidden_size=hidden, metrics=res.finetune_metrics, config=config, runs=res.runs)
 
 
 def top_table(rankings: Rankings, k: int) -> pd.DataFrame:
@@ -642,8 +648,10 @@ def setting_dims(rankings: Rankings, task: str, seed: int, k: int) -> dict:
 
 
 @dataclass
-class OutlierStudy:
-    """What :func:`outlier_retrain` returns: ``scores`` one row per (task, seed, setting):
+class OutlierStudy(ResultFields):
+    """What :func:`outlier_retrain` returns, with the shape of every result
+    (:mod:`bertdims.core.result`; ``metrics`` and ``paths`` of ``runs``, keyed ``(task, setting,
+    seed)``, ``config`` the :class:`AgreementConfig`): ``scores`` one row per (task, seed, setting):
     ``chosen`` (space-separated dims), ``n_outliers`` (how many are outlier dimensions),
     ``metric``, ``value`` (test), ``full`` (the same seed's full model), ``share`` (value /
     full); ``predictions[(task, setting)]`` (S, N) test predictions, rows in ``seeds`` order;
@@ -654,6 +662,13 @@ class OutlierStudy:
     labels: dict
     seeds: list
     k: int
+    config: Any = None
+    runs: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def metrics(self) -> dict:
+        """``{(task, setting, seed): {split: {metric: value}}}`` of every run."""
+        return runs_metrics(self.runs)
 
 
 def outlier_retrain(config: AgreementConfig, rankings: Rankings, *, store,
@@ -699,7 +714,7 @@ def outlier_retrain(config: AgreementConfig, rankings: Rankings, *, store,
     from ..train.finetuning import finetune
     from ..data.tasks import get_task
     base, k = config.finetune_base(), config.retrain_k
-    rows, preds, labels = [], {}, {}
+    rows, preds, labels, every = [], {}, {}, {}
     outliers = set(rankings.outliers)
     for t in config.tasks:
         task = get_task(t)
@@ -711,6 +726,7 @@ def outlier_retrain(config: AgreementConfig, rankings: Rankings, *, store,
                 run = finetune(base.replace(task=t, seed=int(s), dims=d), store=store,
                                progress=progress, keep_model=None if d is None else False)
                 runs[name].append(run)
+                every[(t, name, int(s))] = run
                 rows.append({"task": t, "seed": int(s), "setting": name, "k": k,
                              "chosen": "all" if d is None else " ".join(map(str, d)),
                              "n_outliers": len(outliers) if d is None else sum(x in outliers for x in d),
@@ -728,7 +744,7 @@ def outlier_retrain(config: AgreementConfig, rankings: Rankings, *, store,
     scores["full"] = [full[(t, s)] for t, s in zip(scores["task"], scores["seed"])]
     scores["share"] = [v / f if f > 0 else np.nan for v, f in zip(scores["value"], scores["full"])]
     return OutlierStudy(scores=scores, predictions=preds, labels=labels,
-                        seeds=[int(s) for s in config.seeds], k=k)
+                        seeds=[int(s) for s in config.seeds], k=k, config=config, runs=every)
 
 
 #: (claim id, or "" for a diagnostic, A, B, claim kind) of :func:`outlier_effects`

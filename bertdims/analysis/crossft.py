@@ -38,12 +38,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..core._validate import ConfigMixin, bad, check_choice, check_range
+from ..core.result import ResultFields, runs_metrics
 from ..train.multitask import (EMBEDDED_CLASSIFICATION_TASKS, SAMPLERS, MultitaskModel, MultitaskConfig,
                         load_multitask, finetune_multitask)
 from ..config.params import (VOCABULARY, Check, Interval, Options, check_fields, derive, own, param,
@@ -377,8 +378,10 @@ def _train_size(config: CrossConfig, task: str) -> int:
 
 
 @dataclass
-class Sequential:
-    """What :func:`cross_finetune` returns.
+class Sequential(ResultFields):
+    """What :func:`cross_finetune` returns, with the shape of every result
+    (:mod:`bertdims.core.result`): ``metrics`` and ``paths`` are those of ``runs``, by the
+    same keys; ``tables`` is ``{"pairs": ...}``.
 
     Parameters
     ----------
@@ -399,12 +402,20 @@ class Sequential:
         ``runs[(mode, A, B, stage, seed)]``: the second-stage
         :class:`~bertdims.train.finetuning.FinetuneRun` objects, ``stage`` ``"B after A"`` or
         ``"control"`` (for their training curves, :func:`bertdims.book.fewdims_charts.history_frame`).
+    config : CrossConfig
+        The config it was computed from.
     """
 
     pairs: pd.DataFrame
     predictions: dict
     labels: dict
     runs: dict
+    config: Any = None
+
+    @property
+    def metrics(self) -> dict:
+        """``{(mode, A, B, stage, seed): {split: {metric: value}}}`` of every second-stage run."""
+        return runs_metrics(self.runs)
 
 
 def _ensure_stages(config: CrossConfig, store, sizes: dict) -> None:
@@ -528,7 +539,7 @@ def cross_finetune(config: CrossConfig, *, store, progress: bool = False) -> Seq
                     stages[(mode, a, b, "control", seed)] = control
     preds = {k: np.stack(v) for k, v in preds.items()}
     return Sequential(pairs=pd.DataFrame(rows), predictions=preds, labels=labels,
-                      runs=stages)
+                      runs=stages, config=config)
 
 
 def cross_effects(result: Sequential, *, retention_margin: float, few_margin: float,

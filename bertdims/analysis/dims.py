@@ -65,6 +65,7 @@ import pandas as pd
 
 from ..core._validate import ConfigError, bad, check_choice, check_range
 from ..core import progress as _progress
+from ..core.result import ResultFields, runs_metrics
 from ..modeling.models import model_size  # noqa: F401  (part of this module's API)
 from ..data.tasks import Task, compute_metrics, get_task
 
@@ -675,13 +676,36 @@ def representations_of(clf, task: str | Task, data, *, splits: Sequence[str] = (
 
 # ============================================================================ the pipeline
 @dataclass
-class DimsResult:
-    """What :func:`rank_dims` returns: the rankings (one table, a ``method`` column), the
-    scores of k dimensions (``mode`` in masked / refit / retrain) and the full fine-tuning run."""
+class DimsResult(ResultFields):
+    """What :func:`rank_dims` (one fine-tuning config) and :func:`run_dims_grid` (a grid of
+    tasks and seeds) return, with the shape of every result (:mod:`bertdims.core.result`).
+
+    Attributes
+    ----------
+    rankings : pandas.DataFrame
+        The rankings, one table with a ``method`` column (and ``task``, ``seed`` for a grid).
+    scores : pandas.DataFrame
+        The scores of k dimensions (``mode`` in masked / refit / retrain).
+    finetune_metrics : dict
+        The full fine-tuning run's metrics, ``{split: {metric: value}}``; for a grid,
+        ``{(task, seed): {split: {metric: value}}}``. Also ``metrics``.
+    config : FinetuneConfig
+        The fine-tuning config (for a grid, its base config).
+    runs : dict
+        The full fine-tuning run (``{"full": run}``; for a grid ``{(task, seed): run}``),
+        whose folders are ``paths``.
+    """
 
     rankings: pd.DataFrame
     scores: pd.DataFrame
     finetune_metrics: dict
+    config: Any = None
+    runs: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def metrics(self) -> dict:
+        """The full fine-tuning run's metrics (see ``finetune_metrics``)."""
+        return self.finetune_metrics
 
 
 def _check_run_args(methods, ks, candidates, modes, hidden_size: int | None = None):
@@ -821,7 +845,8 @@ def rank_dims(config, *, store, methods: Sequence[str] = METHODS, candidates: in
                                 full_metrics=run.metrics, progress=progress).assign(method=method))
     scores = pd.concat(scores, ignore_index=True)
     scores["k"] = scores["k"].astype(str)
-    return DimsResult(rankings=rankings, scores=scores, finetune_metrics=run.metrics)
+    return DimsResult(rankings=rankings, scores=scores, finetune_metrics=run.metrics, config=config,
+                      runs={"full": run})
 
 
 def retrain_k(config, ranking: pd.DataFrame | Sequence[int], ks: Iterable[int], *, store,
@@ -952,7 +977,7 @@ def selected_dims(ranking: pd.DataFrame, k: int) -> list[int]:
 
 
 @dataclass
-class RetrainStudy:
+class RetrainStudy(ResultFields):
     """What :func:`retrain_study` returns: the scores, predictions and runs of the study.
 
     Attributes
@@ -976,6 +1001,11 @@ class RetrainStudy:
         (:func:`bertdims.book.fewdims_charts.history_frame`).
     seeds : list of int
         The seeds, in the order of the rows of every predictions array.
+    config : FinetuneConfig
+        The base config every run derives from.
+
+    With the shape of every result (:mod:`bertdims.core.result`): ``metrics`` and ``paths``
+    are those of ``runs``, by the same keys.
     """
 
     scores: pd.DataFrame
@@ -983,6 +1013,12 @@ class RetrainStudy:
     labels: dict
     runs: dict
     seeds: list
+    config: Any = None
+
+    @property
+    def metrics(self) -> dict:
+        """``{(task, setting, seed): {split: {metric: value}}}`` of every run."""
+        return runs_metrics(self.runs)
 
 
 def retrain_study(base, rankings: pd.DataFrame, *, ks: Sequence[int], store,
@@ -1092,7 +1128,7 @@ def retrain_study(base, rankings: pd.DataFrame, *, ks: Sequence[int], store,
                               max_eval_samples=base.max_eval_samples, data_dir=base.data_dir)
         frames.append(_shares(part_t.copy(), chance))
     return RetrainStudy(scores=pd.concat(frames, ignore_index=True), predictions=preds,
-                        labels=labels, runs=done, seeds=[int(s) for s in seeds])
+                        labels=labels, runs=done, seeds=[int(s) for s in seeds], config=base)
 
 
 def retrain_effects(study: RetrainStudy, *, margin: float, random_margin: float = 0.0,
@@ -1720,14 +1756,15 @@ def run_dims_grid(base, *, tasks: Sequence[str], seeds: Sequence[int], store,
                     kwargs.get("candidates", 20), kwargs.get("modes", MODES))
     from ..train.executor import ensure_runs
     ensure_runs([cfg for _, _, cfg in configs], store, keep_model=True)   # on a cluster, if any
-    rankings, scores, metrics = [], [], {}
+    rankings, scores, metrics, runs = [], [], {}, {}
     for t, s, cfg in configs:
         res = rank_dims(cfg, store=store, progress=progress, **kwargs)
         rankings.append(res.rankings.assign(task=t, seed=s))
         scores.append(res.scores.assign(task=t, seed=s))
         metrics[(t, s)] = res.finetune_metrics
+        runs[(t, s)] = res.runs["full"]
     return DimsResult(pd.concat(rankings, ignore_index=True), pd.concat(scores, ignore_index=True),
-                      metrics)
+                      metrics, config=base, runs=runs)
 
 
 def chosen_dims(rankings: pd.DataFrame, k: int = 5) -> pd.DataFrame:

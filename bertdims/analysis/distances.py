@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from ..core._validate import ConfigError, ConfigMixin, bad
+from ..core.result import ResultFields, runs_metrics
 from ..config.params import IntList, Interval, check_fields, derive, own, param, study_param
 
 KINDS = ("embeddings", "attention", "feed-forward", "layer-norm", "other")
@@ -432,7 +433,8 @@ def distance_study(config: DistanceConfig, store=None, *, force: bool = False):
     Returns
     -------
     StoredRun
-        The stored result, with three tables:
+        The stored result (``config``, ``metrics``, ``tables``, ``paths`` as every result,
+        :mod:`bertdims.core.result`), with three tables:
 
         * ``.table("distances")``: one row per parameter tensor and compared pair; columns
           ``comparison`` (``fine-tuned vs pretrained``, ``pretrained vs random init`` or
@@ -728,8 +730,10 @@ class LayerStudyConfig(ConfigMixin):
 
 
 @dataclass
-class LayerStudy:
-    """What :func:`layer_study` ran: ``table`` (one row per run: ``setting, n, seed,
+class LayerStudy(ResultFields):
+    """What :func:`layer_study` ran, with the shape of every result (:mod:`bertdims.core.result`:
+    ``config`` the :class:`LayerStudyConfig`; ``metrics`` and ``paths`` of ``runs``, keyed
+    ``(setting, n, seed)``): ``table`` (one row per run: ``setting, n, seed,
     train_layers``, ``<split>_<metric>`` and the test headline metric under its own name),
     ``predictions`` ((setting, n) -> test predictions (S, N), rows in seed order),
     ``labels`` (N,), ``histories`` (the engine's training curves with ``setting, n, seed``)
@@ -740,6 +744,13 @@ class LayerStudy:
     labels: np.ndarray
     histories: pd.DataFrame
     metric: str
+    config: Any = None
+    runs: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def metrics(self) -> dict:
+        """``{(setting, n, seed): {split: {metric: value}}}`` of every run."""
+        return runs_metrics(self.runs)
 
 
 def layer_study(config: LayerStudyConfig, store=None) -> LayerStudy:
@@ -795,12 +806,13 @@ def layer_study(config: LayerStudyConfig, store=None) -> LayerStudy:
     asked = [(seed, layers) for seed in config.seeds for _, _, layers in config.runs(num_layers)]
     ensure_runs([ft_config(seed, layers) for seed, layers in asked], store,   # on a cluster, if any
                 keep_model=[None if layers is None else False for _, layers in asked])
-    rows, preds, hists, labels = [], {}, [], None
+    rows, preds, hists, labels, runs = [], {}, [], None, {}
     for seed in config.seeds:
         for setting, n, layers in config.runs(num_layers):
             ft_cfg = ft_config(seed, layers)
             with quiet_transformers():     # only the full run's weights are read later
                 run = ft.finetune(ft_cfg, store=store, progress=False, keep_model=None if layers is None else False)
+            runs[(setting, n, seed)] = run
             row = {"setting": setting, "n": n, "seed": seed,
                    "train_layers": "all" if layers is None else ",".join(map(str, layers))}
             for split, ms in run.metrics.items():
@@ -817,7 +829,8 @@ def layer_study(config: LayerStudyConfig, store=None) -> LayerStudy:
                    "top n layers": f"top {n}"}[setting]
             hists.append(run.history.assign(setting=setting, n=n, seed=seed, comparison=key))
     return LayerStudy(table=pd.DataFrame(rows), predictions={k: np.stack(v) for k, v in preds.items()},
-                      labels=labels, histories=pd.concat(hists, ignore_index=True), metric=metric)
+                      labels=labels, histories=pd.concat(hists, ignore_index=True), metric=metric,
+                      config=config, runs=runs)
 
 
 def layer_effects(study: LayerStudy, *, margin: float, n_boot: int = 2000) -> dict:

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from ..core._validate import ConfigError, ConfigMixin, bad, check_range
+from ..core.result import StudyTables
 from ..config.params import Flag, check_fields, own, param, study_param
 from .probes import check_embeddings, linear_predictions  # noqa: F401  (part of this module's API)
 
@@ -715,7 +716,7 @@ def run_neurons(config: NeuronsConfig, *, store=None):
 
 
 def neurons_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes",),
-                  seeds: list[int] = (0,), *, store=None, **kw) -> dict[str, pd.DataFrame]:
+                  seeds: list[int] = (0,), *, store=None, **kw) -> StudyTables:
     """:func:`run_neurons` for the pretrained model and each fine-tuning seed, per task
     (section 3.2), each run stored and read back.
 
@@ -735,8 +736,10 @@ def neurons_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes"
 
     Returns
     -------
-    dict
-        Tidy tables (pandas.DataFrame, one row per run and entry) with columns ``task``,
+    StudyTables
+        A dict with the shape of every result (:mod:`bertdims.core.result`: ``config`` the
+        arguments, ``paths`` the stored runs by ``(task, model, seed)``, ``metrics`` empty: the
+        study scores probes, not runs). Tidy tables (pandas.DataFrame, one row per run and entry) with columns ``task``,
         ``model`` (pretrained / finetuned) and ``seed`` besides those of :func:`run_neurons`:
         ``accuracy``, ``selection``, ``single``, ``activation``; ``table3``: the paper's Table 3
         layout (one row per task, mean over seeds); and ``predictions``: ``{task: {"labels":
@@ -745,7 +748,7 @@ def neurons_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes"
         ``str(n_neurons)`` or ``"natural"``).
     """
     out = {"accuracy": [], "selection": [], "single": [], "activation": []}
-    preds, chance = {}, {}
+    preds, chance, paths = {}, {}, {}
     for task in tasks:
         runs = [(False, 0)] + [(True, s) for s in seeds]
         preds[task] = {"pretrained": {}, "finetuned": {}}
@@ -753,6 +756,7 @@ def neurons_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes"
             run = run_neurons(NeuronsConfig(model=model, task=task, finetuned=finetuned, seed=seed, **kw),
                               store=store)
             state = "finetuned" if finetuned else "pretrained"
+            paths[(task, state, seed)] = run.path
             tags = dict(task=task, model=state, seed=seed)
             for name in out:
                 out[name].append(run.table(name).assign(**tags))
@@ -765,7 +769,8 @@ def neurons_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes"
     tables = {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
     tables["table3"] = table3(tables["accuracy"], chance)
     tables["predictions"] = preds
-    return tables
+    return StudyTables(tables, config={"model": model, "tasks": list(tasks), "seeds": list(seeds), **kw},
+                       paths=paths)
 
 
 def salient_effects(study: dict, *, margin: float, dims: str, state: str = "finetuned",

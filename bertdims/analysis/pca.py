@@ -26,6 +26,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..core._validate import ConfigError, ConfigMixin, bad, check_range
+from ..core.result import StudyTables
 from ..config.params import IntList, check_fields, own, param, study_param
 from ..config.params import Interval as _Interval
 from .probes import check_embeddings, linear_accuracy, linear_predictions, linear_probe  # noqa: F401
@@ -336,7 +337,7 @@ def run_pca(config: PCAConfig, *, store=None):
 
 
 def pca_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes",), seeds: list[int] = (0,), *,
-              store=None, **kw) -> dict[str, pd.DataFrame]:
+              store=None, **kw) -> StudyTables:
     """:func:`run_pca` over tasks and seeds (section 3.1), each run stored and read back.
 
     Parameters
@@ -355,8 +356,10 @@ def pca_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes",), 
 
     Returns
     -------
-    dict of str to pandas.DataFrame
-        Tidy tables with ``task`` and ``seed`` columns besides those of :func:`run_pca`:
+    StudyTables
+        A dict of tidy tables, with the shape of every result (:mod:`bertdims.core.result`:
+        ``config`` the arguments, ``paths`` the stored runs by ``(task, seed)``, ``metrics``
+        empty: the study scores probes, not runs). The tables have ``task`` and ``seed`` columns besides those of :func:`run_pca`:
         ``curves`` (rows: model, basis, n, accuracy), ``ratios`` (rows: component, ratio),
         ``sizes`` (rows: model, sentences, accuracy) and ``summary`` (one row per task and seed;
         columns classes, first_below_one, few_n, and per model the accuracy with all dims and
@@ -364,8 +367,10 @@ def pca_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes",), 
     """
     configs = [PCAConfig(model=model, task=t, seed=s, **kw) for t in tasks for s in seeds]
     out = {"curves": [], "ratios": [], "sizes": [], "summary": []}
+    paths = {}
     for c in configs:
         run = run_pca(c, store=store)
+        paths[(c.task, c.seed)] = run.path
         res = run.json()
         for name in ("curves", "ratios", "sizes"):
             out[name].append(run.table(name).assign(task=c.task, seed=c.seed))
@@ -379,8 +384,10 @@ def pca_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes",), 
             row[f"{state}_all"] = res["all_dims"][state]
             row[f"{state}_5_general"] = float(five.accuracy.iloc[0])
         out["summary"].append(row)
-    return {k: pd.concat(v, ignore_index=True) if v and isinstance(v[0], pd.DataFrame)
-            else pd.DataFrame(v) for k, v in out.items()}
+    tables = {k: pd.concat(v, ignore_index=True) if v and isinstance(v[0], pd.DataFrame)
+              else pd.DataFrame(v) for k, v in out.items()}
+    return StudyTables(tables, config={"model": model, "tasks": list(tasks), "seeds": list(seeds), **kw},
+                       paths=paths)
 
 
 def _few_n(curves: pd.DataFrame, target: int = 5) -> int:

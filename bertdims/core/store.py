@@ -339,7 +339,9 @@ def result_key(kind: str, config: Any, fingerprint: str | None = None,
 
 @dataclass
 class StoredRun:
-    """A completed run read back from the store."""
+    """A completed run read back from the store, with the shape of every result
+    (:mod:`bertdims.core.result`): ``config`` (the stored dict), ``metrics``, ``tables`` and
+    ``paths``; :meth:`json`, :meth:`table` and :meth:`array` read one file of it."""
 
     path: Path
     config: dict
@@ -358,6 +360,25 @@ class StoredRun:
     @property
     def result(self) -> Any:
         return self.json("result")
+
+    # the shape of every result (bertdims.core.result)
+    @property
+    def metrics(self) -> dict:
+        """The ``metrics`` entry of ``result.json`` when it is a dict (``{split: {metric:
+        value}}`` for a fine-tuning run), else empty."""
+        path = self.path / "result.json"
+        found = json.loads(path.read_text()) if path.exists() else None
+        return found["metrics"] if isinstance(found, dict) and isinstance(found.get("metrics"), dict) else {}
+
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table of the run (its ``<name>.csv`` files), by name, read on each access."""
+        return {p.stem: pd.read_csv(p) for p in sorted(self.path.glob("*.csv"))}
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """``{"path": the run's folder}``."""
+        return {"path": self.path}
 
 
 def _host_tag() -> str:

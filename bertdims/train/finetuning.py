@@ -49,6 +49,7 @@ from .loop import (LoopState, accelerator, load_checkpoint, record, restore_best
 from .heads import (SelectiveClassifier, can_run_blocks, has_weights, load_backbone,
                     load_finetuned, save_finetuned, truncated)
 from ..core.store import ResultStore, write_payload
+from ..core.result import ResultFields
 from ..data.tasks import Task, compute_metrics, data_version, get_task, load_task
 from .training import (DEFAULT_HEAD_LR, Collator, EncodedDataset, apply_freezing, build_optimizer,  # noqa: F401
                        encode_split, evaluate, layer_lrs, make_loader, predict_loader,
@@ -85,12 +86,14 @@ BOTTOM_CACHE_BYTES = int(os.environ.get("BERTDIMS_BOTTOM_CACHE_BYTES", 4 << 30))
 
 
 @dataclass
-class FinetuneRun:
+class FinetuneRun(ResultFields):
     """A finished fine-tuning run, as :func:`finetune` returns it.
 
-    Its methods read the results: :meth:`predictions` and :meth:`labels` (per example, for
-    the paired comparisons of :mod:`bertdims.core.stats`), :meth:`score` (the headline metric) and
-    :meth:`load` (the fine-tuned model).
+    It has the shape of every result (:mod:`bertdims.core.result`): ``config``, ``metrics``,
+    ``tables`` (``{"history": ...}``) and ``paths`` (``{"model_dir": ..., "path": ...}``, the
+    latter when the run was kept). Its methods read the results: :meth:`predictions` and
+    :meth:`labels` (per example, for the paired comparisons of :mod:`bertdims.core.stats`),
+    :meth:`score` (the headline metric) and :meth:`load` (the fine-tuned model).
 
     Attributes
     ----------

@@ -36,6 +36,7 @@ from .loop import LoopState, accelerator, load_checkpoint, run_device, run_loop,
 from ..core._validate import ConfigMixin, bad, check_choice, check_range
 from ..core import progress as _progress
 from ..core.device import autocast, pick_device, pick_precision
+from ..core.result import ResultFields
 from ..config.params import Check, Interval, Options, check_fields, own, param
 from ..modeling.tokens import check_token, select_token
 
@@ -443,14 +444,39 @@ class MultitaskConfig(ConfigMixin):
 
 # ---------------------------------------------------------------------------- training
 @dataclass
-class MultitaskRun:
-    """A finished joint run: its config, a tidy metrics table (task, split, metric, value),
-    the loss history (step, task, loss) and the folder of the saved model."""
+class MultitaskRun(ResultFields):
+    """A finished joint run, with the shape of every result (:mod:`bertdims.core.result`).
+
+    Attributes
+    ----------
+    config : MultitaskConfig
+        The config of the run.
+    scores : pandas.DataFrame
+        The tidy metrics table: one row per (task, split, metric), columns ``task``,
+        ``split``, ``metric``, ``value``.
+    history : pandas.DataFrame
+        The loss history: one row per (step, task), columns ``step``, ``task``, ``loss``.
+    model_dir : pathlib.Path
+        The folder of the saved model (:meth:`load`).
+    path : pathlib.Path or None
+        The run's folder in the store, or None when trained into ``out_dir``.
+    metrics : dict
+        ``{task: {split: {metric: value}}}``, read from ``scores``.
+    """
 
     config: MultitaskConfig
-    metrics: pd.DataFrame
+    scores: pd.DataFrame
     history: pd.DataFrame
     model_dir: Path
+    path: Path | None = None
+
+    @property
+    def metrics(self) -> dict:
+        """``{task: {split: {metric: value}}}``: every task's metrics on every split."""
+        found: dict = {}
+        for row in self.scores.to_dict("records"):
+            found.setdefault(row["task"], {}).setdefault(row["split"], {})[row["metric"]] = float(row["value"])
+        return found
 
     def load(self, device: str = "cpu") -> MultitaskModel:
         return load_multitask(self.model_dir, device=device)
@@ -458,10 +484,7 @@ class MultitaskRun:
     def score(self, task: str, split: str = "test", metric: str | None = None) -> float:
         """``task``'s metric (its headline metric by default) on ``split``."""
         from ..data.tasks import get_task
-        metric = metric or get_task(task).metric
-        m = self.metrics
-        row = m[(m.task == task) & (m.split == split) & (m.metric == metric)]
-        return float(row.value.iloc[0])
+        return self.metrics[task][split][metric or get_task(task).metric]
 
 
 def evaluate_multitask(model: MultitaskModel, splits: dict[str, object], *, batch_size: int = 64,
@@ -700,4 +723,4 @@ def finetune_multitask(config: MultitaskConfig, *, store=None, out_dir: str | Pa
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
                 _progress.run_finished(KIND, key, time.perf_counter() - started, cached=False)
                 run = store.get(KIND, key)
-    return MultitaskRun(config, run.table("metrics"), run.table("history"), run.path / "model")
+    return MultitaskRun(config, run.table("metrics"), run.table("history"), run.path / "model", run.path)

@@ -39,7 +39,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core._validate import ConfigError, ConfigMixin, bad, check_range
+from ..core.result import ResultFields, runs_metrics
 from ..config.params import Check, IntList, Interval, Options, check_fields, declared, derive, own, param
 from ..core import progress as _progress
 from .loop import (LoopState, accelerator, load_checkpoint, restore_best, run_device, run_loop,
@@ -959,8 +960,11 @@ SETTINGS = {"learned": "learned mask", "magnitude": "magnitude mask", "random": 
 
 
 @dataclass
-class SparseStudy:
-    """Everything :func:`sparse_study` ran, read back from the store.
+class SparseStudy(ResultFields):
+    """Everything :func:`sparse_study` ran, read back from the store, with the shape of every
+    result (:mod:`bertdims.core.result`): ``config`` (the base :class:`SparseConfig`),
+    ``metrics`` and ``paths`` of ``runs`` (keyed ``(setting, sparsity, seed)``), ``tables``
+    (``scores``, ``histories``).
 
     ``scores``: one row per run and evaluation split (``setting, sparsity, seed, split``, the
     task's metrics, ``steps``, ``seconds``); ``histories``: the engine's evaluation rows of
@@ -976,6 +980,12 @@ class SparseStudy:
     metric: str
     seeds: list
     runs: dict = field(default_factory=dict, repr=False)
+    config: Any = None
+
+    @property
+    def metrics(self) -> dict:
+        """``{(setting, sparsity, seed): {split: {metric: value}}}`` of every run."""
+        return runs_metrics(self.runs)
 
 
 def _check_sparsities(sparsities) -> list[float]:
@@ -1089,7 +1099,7 @@ def sparse_study(base: SparseConfig, sparsities: Sequence[float], seeds: Sequenc
         hists.append(history.assign(setting=setting, sparsity=sparsity, seed=int(seed)))
     return SparseStudy(scores=pd.DataFrame(rows), histories=pd.concat(hists, ignore_index=True),
                        predictions={k: np.stack(v) for k, v in preds.items()}, labels=labels,
-                       metric=metric, seeds=[int(s) for s in seeds], runs=runs)
+                       metric=metric, seeds=[int(s) for s in seeds], runs=runs, config=base)
 
 
 def sparse_effects(study: SparseStudy, *, sparsity: float, margin: float,
