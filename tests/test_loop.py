@@ -144,3 +144,64 @@ def test_one_process_trains_where_it_is_asked_and_a_launched_one_on_its_own_gpu(
     launched = SimpleNamespace(num_processes=2, device=torch.device("cuda", 1))
     assert run_device(launched, "cuda") == torch.device("cuda", 1)
     assert run_device(SimpleNamespace(num_processes=2, device=torch.device("cpu")), "cpu") == torch.device("cpu")
+
+
+# ------------------------------------------- why two pieces of accelerate are not used here
+def test_accelerate_accumulate_is_not_the_batch_mean_with_unequal_micro_batches():
+    """What the loop's docstring says of ``accumulate``: with micro-batches of 2, 2 and 1
+    examples it averages the three micro-batch means (each loss divided by 3), which is not the
+    mean over the 5 examples; the engine's scaling (sum, times 1 / batch) is."""
+    from accelerate import Accelerator
+
+    x, y = X[:5], Y[:5]
+
+    def grads(step_fn):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        step_fn(model)
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    def whole(model):
+        ((model(x)[:, 0] - y) ** 2).mean().backward()
+
+    def engine(model):                       # finetuning._train_step with world = 1
+        for mb in ([0, 1], [2, 3], [4]):
+            (((model(x[mb])[:, 0] - y[mb]) ** 2).sum() * (1 / 5)).backward()
+
+    def accumulated(model):
+        acc = Accelerator(device_placement=False, gradient_accumulation_steps=3)
+        prepared = acc.prepare(model)
+        for mb in ([0, 1], [2, 3], [4]):
+            with acc.accumulate(prepared):
+                acc.backward(((prepared(x[mb])[:, 0] - y[mb]) ** 2).mean())
+
+    reference = grads(whole)
+    assert torch.allclose(grads(engine), reference, atol=1e-6)
+    assert not torch.allclose(grads(accumulated), reference, atol=1e-3)
+
+
+def test_the_loops_checkpoint_keeps_only_the_trainable_weights_save_state_keeps_all(tmp_path, tiny_bert):
+    """What the loop's docstring says of ``save_state``: for a head on a frozen encoder it
+    writes every weight; :func:`save_checkpoint` writes the trainable ones only."""
+    from accelerate import Accelerator
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(tiny_bert)
+    model = torch.nn.Sequential()
+    model.add_module("encoder", encoder)
+    model.add_module("head", torch.nn.Linear(encoder.config.hidden_size, 2))
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    save_checkpoint(tmp_path / "ours", {"run": 1}, LoopState(step=1), model, opt, sched)
+    acc = Accelerator(device_placement=False)
+    prepared_model, prepared_opt = acc.prepare(model, opt)
+    acc.save_state(str(tmp_path / "accelerate"))
+
+    def size(folder):
+        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+    all_bytes = sum(p.numel() * 4 for p in model.parameters())          # about 4 MB
+    assert size(tmp_path / "accelerate") > all_bytes                   # every weight
+    assert size(tmp_path / "ours") < all_bytes / 100                   # the head, optimizer, state: 17 kB

@@ -17,6 +17,26 @@ to evaluate and when to checkpoint, early stopping, the progress bar, and the ``
 hook tests use to stop a run part-way as a kill would. Checkpoints (:func:`save_checkpoint`)
 hold the trainable weights, optimizer, schedule, random states and loop state, so a run killed
 part-way and started again ends where an uninterrupted run ends.
+
+What comes from Hugging Face accelerate, and what does not and why:
+
+* the :class:`~accelerate.Accelerator` (:func:`accelerator`): process groups, ``prepare``,
+  ``backward``, ``no_sync`` (micro-batches synchronise gradients once per step),
+  ``clip_grad_norm_``, ``wait_for_everyone``, ``reduce``;
+* not ``accumulate``: it divides every micro-batch's loss by the number of micro-batches, which
+  is the batch mean only when all micro-batches are the same size. A step here sums each
+  process's loss and scales it by ``world / batch`` so that any process count and any
+  micro-batch size take the same step (tested across process counts; ``tests/test_loop.py``
+  shows ``accumulate`` missing the batch mean);
+* not ``save_state`` / ``load_state``: they save every weight, frozen ones included (a head on a
+  frozen BERT-base would write 440 MB per checkpoint instead of a few kB), and write their
+  files in place, so a kill during a save leaves a checkpoint that cannot be told from a whole
+  one. :func:`save_checkpoint` writes the trainable weights only, each file atomically, the
+  main file last as the commit point, and keys it by the run's config (``tests/test_loop.py``
+  compares the two on a frozen encoder: 17 kB against 4 MB);
+* not ``skip_first_batches``: the order of every epoch is a function of the seed and the epoch
+  (``finetuning._epoch_order``), so a resumed run starts at its step's examples directly,
+  without reading the skipped batches.
 """
 from __future__ import annotations
 
