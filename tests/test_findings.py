@@ -163,6 +163,15 @@ def test_share_words_never_shows_nan():
     assert share_words(None, "n/a") == "n/a"
 
 
+def test_outlier_note_says_when_the_without_outliers_arm_is_the_selected_one():
+    from bertdims.book.findings import outlier_note
+    none = outlier_note(0.0)
+    assert "same runs" in none and "trivially" in none
+    some = outlier_note(1 / 6)
+    assert "same runs" not in some and "changes what the head reads" in some
+    assert outlier_note(float("nan")) == outlier_note(None) and "not measured" in outlier_note(None)
+
+
 def test_projection_sentence_gives_each_tasks_share_in_percent():
     from bertdims.book.findings import projection_sentence
     text = projection_sentence({"rotten_tomatoes": [0.12, 0.05], "stsb": [0.2, 0.1]}, 384)

@@ -328,6 +328,34 @@ def share_words(value: float, missing: str, fmt: str = ".0%") -> str:
     return format(float(value), fmt)
 
 
+def outlier_note(share: float) -> str:
+    """What chapter 11's "without outliers" arm tests, given the share of the selected
+    dimensions that are outlier dimensions (:func:`bertdims.analysis.agreement.outlier_share`).
+
+    Parameters
+    ----------
+    share : float
+        The share, over every task and seed, of the top-k selected dimensions that are outlier
+        dimensions (NaN or None: not measured).
+
+    Returns
+    -------
+    str
+        One or two sentences: when no selected dimension is an outlier, the arm without outliers
+        reads the same dimensions as the selected one (the same runs), so its finding holds
+        trivially and says nothing about the outliers at this scale.
+    """
+    if share is None or not np.isfinite(float(share)):
+        return "Whether the selections read outlier dimensions was not measured."
+    if float(share) == 0:
+        return ("None of them is, so the *without outliers* setting reads exactly the dimensions "
+                "of *selected*: they are the same runs, the finding that the selected dimensions "
+                "suffice without the outliers holds trivially (an effect of exactly 0), and it "
+                "says nothing about what the outlier dimensions contribute at this scale.")
+    return ("Taking them out changes what the head reads, so the *without outliers* setting tests "
+            "whether the remaining selected dimensions suffice.")
+
+
 def projection_sentence(explained: Mapping[str, Sequence[float]], hidden_size: int) -> str:
     """What the 2-D projections of chapter 1 keep of each task's ``[CLS]`` variance, in words.
 
