@@ -6,6 +6,8 @@ methods find them; the end-to-end test fine-tunes the tiny BERT through the engi
 import sys
 from pathlib import Path
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -329,3 +331,21 @@ def test_grid_probe_and_constant_predictions_line_up(tiny_bert, store, tiny_task
     assert probe.shape == (1, 30) and row["value"].iloc[0] == pytest.approx(np.mean(probe[0] == labels))
     const, const_labels = constant_predictions(cls, max_train_samples=32, max_eval_samples=30)
     np.testing.assert_array_equal(const_labels, labels)
+
+
+    # chapter 2's effects: the same predictions, paired by seed and example
+    from bertdims.analysis.dims import baseline_effects
+    from bertdims.core.stats import paired_effect
+    against_probe, against_guess = baseline_effects(base, tasks=[cls], seeds=[0, 1], store=store,
+                                                    probe_margin=0.01)
+    expect = paired_effect(preds, probe, labels, metric="accuracy", claim="better", margin=0.01,
+                           label=f"{cls}: fine-tuned - probe")
+    assert against_probe[cls].to_dict() == expect.to_dict()
+    assert against_guess[cls].margin == 0.0
+    assert against_guess[cls].score_b == pytest.approx(np.mean(const[0] == labels))
+    assert len(store.runs("probe")) == 2 and len(store.runs("finetune")) == 2     # all read back
+    from bertdims.book.findings import recipe_facts
+    from bertdims.train.finetuning import finetune
+    facts = recipe_facts(base, {s: finetune(base.replace(seed=s), store=store, progress=False) for s in (0, 1)})
+    assert facts["n_train"] == 32 and facts["model_name"] == tiny_bert and facts["num_layers"] == 2
+    assert facts["paper_steps"] == math.ceil(32 / facts["paper_batch"] * base.epochs)

@@ -185,3 +185,22 @@ def test_every_claim_names_a_chapter_of_the_book_and_the_real_table_lists_them(t
     table = scorecard_table(ResultStore(tmp_path / "results"), "default", root=REPO)
     assert list(table.claim) == [c.id for c in CLAIMS]
     assert set(table.verdict) == {NOT_RUN}
+
+
+def test_a_claim_tested_per_task_is_recorded_and_glued_at_its_least_favourable_task(tmp_path, monkeypatch):
+    from bertdims.book import report
+    from bertdims.book.scorecard import KIND
+    glued = {}
+    monkeypatch.setattr(report, "glue_values", lambda **values: glued.update(values) or values)
+    store = ResultStore(tmp_path / "results")
+    effects = {"a": _effect(0.01, 0.05, "better", 0.0), "b": _effect(-0.02, 0.03, "better", 0.0),
+               "c": _effect(0.02, 0.04, "better", 0.0)}
+    worst = report.record_least_favourable(store, "02_baselines", "p2-finetune-beats-probe", effects,
+                                           {"model": "tiny"}, {"model": "tiny"})
+    assert worst == "b" and effects["b"].verdict == "inconclusive"      # the weakest of the three
+    assert glued["recorded_task"] == "b" and glued["recorded_low"] == -0.02
+    assert glued["tally"] == "reproduced on 2 of 3 tasks (a, c); inconclusive on 1 (b)"
+    runs = store.runs(KIND)
+    assert len(runs) == 1
+    record = json.loads((Path(runs["path"].iloc[0]) / "result.json").read_text())
+    assert record["claim"] == "p2-finetune-beats-probe" and record["effect"]["low"] == -0.02

@@ -1632,6 +1632,55 @@ def constant_predictions(task: str, *, store=None, split: str = "test",
     return _constant_guess(task, np.asarray(data["train"]["label"]), len(labels))[None, :], labels
 
 
+def baseline_effects(base, *, tasks: Sequence[str], seeds: Sequence[int], store,
+                     probe_margin: float = 0.0) -> tuple[dict, dict]:
+    """Chapter 2's paired effects per task: full fine-tuning against the frozen linear probe,
+    and against the constant guess (Matton and de Oliveira, section 2 and Table 2).
+
+    Both go through :func:`bertdims.core.stats.paired_effect` (paired by seed and test example)
+    with the claim "better": against the probe with ``probe_margin``, against the constant guess
+    with margin 0 (whether the reference learned at all).
+
+    Parameters
+    ----------
+    base : FinetuneConfig
+        The reference recipe; its ``model``, ``max_seq_len`` and sample sizes also fix the probe
+        and the constant guess.
+    tasks : sequence of str
+        The tasks.
+    seeds : sequence of int
+        The fine-tuning seeds (the probe and the guess have no randomness: one row each).
+    store : ResultStore
+        Where the runs and the probe are stored and read back.
+    probe_margin : float
+        The smallest advantage over the probe that counts.
+
+    Returns
+    -------
+    tuple of dict
+        ``(against_probe, against_guess)``, each ``{task: Effect}`` in ``tasks`` order.
+
+    Raises
+    ------
+    ConfigError
+        When the probe and the fine-tuned runs were not scored on the same test examples.
+    """
+    from ..core.stats import paired_effect
+    sizes = dict(max_train_samples=base.max_train_samples, max_eval_samples=base.max_eval_samples)
+    against_probe, against_guess = {}, {}
+    for t in tasks:
+        ft, labels = grid_predictions(base.replace(task=t), store=store, seed=list(seeds))
+        probe, probe_labels = probe_predictions(base.model, t, store=store, max_seq_len=base.max_seq_len,
+                                                data_dir=base.data_dir, **sizes)
+        if not np.array_equal(labels, probe_labels):
+            raise bad("tasks", t, "the probe and the fine-tuned runs must score the same test examples")
+        kw = dict(labels=labels, metric=get_task(t).metric, claim="better")
+        against_probe[t] = paired_effect(ft, probe, margin=probe_margin, label=f"{t}: fine-tuned - probe", **kw)
+        guess = constant_predictions(t, data_dir=base.data_dir, **sizes)[0]
+        against_guess[t] = paired_effect(ft, guess, margin=0.0, label=f"{t}: fine-tuned - constant guess", **kw)
+    return against_probe, against_guess
+
+
 def constant_baseline(tasks: Sequence[str], *, store, max_train_samples: int | None = None,
                       max_eval_samples: int | None = None, data_dir: str | None = None) -> pd.DataFrame:
     """The score of a constant guess per task: the floor any trained model must clear.

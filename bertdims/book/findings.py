@@ -126,6 +126,43 @@ def named(what: str, keys: Sequence) -> str:
     return f"the {listing(keys)} {what}{plural}"
 
 
+def recipe_facts(base, runs: Mapping) -> dict:
+    """What chapter 2 says of the fine-tuning recipe that ran, next to the paper's
+    (Matton and de Oliveira, section 2), as values to glue by name.
+
+    Parameters
+    ----------
+    base : FinetuneConfig
+        The reference recipe.
+    runs : mapping of key to FinetuneRun
+        Its runs; the first gives the training size and the checkpoint rule, the longest the
+        number of steps.
+
+    Returns
+    -------
+    dict
+        ``lr``, ``head_lr``, ``batch_size``, ``epochs``, ``steps``, ``n_train``, ``warmup``,
+        ``decay``, ``rule`` (in words), ``paper_lr``, ``paper_batch``, ``paper_epochs``,
+        ``paper_steps`` (the paper's batch size over the same examples and epochs),
+        ``model_name`` and ``num_layers``.
+    """
+    import math
+
+    from ..config.finetune_config import PAPER_RECIPE
+    from ..modeling.models import model_size
+    from ..train.training import DEFAULT_HEAD_LR
+    first = next(iter(runs.values()))
+    n_train = int(first.info["n_train"])
+    return {"lr": base.lr, "head_lr": base.head_lr or DEFAULT_HEAD_LR, "batch_size": base.batch_size,
+            "epochs": base.epochs, "steps": max(int(r.info["total_steps"]) for r in runs.values()),
+            "n_train": n_train, "warmup": base.warmup, "decay": base.layer_lr_decay,
+            "rule": checkpoint_words(first.info["checkpoint_rule"], first.info["n_dev"]),
+            "paper_lr": PAPER_RECIPE["lr"], "paper_batch": PAPER_RECIPE["batch_size"],
+            "paper_epochs": PAPER_RECIPE["epochs"],
+            "paper_steps": math.ceil(n_train / PAPER_RECIPE["batch_size"] * base.epochs),
+            "model_name": base.model, "num_layers": model_size(base.model)[0]}
+
+
 def checkpoint_words(rule: str, n_dev: int = 0) -> str:
     """The checkpoint rule a run used (``info["checkpoint_rule"]`` of a fine-tuning run), in
     words for the chapter's account of its recipe."""

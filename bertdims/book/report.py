@@ -76,13 +76,7 @@ def glue_effects(effects: Mapping[str, Any], prefix: str = "") -> dict:
                 values[f"{name}_ratio" + ("" if f == "estimate" else f"_{f}")] = 1.0 + getattr(eff, f)
         values[f"{name}_seeds"], values[f"{name}_examples"] = eff.n_seeds, eff.n_examples
         values[f"{name}_sentence"], values[f"{name}_note"] = eff.sentence(), verdict_note(eff)
-    try:
-        from myst_nb import glue
-    except ImportError:
-        return values
-    for k, v in values.items():
-        glue(k, v, display=False)
-    return values
+    return glue_values(**values)
 
 
 def effects_table(effects: Mapping[str, Any]) -> pd.DataFrame:
@@ -192,6 +186,58 @@ def record_known_verdicts(store, chapter: str, effects: Mapping[str, Any], claim
         else:
             missing.append(claim_id)
     return missing
+
+
+def glue_values(**values) -> dict:
+    """Glue each value under its name (myst-nb's ``glue``, not displayed) for the chapter's
+    Markdown; without myst-nb (as in the tests) nothing is glued. Returns ``values``."""
+    try:
+        from myst_nb import glue
+    except ImportError:
+        return values
+    for k, v in values.items():
+        glue(k, v, display=False)
+    return values
+
+
+def record_least_favourable(store, chapter: str, claim_id: str, effects: Mapping[str, Any],
+                            params: dict, scale_note: dict | None = None) -> str:
+    """Record a claim tested on several tasks at its least favourable one, and glue it.
+
+    A claim tested per task holds only as far as its weakest task
+    (:func:`bertdims.core.stats.least_favourable`): that effect is recorded on the scorecard
+    (:func:`bertdims.book.scorecard.record_verdict`) and glued as ``recorded_<field>``
+    (:func:`glue_effects`), with ``recorded_task`` (its key) and ``tally`` (every task's
+    verdict in words, :func:`bertdims.book.findings.tally`).
+
+    Parameters
+    ----------
+    store : ResultStore
+        The results store to record in.
+    chapter : str
+        The chapter's stem.
+    claim_id : str
+        The claim, registered for ``chapter`` in :data:`bertdims.book.claims.CLAIMS`.
+    effects : Mapping[str, Effect]
+        The claim's effect on each task, by task.
+    params : dict
+        The chapter's parameters (:func:`bertdims.book.scorecard.chapter_params`).
+    scale_note : dict, optional
+        Passed on to :func:`bertdims.book.scorecard.record_verdict`.
+
+    Returns
+    -------
+    str
+        The key of the recorded (least favourable) effect.
+    """
+    from ..core.stats import least_favourable
+    from .findings import tally
+    from .scorecard import record_verdict
+    worst = least_favourable(effects)
+    record_verdict(store, chapter, claim_id, effects[worst], params=params, scale_note=scale_note)
+    glue_effects({"recorded": effects[worst]})
+    glue_values(recorded_task=worst, tally=tally(effects))
+    return worst
 
 
 def plain_numbers_in_notebooks() -> bool:
