@@ -96,20 +96,21 @@ __all__ = [
 
 #: The layers, lowest first, and their modules: ``bd.<layer>.<module>``.
 _LAYERS = {
-    "core": ("_validate", "device", "hub", "progress", "result", "stats", "store",),
-    "data": ("task_spec", "_embedded", "_hub", "tasks",),
-    "modeling": ("models", "tokens", "testing",),
-    "config": ("params", "finetune_config",),
-    "train": ("training", "heads", "loop", "finetuning", "multitask", "sparse", "executor",),
-    "analysis": ("extract", "probes", "dims", "pca", "neurons", "distances", "crossft", "agreement",),
-    "book": ("chapters", "parameters", "plan", "claims", "scorecard", "report", "findings", "study_findings", "charts", "fewdims_charts", "study_charts", "overview", "webassets",),
-    "cli": ("app", "commands", "flags",),
+    "core": ("_validate", "device", "hub", "progress", "result", "stats", "store"),
+    "data": ("task_spec", "_embedded", "_hub", "tasks"),
+    "modeling": ("models", "tokens", "testing"),
+    "config": ("params", "finetune_config"),
+    "train": ("training", "heads", "loop", "finetuning", "multitask", "sparse", "executor"),
+    "analysis": ("extract", "probes", "dims", "pca", "neurons", "distances", "crossft", "agreement"),
+    "book": ("chapters", "parameters", "plan", "claims", "scorecard", "report", "findings",
+             "study_findings", "charts", "fewdims_charts", "study_charts", "overview", "webassets"),
+    "cli": ("app", "commands", "flags"),
 }
 #: Where each module lives: ``{module: "layer.module"}``.
 _MODULES = {m: f"{layer}.{m}" for layer, modules in _LAYERS.items() for m in modules}
 #: Module paths from before the layers (``bertdims.dims``): each still imports, with a
 #: FutureWarning naming where the module lives now (``cli`` is its layer's name now).
-_FORMER_MODULES = {**{m: path for m, path in _MODULES.items() if m not in ("hub", "app")}}
+_FORMER_MODULES = {m: path for m, path in _MODULES.items() if m not in ("hub", "result", "app")}
 
 # ------------------------------------------------------------------- former top-level names
 # Names that were at the top level before the namespace was curated: each still resolves, from
