@@ -261,3 +261,34 @@ SOURCES = sorted(p for p in [*(ROOT / "tests").glob("*.py"), *(ROOT / "benchmark
 def test_tests_and_benchmarks_use_no_former_top_level_name(path):
     """Code that CI does not run (benchmarks, rarely taken branches) warns nowhere either."""
     assert not problems(path.read_text())
+
+
+def _shown_calls(path: Path) -> list[str]:
+    """The calls that end a code cell of a chapter (their value is displayed) and that only glue
+    or record (``glue_*``, ``record_*``): their return value is bookkeeping, not a result."""
+    found = []
+    for i, cell in enumerate(nbformat.read(path, 4).cells):
+        if cell.cell_type != "code":
+            continue
+        body = ast.parse("\n".join(ln for ln in cell.source.splitlines()
+                                   if not ln.lstrip().startswith(("%", "!")))).body
+        if body and isinstance(body[-1], ast.Expr) and isinstance(body[-1].value, ast.Call):
+            name = ast.unparse(body[-1].value.func).split(".")[-1]
+            if name.startswith(("glue_", "record_")) and name != "glue_values":   # that one returns None
+                found.append(f"cell {i}: {name}")
+    return found
+
+
+def test_the_shown_call_check_sees_a_recording_call_at_the_end(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1\nbd.book.report.record_least_favourable(s, 'c', 'id', e, p)"),
+                nbformat.v4.new_code_cell("bd.book.report.glue_effects(e)\ntable"),
+                nbformat.v4.new_code_cell("bd.book.report.glue_values(a=1)")]
+    nbformat.write(nb, str(tmp_path / "c.ipynb"))
+    assert _shown_calls(tmp_path / "c.ipynb") == ["cell 0: record_least_favourable"]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_no_chapter_cell_shows_what_it_only_glued_or_recorded(path):
+    """A cell ending with ``glue_effects(...)`` would print the dict it glued into the book."""
+    assert not _shown_calls(path)

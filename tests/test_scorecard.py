@@ -191,7 +191,7 @@ def test_a_claim_tested_per_task_is_recorded_and_glued_at_its_least_favourable_t
     from bertdims.book import report
     from bertdims.book.scorecard import KIND
     glued = {}
-    monkeypatch.setattr(report, "glue_values", lambda **values: glued.update(values) or values)
+    monkeypatch.setattr(report, "glue_values", lambda **values: glued.update(values))
     store = ResultStore(tmp_path / "results")
     effects = {"a": _effect(0.01, 0.05, "better", 0.0), "b": _effect(-0.02, 0.03, "better", 0.0),
                "c": _effect(0.02, 0.04, "better", 0.0)}

@@ -76,7 +76,8 @@ def glue_effects(effects: Mapping[str, Any], prefix: str = "") -> dict:
                 values[f"{name}_ratio" + ("" if f == "estimate" else f"_{f}")] = 1.0 + getattr(eff, f)
         values[f"{name}_seeds"], values[f"{name}_examples"] = eff.n_seeds, eff.n_examples
         values[f"{name}_sentence"], values[f"{name}_note"] = eff.sentence(), verdict_note(eff)
-    return glue_values(**values)
+    glue_values(**values)
+    return values
 
 
 def effects_table(effects: Mapping[str, Any]) -> pd.DataFrame:
@@ -188,16 +189,16 @@ def record_known_verdicts(store, chapter: str, effects: Mapping[str, Any], claim
     return missing
 
 
-def glue_values(**values) -> dict:
+def glue_values(**values) -> None:
     """Glue each value under its name (myst-nb's ``glue``, not displayed) for the chapter's
-    Markdown; without myst-nb (as in the tests) nothing is glued. Returns ``values``."""
+    Markdown; without myst-nb (as in the tests) nothing is glued. Returns None, so a chapter
+    cell that ends with it shows nothing."""
     try:
         from myst_nb import glue
     except ImportError:
-        return values
+        return
     for k, v in values.items():
         glue(k, v, display=False)
-    return values
 
 
 def record_least_favourable(store, chapter: str, claim_id: str, effects: Mapping[str, Any],
