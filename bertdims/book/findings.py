@@ -385,11 +385,11 @@ def outlier_note(share: float) -> str:
     if share is None or not np.isfinite(float(share)):
         return "Whether the selections read outlier dimensions was not measured."
     if float(share) == 0:
-        return ("None of them is, so the *without outliers* setting reads exactly the dimensions "
-                "of *selected*: they are the same runs, the finding that the selected dimensions "
+        return ("None of them is, so the \u201cwithout outliers\u201d setting reads exactly the dimensions "
+                "of \u201cselected\u201d: they are the same runs, the finding that the selected dimensions "
                 "suffice without the outliers holds trivially (an effect of exactly 0), and it "
                 "says nothing about what the outlier dimensions contribute at this scale.")
-    return ("Taking them out changes what the head reads, so the *without outliers* setting tests "
+    return ("Taking them out changes what the head reads, so the \u201cwithout outliers\u201d setting tests "
             "whether the remaining selected dimensions suffice.")
 
 
