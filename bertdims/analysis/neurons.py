@@ -738,9 +738,10 @@ def neurons_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes"
     -------
     StudyTables
         A dict with the shape of every result (:mod:`bertdims.core.result`: ``config`` the
-        arguments, ``paths`` the stored runs by ``(task, model, seed)``, ``metrics`` empty: the
-        study scores probes, not runs). Tidy tables (pandas.DataFrame, one row per run and entry) with columns ``task``,
-        ``model`` (pretrained / finetuned) and ``seed`` besides those of :func:`run_neurons`:
+        arguments, ``paths`` the stored runs by ``(task, model, seed)``, ``metrics`` empty: it
+        scores probes on embeddings, not runs). Tidy tables (pandas.DataFrame, one row per run
+        and entry) with columns ``task``, ``model`` (pretrained / finetuned) and ``seed``
+        besides those of :func:`run_neurons`:
         ``accuracy``, ``selection``, ``single``, ``activation``; ``table3``: the paper's Table 3
         layout (one row per task, mean over seeds); and ``predictions``: ``{task: {"labels":
         (N,), "pretrained": {dims: (1, N)}, "finetuned": {dims: (S, N)}}}``, the probes' test

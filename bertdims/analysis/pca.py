@@ -359,8 +359,9 @@ def pca_study(model: str = "embedded", tasks: list[str] = ("rotten_tomatoes",), 
     StudyTables
         A dict of tidy tables, with the shape of every result (:mod:`bertdims.core.result`:
         ``config`` the arguments, ``paths`` the stored runs by ``(task, seed)``, ``metrics``
-        empty: the study scores probes, not runs). The tables have ``task`` and ``seed`` columns besides those of :func:`run_pca`:
-        ``curves`` (rows: model, basis, n, accuracy), ``ratios`` (rows: component, ratio),
+        empty: it scores probes on embeddings, not runs). The tables have ``task`` and
+        ``seed`` columns besides those of :func:`run_pca`: ``curves`` (rows: model, basis, n,
+        accuracy), ``ratios`` (rows: component, ratio),
         ``sizes`` (rows: model, sentences, accuracy) and ``summary`` (one row per task and seed;
         columns classes, first_below_one, few_n, and per model the accuracy with all dims and
         with ``few_n`` general components).

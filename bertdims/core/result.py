@@ -10,8 +10,9 @@ and seeds, a run read back from the store), it answers the same four questions t
 ``metrics``
     The evaluation metrics its runs reached, as plain numbers: ``{split: {metric: value}}``
     for one run, ``{run: {split: {metric: value}}}`` for several, ``run`` being the key the
-    result gives its runs (``(setting, sparsity, seed)``, ``(task, seed)``, ...). Empty for a
-    study that trains nothing and scores no run (PCA of embeddings, salient neurons).
+    result gives its runs (``(setting, sparsity, seed)``, ``(task, seed)``, ...). Empty for the
+    PCA and salient-neuron studies: what they score are linear probes on embeddings (in their
+    tables), not the fine-tuning runs that produced the embeddings.
 ``tables``
     Every tidy table it holds, by name: ``{name: DataFrame}``.
 ``paths``
