@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from ..core._validate import ConfigMixin, bad, check_choice, check_range
-from ..core.result import ResultFields, runs_metrics
+from ..core.result import ResultFields, RunsResult
 from ..config.params import Interval, check_fields, derive, own, param, study_param
 
 SOURCES = ("selected", "salient", "single", "pca", "moved", "outlier")
@@ -648,7 +648,7 @@ def setting_dims(rankings: Rankings, task: str, seed: int, k: int) -> dict:
 
 
 @dataclass
-class OutlierStudy(ResultFields):
+class OutlierStudy(RunsResult):
     """What :func:`outlier_retrain` returns, with the shape of every result
     (:mod:`bertdims.core.result`; ``metrics`` and ``paths`` of ``runs``, keyed ``(task, setting,
     seed)``, ``config`` the :class:`AgreementConfig`): ``scores`` one row per (task, seed, setting):
@@ -664,11 +664,6 @@ class OutlierStudy(ResultFields):
     k: int
     config: Any = None
     runs: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def metrics(self) -> dict:
-        """``{(task, setting, seed): {split: {metric: value}}}`` of every run."""
-        return runs_metrics(self.runs)
 
 
 def outlier_retrain(config: AgreementConfig, rankings: Rankings, *, store,

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ..core._validate import ConfigMixin, bad, check_choice, check_range
-from ..core.result import ResultFields, runs_metrics
+from ..core.result import RunsResult
 from ..train.multitask import (EMBEDDED_CLASSIFICATION_TASKS, SAMPLERS, MultitaskModel, MultitaskConfig,
                         load_multitask, finetune_multitask)
 from ..config.params import (VOCABULARY, Check, Interval, Options, check_fields, derive, own, param,
@@ -378,7 +378,7 @@ def _train_size(config: CrossConfig, task: str) -> int:
 
 
 @dataclass
-class Sequential(ResultFields):
+class Sequential(RunsResult):
     """What :func:`cross_finetune` returns, with the shape of every result
     (:mod:`bertdims.core.result`): ``metrics`` and ``paths`` are those of ``runs``, by the
     same keys; ``tables`` is ``{"pairs": ...}``.
@@ -411,11 +411,6 @@ class Sequential(ResultFields):
     labels: dict
     runs: dict
     config: Any = None
-
-    @property
-    def metrics(self) -> dict:
-        """``{(mode, A, B, stage, seed): {split: {metric: value}}}`` of every second-stage run."""
-        return runs_metrics(self.runs)
 
 
 def _ensure_stages(config: CrossConfig, store, sizes: dict) -> None:

@@ -65,7 +65,7 @@ import pandas as pd
 
 from ..core._validate import ConfigError, bad, check_choice, check_range
 from ..core import progress as _progress
-from ..core.result import ResultFields, runs_metrics
+from ..core.result import ResultFields, RunsResult
 from ..modeling.models import model_size  # noqa: F401  (part of this module's API)
 from ..data.tasks import Task, compute_metrics, get_task
 
@@ -977,7 +977,7 @@ def selected_dims(ranking: pd.DataFrame, k: int) -> list[int]:
 
 
 @dataclass
-class RetrainStudy(ResultFields):
+class RetrainStudy(RunsResult):
     """What :func:`retrain_study` returns: the scores, predictions and runs of the study.
 
     Attributes
@@ -1014,11 +1014,6 @@ class RetrainStudy(ResultFields):
     runs: dict
     seeds: list
     config: Any = None
-
-    @property
-    def metrics(self) -> dict:
-        """``{(task, setting, seed): {split: {metric: value}}}`` of every run."""
-        return runs_metrics(self.runs)
 
 
 def retrain_study(base, rankings: pd.DataFrame, *, ks: Sequence[int], store,

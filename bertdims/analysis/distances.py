@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from ..core._validate import ConfigError, ConfigMixin, bad
-from ..core.result import ResultFields, runs_metrics
+from ..core.result import RunsResult
 from ..config.params import IntList, Interval, check_fields, derive, own, param, study_param
 
 KINDS = ("embeddings", "attention", "feed-forward", "layer-norm", "other")
@@ -730,7 +730,7 @@ class LayerStudyConfig(ConfigMixin):
 
 
 @dataclass
-class LayerStudy(ResultFields):
+class LayerStudy(RunsResult):
     """What :func:`layer_study` ran, with the shape of every result (:mod:`bertdims.core.result`:
     ``config`` the :class:`LayerStudyConfig`; ``metrics`` and ``paths`` of ``runs``, keyed
     ``(setting, n, seed)``): ``table`` (one row per run: ``setting, n, seed,
@@ -746,11 +746,6 @@ class LayerStudy(ResultFields):
     metric: str
     config: Any = None
     runs: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def metrics(self) -> dict:
-        """``{(setting, n, seed): {split: {metric: value}}}`` of every run."""
-        return runs_metrics(self.runs)
 
 
 def layer_study(config: LayerStudyConfig, store=None) -> LayerStudy:

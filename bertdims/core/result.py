@@ -22,7 +22,7 @@ and seeds, a run read back from the store), it answers the same four questions t
 
 :class:`Result` is the protocol (``isinstance(x, Result)`` checks the four attributes);
 :class:`ResultFields` gives a dataclass ``tables`` and ``paths`` from its fields and its
-``runs``; :class:`StudyTables` is the dict of tables the embedding studies return, with the
+``runs``, :class:`RunsResult` also ``metrics`` from its ``runs``; :class:`StudyTables` is the dict of tables the embedding studies return, with the
 same four attributes.
 """
 from __future__ import annotations
@@ -95,6 +95,17 @@ class ResultFields:
         found: dict = {name: v for name, v in self._values().items() if isinstance(v, Path)}
         found.update(runs_paths(getattr(self, "runs", None) or {}))
         return found
+
+
+class RunsResult(ResultFields):
+    """For a result dataclass holding its runs in a ``runs`` field (``{run key: run}``):
+    ``metrics`` are theirs, ``{run key: {split: {metric: value}}}``; ``tables`` and ``paths``
+    as :class:`ResultFields`."""
+
+    @property
+    def metrics(self) -> dict:
+        """``{run key: {split: {metric: value}}}`` of every run in ``runs``."""
+        return runs_metrics(self.runs)
 
 
 class StudyTables(dict):

@@ -366,8 +366,7 @@ class StoredRun:
     def metrics(self) -> dict:
         """The ``metrics`` entry of ``result.json`` when it is a dict (``{split: {metric:
         value}}`` for a fine-tuning run), else empty."""
-        path = self.path / "result.json"
-        found = json.loads(path.read_text()) if path.exists() else None
+        found = self.json() if (self.path / "result.json").exists() else None
         return found["metrics"] if isinstance(found, dict) and isinstance(found.get("metrics"), dict) else {}
 
     @property

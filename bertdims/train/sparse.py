@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core._validate import ConfigError, ConfigMixin, bad, check_range
-from ..core.result import ResultFields, runs_metrics
+from ..core.result import RunsResult
 from ..config.params import Check, IntList, Interval, Options, check_fields, declared, derive, own, param
 from ..core import progress as _progress
 from .loop import (LoopState, accelerator, load_checkpoint, restore_best, run_device, run_loop,
@@ -960,7 +960,7 @@ SETTINGS = {"learned": "learned mask", "magnitude": "magnitude mask", "random": 
 
 
 @dataclass
-class SparseStudy(ResultFields):
+class SparseStudy(RunsResult):
     """Everything :func:`sparse_study` ran, read back from the store, with the shape of every
     result (:mod:`bertdims.core.result`): ``config`` (the base :class:`SparseConfig`),
     ``metrics`` and ``paths`` of ``runs`` (keyed ``(setting, sparsity, seed)``), ``tables``
@@ -981,11 +981,6 @@ class SparseStudy(ResultFields):
     seeds: list
     runs: dict = field(default_factory=dict, repr=False)
     config: Any = None
-
-    @property
-    def metrics(self) -> dict:
-        """``{(setting, sparsity, seed): {split: {metric: value}}}`` of every run."""
-        return runs_metrics(self.runs)
 
 
 def _check_sparsities(sparsities) -> list[float]:
